@@ -1,0 +1,1 @@
+"""lesionseg export: checkpoints (Keras .h5, SCT ONNX, nnU-Net) to ONNX networks in a Triton repository."""
