@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from lesionseg.client.errors import RepositoryError, ServerStartError
+from lesionseg.client.errors import RepositoryError, ServerStartError, UsageError
 from lesionseg.client.settings import port, setting
 from lesionseg.server.binary import find_distribution, make_backend_dir, server_environment
 
@@ -54,6 +54,12 @@ class ServerSettings:
     startup_timeout: float = 600.0
     grace_period: float = 20.0
     extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("grpc_port", "http_port", "metrics_port"):
+            value = getattr(self, name)
+            if not 0 < value < 65536:
+                raise UsageError(f"{name.replace('_', ' ')} {value} is outside 1-65535")
 
     @classmethod
     def resolve(
@@ -139,6 +145,7 @@ def summarize_failure(log_text: str) -> str:
             match = _LOG_LINE.match(line)
             if match and not any(b in line for b in _BENIGN):
                 errors.append(match.group("msg").replace('\\"', '"'))
+    errors = [msg.split("\\n")[0].strip() for msg in errors]
     for msg in errors:
         if "failed to load" in msg or "already in use" in msg or "Poll failed" in msg:
             return msg

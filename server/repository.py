@@ -90,13 +90,16 @@ def _check_ensemble(name: str, config: mc.ModelConfig, configs: dict[str, mc.Mod
     if steps and config.platform != "ensemble":
         return [Problem(model=name, message="ensemble_scheduling given but platform is not 'ensemble'")]
     # tensor name -> data type, starting with the ensemble's inputs, growing with step outputs
-    available = {t.name: t.data_type for t in config.input}
+    available: dict[str, int | None] = {t.name: t.data_type for t in config.input}
     produced: set[str] = set()
     for index, step in enumerate(steps, start=1):
         where = f"step {index} ({step.model_name})"
         target = configs.get(step.model_name)
         if target is None:
             problems.append(Problem(model=name, message=f"{where}: model {step.model_name!r} is not in the repository"))
+            for tensor in step.output_map.values():  # known to exist, type unknown: no cascade of errors
+                available[tensor] = None
+                produced.add(tensor)
             continue
         target_inputs = {t.name: t.data_type for t in target.input}
         target_outputs = {t.name: t.data_type for t in target.output}
@@ -105,7 +108,7 @@ def _check_ensemble(name: str, config: mc.ModelConfig, configs: dict[str, mc.Mod
                 problems.append(Problem(model=name, message=f"{where}: {step.model_name} has no input {model_input!r}"))
             elif tensor not in available:
                 problems.append(Problem(model=name, message=f"{where}: tensor {tensor!r} is neither an ensemble input nor an earlier step's output"))
-            elif available[tensor] != target_inputs[model_input]:
+            elif available[tensor] is not None and available[tensor] != target_inputs[model_input]:
                 problems.append(Problem(model=name, message=(
                     f"{where}: tensor {tensor!r} is {data_type_name(available[tensor])} but "
                     f"{step.model_name} input {model_input!r} is {data_type_name(target_inputs[model_input])}")))
@@ -121,7 +124,7 @@ def _check_ensemble(name: str, config: mc.ModelConfig, configs: dict[str, mc.Mod
     for output in config.output:
         if output.name not in produced:
             problems.append(Problem(model=name, message=f"ensemble output {output.name!r} is produced by no step"))
-        elif available[output.name] != output.data_type:
+        elif available[output.name] is not None and available[output.name] != output.data_type:
             problems.append(Problem(model=name, message=(
                 f"ensemble output {output.name!r} is declared {data_type_name(output.data_type)} but its step "
                 f"produces {data_type_name(available[output.name])}")))
