@@ -44,3 +44,11 @@ class ServerUnavailableError(LesionsegError):
 
 class InferenceError(LesionsegError):
     """The server answered a request with an error."""
+
+
+class ExportError(LesionsegError):
+    """A checkpoint cannot be converted (unknown layer, unsupported architecture, parity failure)."""
+
+
+class ModelNotFoundError(LesionsegError):
+    """A model the command needs is not installed or not served."""
