@@ -56,6 +56,7 @@ class ServerSettings:
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "repository", Path(self.repository))
         for name in ("grpc_port", "http_port", "metrics_port"):
             value = getattr(self, name)
             if not 0 < value < 65536:

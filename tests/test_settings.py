@@ -44,3 +44,7 @@ def test_default_repository_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.delenv("LESIONSEG_REPOSITORY", raising=False)
     assert default_repository() == tmp_path / "lesionseg" / "model_repository"
     assert ServerSettings.resolve().repository == tmp_path / "lesionseg" / "model_repository"
+
+
+def test_repository_given_as_text_becomes_a_path() -> None:
+    assert ServerSettings(repository="some/where").repository == Path("some/where")

@@ -39,6 +39,7 @@ class PythonModel:
     optional_inputs: frozenset[str] = frozenset()
 
     def initialize(self, args: Mapping[str, str]) -> None:
+        self._args = dict(args)
         self.config: dict[str, Any] = json.loads(args["model_config"])
         self.name: str = args.get("model_name", self.config.get("name", "?"))
         self.parameters = {k: v.get("string_value", "") for k, v in self.config.get("parameters", {}).items()}

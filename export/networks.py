@@ -1,0 +1,83 @@
+"""Write an ONNX network into a Triton repository as `<name>/1/model.onnx` plus its config.
+
+Two serving variants of the same network: `python` (the embedded server, which has no ONNX
+Runtime backend: a Python-backend model holding an onnxruntime session) and `onnxruntime`
+(Triton's own backend, as in NGC images). Both batch dynamically along the first axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from lesionseg.client.errors import ExportError
+from lesionseg.server.modelconfig import DynamicBatching, ModelSpec, TensorSpec, write_config
+from lesionseg.server.pymodel import write_model_py
+
+BACKENDS = ("python", "onnxruntime")
+ONNX_NET_MODEL = "lesionseg.server.backend.onnx_net:OnnxNetModel"
+RECORD_NAME = "export.json"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NetworkEntry:
+    """A network model entry: tensor names and per-item shapes (batch axis excluded)."""
+
+    name: str
+    input_name: str
+    output_names: Sequence[str]
+    input_dims: tuple[int, ...]
+    output_dims: tuple[int, ...]
+    max_batch_size: int = 16
+    queue_delay_us: int = 2000
+    instance_count: int = 1
+
+
+def network_spec(entry: NetworkEntry, *, backend: str) -> ModelSpec:
+    if backend not in BACKENDS:
+        raise ExportError(f"unknown serving backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    return ModelSpec(
+        name=entry.name,
+        backend=backend,
+        max_batch_size=entry.max_batch_size,
+        inputs=[TensorSpec(name=entry.input_name, dtype="FP32", dims=entry.input_dims)],
+        outputs=[TensorSpec(name=n, dtype="FP32", dims=entry.output_dims) for n in entry.output_names],
+        instance_count=entry.instance_count,
+        dynamic_batching=DynamicBatching(max_queue_delay_us=entry.queue_delay_us),
+    )
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_network(entry: NetworkEntry, model: Any, repository: Path, *, backend: str, record: dict[str, Any]) -> Path:
+    """Write `model` (an onnx.ModelProto) and its config; `record` (source, parity) goes to export.json.
+
+    Returns:
+        The path of `model.onnx`.
+    """
+    spec = network_spec(entry, backend=backend)
+    folder = repository / entry.name
+    version = folder / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    target = version / "model.onnx"
+    partial = target.with_suffix(".onnx.partial")
+    partial.write_bytes(model.SerializeToString())
+    partial.replace(target)
+    write_config(spec, repository)
+    stale = version / "model.py"
+    if backend == "python":
+        write_model_py(repository, entry.name, ONNX_NET_MODEL)
+    elif stale.exists():
+        stale.unlink()
+    full_record = {**record, "onnx_sha256": sha256(target), "backend": backend}
+    (folder / RECORD_NAME).write_text(json.dumps(full_record, indent=2, sort_keys=True) + "\n")
+    return target

@@ -1,0 +1,81 @@
+"""A network served from `<model>/<version>/model.onnx` with ONNX Runtime inside the Python backend.
+
+The embedded Triton (nvidia-pytriton) has no onnxruntime backend, so each network is a
+Python-backend model holding one `onnxruntime.InferenceSession`. With `max_batch_size > 0` and
+dynamic batching in its config, Triton hands `execute` several requests at once: their inputs are
+concatenated along the batch axis, run in one call, and split back — real batching of tiles from
+concurrent requests. Production images use Triton's own `onnxruntime` backend with the same
+config otherwise (see `lesionseg.export.repository`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from lesionseg.server.backend.base import PythonModel, RequestError, _pb_utils
+
+logger = logging.getLogger(__name__)
+
+
+def make_session(path: Path, *, intra_op_threads: int = 0, inter_op_threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session for `path` (threads 0 = ONNX Runtime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OnnxNetModel(PythonModel):
+    """Runs `model.onnx`; the config's inputs/outputs name the ONNX graph's tensors."""
+
+    def setup(self, config: Mapping[str, Any]) -> None:
+        self.path = Path(self._args["model_repository"]) / self._args["model_version"] / "model.onnx"
+        threads = int(self.parameters.get("intra_op_threads", os.environ.get("LESIONSEG_ORT_THREADS", "0")))
+        self.session = make_session(self.path, intra_op_threads=threads)
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        logger.info("%s: loaded %s (threads=%s)", self.name, self.path, threads or "default")
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        if not self.batched or len(requests) == 1:
+            return [self.respond(r) for r in requests]
+        pb_utils = _pb_utils()
+        batches: list[dict[str, np.ndarray]] = []
+        responses: list[Any] = [None] * len(requests)
+        for i, request in enumerate(requests):
+            try:
+                batches.append(self._read_inputs(request))
+            except RequestError as exc:
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {exc}"))
+                batches.append({})
+        good = [i for i, b in enumerate(batches) if b]
+        if good:
+            try:
+                merged = {name: np.concatenate([batches[i][name] for i in good]) for name in self.input_names}
+                outputs = self.session.run(self.output_names, merged)
+                offset = 0
+                for i in good:
+                    n = len(batches[i][self.input_names[0]])
+                    tensors = [pb_utils.Tensor(name, np.ascontiguousarray(out[offset : offset + n]))
+                               for name, out in zip(self.output_names, outputs)]
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+                    offset += n
+            except Exception as exc:  # noqa: BLE001
+                logger.exception("%s: batch failed", self.name)
+                for i in good:
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {exc}"))
+        return responses
+
+    def process(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        try:
+            outputs = self.session.run(self.output_names, {name: inputs[name] for name in self.input_names})
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime reports shape/type errors this way
+            raise RequestError(str(exc).splitlines()[0]) from None
+        return dict(zip(self.output_names, outputs))
