@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Sequence
 
-from lesionseg.client import __version__, cmd_repository, cmd_serve, cmd_status
+from lesionseg.client import __version__, cmd_deepseg_lesion, cmd_export, cmd_repository, cmd_serve, cmd_status
 from lesionseg.client.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, LesionsegError
 
 EPILOG = """\
@@ -21,7 +21,7 @@ examples:
   lesionseg repository check model_repository
 """
 
-COMMANDS = (cmd_serve, cmd_status, cmd_repository)
+COMMANDS = (cmd_deepseg_lesion, cmd_export, cmd_serve, cmd_status, cmd_repository)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,76 @@
+"""Client side of the legacy pipeline: load, reorient, one gRPC call, write SCT's outputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from lesionseg.client.errors import InferenceError, InputError
+from lesionseg.client.nifti import Volume, load_volume, save_volume, stem
+from lesionseg.client.orientation import reorientation, sct_to_nib
+from lesionseg.client.session import model_parameters, server_for_run
+from lesionseg.server.resampling import zoomed_affine
+
+logger = logging.getLogger(__name__)
+
+
+def _centerline_on_grid(path: Path, image: Volume) -> np.ndarray:
+    mask = load_volume(path, what="centerline", dtype=np.float32)
+    if mask.data.shape != image.data.shape or not np.allclose(mask.affine, image.affine, atol=1e-3):
+        raise InputError(f"{path}: centerline is not on the grid of {image.path} (shape {mask.data.shape} vs {image.data.shape})")
+    return (mask.data > 0).astype(np.uint8)
+
+
+def segment_legacy(
+    image_path: Path, contrast: str, *, ofolder: Path, url: str | None, centerline_file: Path | None = None,
+) -> dict[str, Path]:
+    """Segment lesions in one image with `deepseg_lesion_<contrast>`; returns the written files.
+
+    Outputs are written only after the server answered; each is written atomically.
+    """
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    image = load_volume(image_path)
+    centerline = _centerline_on_grid(centerline_file, image) if centerline_file is not None else None
+    model = f"deepseg_lesion_{contrast}"
+    with server_for_run(url) as address:
+        with grpcclient.InferenceServerClient(address) as client:
+            params = model_parameters(client, model, address)
+            orient = reorientation(image.affine, image.data.shape, sct_to_nib(params.get("orientation", "RPI")))
+            data = orient.forward(image.data)
+            spacing = np.asarray(orient.forward_spacing(image.spacing), np.float32)
+            inputs = [_tensor("IMAGE", data.astype(np.float32)), _tensor("SPACING", spacing)]
+            if centerline is not None:
+                inputs.append(_tensor("CENTERLINE", orient.forward(centerline)))
+            try:
+                result = client.infer(model, inputs)
+            except InferenceServerException as exc:
+                raise InferenceError(f"{image_path}: {exc.message() or exc}") from None
+    seg_rpi = result.as_numpy("SEG")
+    res_prob = result.as_numpy("RES_PROB").astype(np.float32) / 255.0
+    if seg_rpi.shape != data.shape:
+        raise InferenceError(f"{image_path}: server returned a mask of shape {seg_rpi.shape}, expected {data.shape}")
+    rpi_affine = orient.target_affine(image.affine)
+    name = stem(image_path)
+    outputs = {
+        "lesionseg": ofolder / f"{name}_lesionseg.nii.gz",
+        "rpi_seg": ofolder / f"{name}_RPI_seg.nii.gz",
+        "res_rpi_seg": ofolder / f"{name}_res_RPI_seg.nii.gz",
+    }
+    save_volume(res_prob, zoomed_affine(rpi_affine, data.shape, res_prob.shape), outputs["res_rpi_seg"], like=image.header)
+    save_volume(seg_rpi.astype(np.uint8), rpi_affine, outputs["rpi_seg"], like=image.header)
+    save_volume(orient.backward(seg_rpi).astype(np.uint8), image.affine, outputs["lesionseg"], like=image.header)
+    logger.info("%s: %d lesion voxels", image_path, int(seg_rpi.sum()))
+    return outputs
+
+
+def _tensor(name: str, array: np.ndarray):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    tensor.set_data_from_numpy(np.ascontiguousarray(array))
+    return tensor
