@@ -9,19 +9,29 @@ import os
 import sys
 from typing import Sequence
 
-from lesionseg.client import __version__, cmd_deepseg_lesion, cmd_export, cmd_repository, cmd_serve, cmd_status
+from lesionseg.client import (
+    __version__,
+    cmd_deepseg_lesion,
+    cmd_export,
+    cmd_models,
+    cmd_repository,
+    cmd_serve,
+    cmd_status,
+)
 from lesionseg.client.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, LesionsegError
 
 EPILOG = """\
 exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 server unavailable
 
 examples:
+  lesionseg models install sct-legacy --from ../shared/sct_models
+  lesionseg deepseg-lesion -i t2s.nii.gz -c t2s
   lesionseg serve --repository model_repository
   lesionseg status --url 127.0.0.1:8001
   lesionseg repository check model_repository
 """
 
-COMMANDS = (cmd_deepseg_lesion, cmd_export, cmd_serve, cmd_status, cmd_repository)
+COMMANDS = (cmd_deepseg_lesion, cmd_models, cmd_export, cmd_serve, cmd_status, cmd_repository)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -32,13 +32,37 @@ def shared() -> Path:
     return SHARED
 
 
+def legacy_models_dir(target: Path) -> Path:
+    """The real SCT legacy models, plus `t2_lesion.h5`, a stand-in (the t2_ax weights) for the
+    absent sagittal T2 model so the `-c t2` wiring can be exercised."""
+    target.mkdir(parents=True, exist_ok=True)
+    for sub in ("deepseg_lesion", "deepseg_sc"):
+        for file in (SHARED / "sct_models" / sub).glob("*.h5"):
+            (target / file.name).symlink_to(file)
+    (target / "golden").symlink_to(SHARED / "sct_models" / "golden")
+    (target / "t2_lesion.h5").symlink_to(SHARED / "sct_models" / "deepseg_lesion" / "t2_ax_lesion.h5")
+    return target
+
+
 @pytest.fixture(scope="session")
 def session_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repository the session's server serves: the selftest models (more are added by later fixtures)."""
+    """The repository the session's one server serves: the selftest models and, when ../shared is
+    present, the legacy pipelines exported from the real SCT weights."""
     repo = tmp_path_factory.mktemp("repository")
     for model in SELFTEST_REPOSITORY.iterdir():
         shutil.copytree(model, repo / model.name)
+    if (SHARED / "sct_models").is_dir():
+        from lesionseg.export.sct_legacy import export_sct_legacy
+
+        models = legacy_models_dir(tmp_path_factory.mktemp("legacy_models"))
+        export_sct_legacy(models, repo, contrast="all")
     return repo
+
+
+@pytest.fixture(scope="session")
+def legacy_server(server, shared: Path):
+    """The session server, when it serves the legacy pipelines (needs ../shared)."""
+    return server
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,56 @@
+"""`lesionseg models install`: SCT's released models into the model repository."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lesionseg.client.errors import EXIT_OK
+
+HELP = """\
+examples:
+  lesionseg models install sct-legacy                         # SCT's release zips (internet)
+  lesionseg models install sct-legacy --from ../shared/sct_models
+  lesionseg models install sct-legacy --from 20220325_deepseg_lesion_models_onnx.zip
+  lesionseg models install sct-legacy --from sct              # an SCT install at $SCT_DIR
+
+Downloads are cached in ~/.cache/lesionseg/downloads and verified (zip integrity, expected
+files, checksum recorded on first download); LESIONSEG_RELEASES_URL points at a mirror.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("models", help="install released models into the repository")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
+    actions.required = True
+    install = actions.add_parser("install", help="fetch, verify and export models", epilog=HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    install.add_argument("family", choices=("sct-legacy",), help="which models")
+    install.add_argument("--from", dest="source", metavar="SRC", help="URL, zip, folder, or 'sct' ($SCT_DIR); default: SCT's release URLs")
+    install.add_argument("--repository", type=Path, metavar="REPO", help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
+    install.add_argument("--contrast", default="all", choices=("t2", "t2_ax", "t2s", "all"))
+    install.add_argument("--backend", default="python", choices=("python", "onnxruntime"))
+    install.set_defaults(run=run_install)
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from lesionseg.client.settings import setting
+    from lesionseg.export.install import resolve_source
+    from lesionseg.export.sct_legacy import export_sct_legacy
+    from lesionseg.server.embedded import default_repository
+
+    def progress(done: int, total: int | None) -> None:
+        if sys.stderr.isatty():
+            text = f"{done / 1e6:.1f} MB" + (f" of {total / 1e6:.1f} MB" if total else "")
+            print(f"\r  downloading {text}", end="", file=sys.stderr, flush=True)
+
+    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    folder = resolve_source(args.source, progress=progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    result = export_sct_legacy(folder, repository, contrast=args.contrast, backend=args.backend)
+    print(f"installed {', '.join(f'deepseg_lesion_{c}' for c in result.contrasts)} into {repository} (from {folder})")
+    for contrast in result.skipped:
+        print(f"skipped contrast {contrast}: its models are not in {folder}")
+    return EXIT_OK

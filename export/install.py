@@ -1,0 +1,230 @@
+"""`lesionseg models install`: fetch SCT's released models, verify them, export them into a repository.
+
+Sources: SCT's release URLs (default), any http(s) URL of a zip, a local zip, a local folder, or
+an SCT installation (`$SCT_DIR`, models under `data/deepseg_lesion_models` and
+`data/deepseg_sc_models`). Downloads go to `~/.cache/lesionseg/downloads` (XDG_CACHE_HOME),
+are written atomically, checked as zip archives holding the expected members and, where a
+checksum is pinned or was recorded by an earlier download, checked against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+from lesionseg.client.errors import InputError, LesionsegError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+#: Where SCT publishes its releases; LESIONSEG_RELEASES_URL replaces it (mirrors, tests).
+GITHUB = "https://github.com"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Release:
+    """One released zip: its path under the releases host and the files it must contain."""
+
+    path: str
+    members: tuple[str, ...]
+    sha256: str | None = None  # pinned checksum when known
+
+    @property
+    def filename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def url(self, base: str | None = None) -> str:
+        return (base or os.environ.get("LESIONSEG_RELEASES_URL") or GITHUB).rstrip("/") + "/" + self.path
+
+
+SCT_LEGACY_RELEASES = (
+    Release(
+        path="spinalcordtoolbox/deepseg_lesion_models/releases/download/r20180613/20220325_deepseg_lesion_models_onnx.zip",
+        members=("t2_lesion.onnx", "t2_ax_lesion.onnx", "t2s_lesion.onnx"),
+    ),
+    Release(
+        path="spinalcordtoolbox/deepseg_sc_models/releases/download/r20180610/20220325_deepseg_sc_models_onnx.zip",
+        members=("t2_ctr.onnx", "t2s_ctr.onnx"),
+    ),
+)
+
+
+class DownloadError(LesionsegError):
+    """A model archive could not be fetched or failed verification."""
+
+
+def cache_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "lesionseg"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, target: Path, *, progress: Callable[[int, int | None], None] | None = None, timeout: float = 60) -> Path:
+    """Fetch `url` into `target` atomically (a `.part` file renamed when complete)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:  # noqa: S310 - http(s) only
+            total = response.headers.get("Content-Length")
+            total_bytes = int(total) if total and total.isdigit() else None
+            done = 0
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total_bytes)
+        if total_bytes is not None and done != total_bytes:
+            raise DownloadError(f"{url}: download incomplete ({done} of {total_bytes} bytes)")
+        part.replace(target)
+    except urllib.error.HTTPError as exc:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        part.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"{url}: cannot download ({reason})") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def verify_zip(path: Path, members: tuple[str, ...], *, sha256: str | None = None, record: bool = True) -> str:
+    """Check an archive: pinned or recorded checksum, zip integrity, expected members.
+
+    With `record`, the checksum of the first verified download is recorded next to it
+    (`<zip>.sha256`) and a later copy must match it. Returns the archive's sha256.
+    """
+    digest = file_sha256(path)
+    recorded = path.with_name(path.name + ".sha256")
+    expected = sha256 or (recorded.read_text().strip() if recorded.exists() else None)
+    if expected and digest != expected:
+        raise DownloadError(f"{path}: checksum mismatch (sha256 {digest[:12]}..., expected {expected[:12]}...)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = {Path(n).name for n in archive.namelist()}
+    except zipfile.BadZipFile as exc:
+        raise DownloadError(f"{path}: not a valid zip archive ({exc})") from None
+    if bad is not None:
+        raise DownloadError(f"{path}: corrupt member {bad}")
+    missing = [m for m in members if m not in names]
+    if missing:
+        raise DownloadError(f"{path}: archive lacks {', '.join(missing)}")
+    if record and not recorded.exists():
+        recorded.write_text(digest + "\n")
+    return digest
+
+
+def extract(path: Path, target: Path) -> Path:
+    """Unpack a zip into `target` (replacing an earlier extraction), refusing paths that escape it."""
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent if target.parent.exists() else None))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                resolved = (staging / member).resolve()
+                if not str(resolved).startswith(str(staging.resolve())):
+                    raise DownloadError(f"{path}: member {member!r} escapes the extraction folder")
+            archive.extractall(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.replace(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def fetch_release(release: Release, *, base_url: str | None = None, refresh: bool = False,
+                  progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """Download (or reuse the cached copy of) a release zip, verify it, extract it; returns the folder."""
+    archive = cache_dir() / "downloads" / release.filename
+    if refresh or not archive.exists():
+        url = release.url(base_url)
+        logger.info("downloading %s", url)
+        download(url, archive, progress=progress)
+    try:
+        verify_zip(archive, release.members, sha256=release.sha256)
+    except DownloadError:
+        archive.unlink(missing_ok=True)  # never keep a bad archive in the cache
+        raise
+    return extract(archive, cache_dir() / "models" / archive.name.removesuffix(".zip"))
+
+
+def sct_dir(value: str) -> Path:
+    """The SCT installation named by `value` ("sct" means $SCT_DIR)."""
+    if value == "sct":
+        env = os.environ.get("SCT_DIR")
+        if not env:
+            raise InputError("--from sct needs $SCT_DIR to point at an SCT installation")
+        value = env
+    path = Path(value)
+    if not (path / "data").is_dir():
+        raise ModelNotFoundError(f"{path}: not an SCT installation (no data/ folder)")
+    return path / "data"
+
+
+def resolve_source(source: str | None, *, base_url: str | None = None,
+                   progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """A local folder holding the legacy models, from any supported source.
+
+    Args:
+        source: None (SCT's release URLs), an http(s) URL of a zip, a zip file, a folder, or "sct"
+            / an SCT install folder (recognised by its data/deepseg_* folders).
+    """
+    if source is None:
+        folders = [fetch_release(r, base_url=base_url, progress=progress) for r in SCT_LEGACY_RELEASES]
+        return _merge(folders)
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme in ("http", "https"):
+        name = Path(parsed.path).name or "models.zip"
+        archive = cache_dir() / "downloads" / name
+        download(source, archive, progress=progress)
+        try:
+            verify_zip(archive, ())
+        except DownloadError:
+            archive.unlink(missing_ok=True)
+            raise
+        return extract(archive, cache_dir() / "models" / name.removesuffix(".zip"))
+    if source == "sct" or (Path(source) / "data" / "deepseg_lesion_models").is_dir():
+        return sct_dir(source)
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path}: model source does not exist")
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise InputError(f"{path}: not a zip archive")
+        verify_zip(path, (), record=False)
+        return extract(path, cache_dir() / "models" / path.name.removesuffix(".zip"))
+    return path
+
+
+def _merge(folders: list[Path]) -> Path:
+    """One folder linking the files of several extracted releases (their names do not clash)."""
+    merged = cache_dir() / "models" / "sct-legacy"
+    if merged.exists():
+        shutil.rmtree(merged)
+    merged.mkdir(parents=True)
+    for folder in folders:
+        for file in folder.rglob("*.onnx"):
+            link = merged / file.name
+            if not link.exists():
+                link.symlink_to(file)
+    return merged
