@@ -115,13 +115,14 @@ def _candidates(prob: np.ndarray, threshold: float) -> list[tuple[float, float, 
 
 def track_centerline(
     prob: np.ndarray, spacing: tuple[float, float, float], *, threshold: float = 0.5,
-    max_shift_mm: float = 10.0, smoothing_mm: float = 5.0,
+    max_shift_mm: float = 10.0, smoothing_mm: float = 5.0, starts_tried: int = 8,
 ) -> Centerline:
     """Follow the cord through the heatmap (our replacement for OptiC).
 
-    Starts at the slice holding the heaviest region, then walks up and down choosing in each
-    slice the region nearest the previous centre (within `max_shift_mm` plus one slice thickness
-    of leeway per skipped slice), ties broken by mass. Slices without an acceptable region are
+    From each of the `starts_tried` heaviest regions, walks up and down choosing in each slice
+    the region nearest the previous centre (within `max_shift_mm` plus half a slice thickness of
+    leeway per skipped slice), ties broken by mass; the track gathering the most heatmap mass wins
+    (a bright blob that does not continue through the slices loses to the cord). Slices without an acceptable region are
     linearly interpolated (constant beyond the ends); the path is smoothed with a Gaussian of
     `smoothing_mm` along z.
 
@@ -132,9 +133,35 @@ def track_centerline(
     per_slice = [_candidates(prob[:, :, z], threshold) for z in range(nz)]
     if not any(per_slice):
         raise CenterlineError("no spinal cord found: the centerline network detected nothing")
-    start = max(range(nz), key=lambda z: max((c[0] for c in per_slice[z]), default=0.0))
+    # try the heaviest regions as starting points; keep the track that gathers the most mass
+    starts = sorted(((c[0], z, c[1], c[2]) for z in range(nz) for c in per_slice[z]), reverse=True)[:starts_tried]
+    best_track, best_mass = None, -1.0
+    for _, z0, x0, y0 in starts:
+        track, mass = _follow(per_slice, z0, x0, y0, spacing, max_shift_mm)
+        if mass > best_mass:
+            best_track, best_mass = track, mass
+    assert best_track is not None  # noqa: S101 - starts is not empty
+    xs, ys = best_track
+    found = ~np.isnan(xs)
+    zs = np.arange(nz)
+    xs = np.interp(zs, zs[found], xs[found])
+    ys = np.interp(zs, zs[found], ys[found])
+    sigma = smoothing_mm / spacing[2]
+    if nz > 1 and sigma > 0.3:
+        xs = ndimage.gaussian_filter1d(xs, sigma, mode="nearest")
+        ys = ndimage.gaussian_filter1d(ys, sigma, mode="nearest")
+    return Centerline(x=xs, y=ys, found=found)
+
+
+def _follow(
+    per_slice: list[list[tuple[float, float, float]]], start: int, x0: float, y0: float,
+    spacing: tuple[float, float, float], max_shift_mm: float,
+) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """One track from (x0, y0) in slice `start`: per-slice centres (NaN where none) and its mass."""
+    nz = len(per_slice)
     xs, ys = np.full(nz, np.nan), np.full(nz, np.nan)
-    _, xs[start], ys[start] = max(per_slice[start])
+    xs[start], ys[start] = x0, y0
+    total = max(c[0] for c in per_slice[start] if (c[1], c[2]) == (x0, y0))
     dx, dy, dz = spacing
     for direction in (1, -1):
         last, gap = start, 0
@@ -146,20 +173,13 @@ def track_centerline(
             for mass, cx, cy in per_slice[z]:
                 dist = math.hypot((cx - xs[last]) * dx, (cy - ys[last]) * dy)
                 if dist <= reach and (best is None or (dist, -mass) < best[0]):
-                    best = ((dist, -mass), cx, cy)
+                    best = ((dist, -mass), cx, cy, mass)
             if best is not None:
                 xs[z], ys[z] = best[1], best[2]
+                total += best[3]
                 last, gap = z, 0
             z += direction
-    found = ~np.isnan(xs)
-    zs = np.arange(nz)
-    xs = np.interp(zs, zs[found], xs[found])
-    ys = np.interp(zs, zs[found], ys[found])
-    sigma = smoothing_mm / dz
-    if nz > 1 and sigma > 0.3:
-        xs = ndimage.gaussian_filter1d(xs, sigma, mode="nearest")
-        ys = ndimage.gaussian_filter1d(ys, sigma, mode="nearest")
-    return Centerline(x=xs, y=ys, found=found)
+    return (xs, ys), total
 
 
 def centerline_from_mask(mask: np.ndarray) -> Centerline:
