@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-import numpy as np
-
-from lesionseg.client.errors import EXIT_OK, InferenceError, InputError, UsageError
+from lesionseg.client.errors import EXIT_OK, UsageError
 
 CONTRASTS = ("t2", "t2_ax", "t2s")
 
@@ -50,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-centerline file needs -file_centerline F")
     if args.centerline == "cnn" and args.file_centerline is not None:
         raise UsageError("-file_centerline goes with -centerline file")
-    outputs = segment_legacy(args.input, args.contrast, ofolder=args.ofolder, url=args.url, centerline_file=args.file_centerline)
-    for path in outputs.values():
+    result = segment_legacy(args.input, args.contrast, ofolder=args.ofolder, url=args.url, centerline_file=args.file_centerline)
+    for path in result.files.values():
         print(path)
     return EXIT_OK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from lesionseg.client.errors import InferenceError, InputError
 from lesionseg.client.nifti import Volume, load_volume, save_volume, stem
-from lesionseg.client.orientation import reorientation, sct_to_nib
+from lesionseg.client.orientation import Reorientation, reorientation, sct_to_nib
 from lesionseg.client.session import model_parameters, server_for_run
 from lesionseg.server.resampling import zoomed_affine
 
@@ -23,10 +24,23 @@ def _centerline_on_grid(path: Path, image: Volume) -> np.ndarray:
     return (mask.data > 0).astype(np.uint8)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LegacyResult:
+    """What one `deepseg_lesion` run wrote, and the cord centerline it used.
+
+    `centerline_rpi` is (z, 3): (x, y, z) voxel coordinates in the RPI-reoriented input grid.
+    """
+
+    files: dict[str, Path]
+    centerline_rpi: np.ndarray
+    rpi: Reorientation
+    lesion_voxels: int
+
+
 def segment_legacy(
     image_path: Path, contrast: str, *, ofolder: Path, url: str | None, centerline_file: Path | None = None,
-) -> dict[str, Path]:
-    """Segment lesions in one image with `deepseg_lesion_<contrast>`; returns the written files.
+) -> LegacyResult:
+    """Segment lesions in one image with `deepseg_lesion_<contrast>`.
 
     Outputs are written only after the server answered; each is written atomically.
     """
@@ -64,7 +78,8 @@ def segment_legacy(
     save_volume(seg_rpi.astype(np.uint8), rpi_affine, outputs["rpi_seg"], like=image.header)
     save_volume(orient.backward(seg_rpi).astype(np.uint8), image.affine, outputs["lesionseg"], like=image.header)
     logger.info("%s: %d lesion voxels", image_path, int(seg_rpi.sum()))
-    return outputs
+    return LegacyResult(files=outputs, centerline_rpi=result.as_numpy("CENTERLINE_XYZ"), rpi=orient,
+                        lesion_voxels=int(seg_rpi.sum()))
 
 
 def _tensor(name: str, array: np.ndarray):

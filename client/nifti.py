@@ -83,9 +83,19 @@ def load_volume(path: str | Path, *, what: str = "image", allow_empty: bool = Fa
         raise InputError(f"{path}: {what} is all zero")
     affine = image.affine
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if not np.all(np.isfinite(affine)) or np.any(spacing <= 1e-6):
-        raise InputError(f"{path}: {what} has a zero or invalid voxel size {np.round(spacing, 4).tolist()}")
+    for sizes in (spacing, _raw_voxel_size(path, type(image.header))):
+        if not np.all(np.isfinite(sizes)) or np.any(sizes <= 1e-6) or not np.all(np.isfinite(affine)):
+            raise InputError(f"{path}: {what} has a zero or invalid voxel size {np.round(sizes, 4).tolist()}")
     return Volume(path=path, data=data, affine=affine, header=image.header)
+
+
+def _raw_voxel_size(path: Path, header_class: type) -> np.ndarray:
+    """pixdim[1:4] as stored in the file (nibabel silently replaces zeros by 1 when loading)."""
+    import nibabel as nib
+
+    with nib.openers.ImageOpener(str(path)) as handle:
+        header = header_class.from_fileobj(handle, check=False)
+    return np.asarray(header["pixdim"][1:4], dtype=float)
 
 
 def _reason(exc: BaseException) -> str:
