@@ -47,6 +47,8 @@ def network_spec(entry: NetworkEntry, *, backend: str) -> ModelSpec:
         outputs=[TensorSpec(name=n, dtype="FP32", dims=entry.output_dims) for n in entry.output_names],
         instance_count=entry.instance_count,
         dynamic_batching=DynamicBatching(max_queue_delay_us=entry.queue_delay_us),
+        # the python backend's entry point is model.py; the weights it loads must be there too
+        parameters={"weights": "model.onnx"} if backend == "python" else {},
     )
 
 
@@ -58,13 +60,23 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str) -> Path:
+    """Write a network's config (and, for the python backend, its thin model.py); no weights."""
+    path = write_config(network_spec(entry, backend=backend), repository)
+    stale = repository / entry.name / "1" / "model.py"
+    if backend == "python":
+        write_model_py(repository, entry.name, ONNX_NET_MODEL)
+    elif stale.exists():
+        stale.unlink()
+    return path
+
+
 def write_network(entry: NetworkEntry, model: Any, repository: Path, *, backend: str, record: dict[str, Any]) -> Path:
-    """Write `model` (an onnx.ModelProto) and its config; `record` (source, parity) goes to export.json.
+    """Write `model` (an onnx.ModelProto) and its entry; `record` (source, parity) goes to export.json.
 
     Returns:
         The path of `model.onnx`.
     """
-    spec = network_spec(entry, backend=backend)
     folder = repository / entry.name
     version = folder / "1"
     version.mkdir(parents=True, exist_ok=True)
@@ -72,12 +84,7 @@ def write_network(entry: NetworkEntry, model: Any, repository: Path, *, backend:
     partial = target.with_suffix(".onnx.partial")
     partial.write_bytes(model.SerializeToString())
     partial.replace(target)
-    write_config(spec, repository)
-    stale = version / "model.py"
-    if backend == "python":
-        write_model_py(repository, entry.name, ONNX_NET_MODEL)
-    elif stale.exists():
-        stale.unlink()
+    write_network_entry(entry, repository, backend=backend)
     full_record = {**record, "onnx_sha256": sha256(target), "backend": backend}
     (folder / RECORD_NAME).write_text(json.dumps(full_record, indent=2, sort_keys=True) + "\n")
     return target

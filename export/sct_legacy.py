@@ -17,7 +17,7 @@ import numpy as np
 
 from lesionseg.client.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.export.keras_onnx import INPUT_NAME, LOGITS_NAME, OUTPUT_NAME, convert_keras_h5
-from lesionseg.export.networks import NetworkEntry, sha256, write_network
+from lesionseg.export.networks import NetworkEntry, sha256, write_network, write_network_entry
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def export_sct_legacy(
     if not models_dir.is_dir():
         raise InputError(f"{models_dir}: models folder does not exist")
     wanted = select_contrasts(contrast)
-    chosen, skipped = [], []
+    chosen, skipped, lacking = [], [], []
     for name in wanted:
         missing = [n for n in CONTRASTS[name] if find_network(models_dir, n) is None]
         if missing:
@@ -180,10 +180,11 @@ def export_sct_legacy(
                     f"{models_dir}: no {' or '.join(missing)} model for contrast {name} "
                     f"(looked for {', '.join(f'{m}.h5/.onnx' for m in missing)})")
             skipped.append(name)
+            lacking.append(f"{name} lacks {' and '.join(missing)}")
             continue
         chosen.append(name)
     if not chosen:
-        raise ModelNotFoundError(f"{models_dir}: no legacy lesion model found (looked for *_lesion.h5 / *_lesion.onnx)")
+        raise ModelNotFoundError(f"{models_dir}: no complete legacy pipeline ({'; '.join(lacking)})")
     networks = sorted({n for c in chosen for n in CONTRASTS[c]} | {n for n in EXTRA_CENTERLINE if find_network(models_dir, n)})
     records: dict[str, dict[str, Any]] = {}
     repository.mkdir(parents=True, exist_ok=True)
@@ -196,6 +197,19 @@ def export_sct_legacy(
     for name in chosen:
         write_pipeline(repository, name)
     return ExportResult(contrasts=tuple(chosen), networks=records, skipped=tuple(skipped))
+
+
+def write_entries(repository: Path, *, contrasts: Iterable[str] = tuple(CONTRASTS), backend: str = "python") -> None:
+    """Write every config and thin model.py of the legacy pipelines, without weights (the
+    committed `model_repository/` is this; `export_sct_legacy` adds the networks' model.onnx)."""
+    from lesionseg.server.legacy_repository import write_pipeline
+
+    contrasts = list(contrasts)
+    networks = sorted({n for c in contrasts for n in CONTRASTS[c]} | set(EXTRA_CENTERLINE))
+    for network in networks:
+        write_network_entry(network_entry(network), repository, backend=backend)
+    for contrast in contrasts:
+        write_pipeline(repository, contrast)
 
 
 def available_contrasts(models_dir: Path) -> Iterable[str]:

@@ -2,7 +2,8 @@
 
 Every problem is collected, not just the first: a repository with three broken models gets three
 lines. Checks: each `config.pbtxt` parses with `model_config_pb2`; its name matches the folder;
-numeric version folders exist and hold the file the backend needs; ensemble steps reference
+numeric version folders exist and hold the file the backend needs (and, for Python-backend
+models, the file their `weights` parameter names); ensemble steps reference
 models that exist, map existing tensor names, and connect tensors of the same data type.
 """
 
@@ -73,12 +74,13 @@ def _check_files(name: str, config: mc.ModelConfig, folder: Path) -> list[Proble
         return problems
     if kind == "ensemble":
         return problems
-    filename = config.default_model_filename or MODEL_FILES.get(kind)
-    if filename is None:
-        return problems
+    filenames = [config.default_model_filename or MODEL_FILES.get(kind)]
+    if "weights" in config.parameters:  # Python-backend models name the weights they load
+        filenames.append(config.parameters["weights"].string_value)
     for version in versions:
-        if not (version / filename).exists():
-            problems.append(Problem(model=name, message=f"version {version.name} lacks {filename}"))
+        for filename in filenames:
+            if filename and not (version / filename).exists():
+                problems.append(Problem(model=name, message=f"version {version.name} lacks {filename}"))
     return problems
 
 

@@ -37,7 +37,8 @@ class OnnxNetModel(PythonModel):
     """Runs `model.onnx`; the config's inputs/outputs name the ONNX graph's tensors."""
 
     def setup(self, config: Mapping[str, Any]) -> None:
-        self.path = Path(self._args["model_repository"]) / self._args["model_version"] / "model.onnx"
+        weights = self.parameters.get("weights", "model.onnx")
+        self.path = Path(self._args["model_repository"]) / self._args["model_version"] / weights
         threads = int(self.parameters.get("intra_op_threads", os.environ.get("LESIONSEG_ORT_THREADS", "0")))
         self.session = make_session(self.path, intra_op_threads=threads)
         self.batched = int(config.get("max_batch_size", 0)) > 0

@@ -1,0 +1,120 @@
+"""Model install: the real download code against a local HTTP server serving zips the test makes."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from lesionseg.client.cli import main
+from lesionseg.export.install import SCT_LEGACY_RELEASES, DownloadError, fetch_release
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture
+def http_root(tmp_path: Path):
+    """A loopback HTTP server over a folder; yields (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def make_release_zips(root: Path, shared: Path) -> None:
+    """SCT's two ONNX release zips, at their real paths, holding ONNX files converted from the real
+    .h5 weights (t2_lesion.onnx is a stand-in: the t2_ax weights)."""
+    from lesionseg.export.keras_onnx import convert_keras_h5
+
+    models = shared / "sct_models"
+    lesion = {"t2_lesion.onnx": models / "deepseg_lesion" / "t2_ax_lesion.h5",
+              "t2_ax_lesion.onnx": models / "deepseg_lesion" / "t2_ax_lesion.h5",
+              "t2s_lesion.onnx": models / "deepseg_lesion" / "t2s_lesion.h5"}
+    ctr = {f"{c}_ctr.onnx": models / "deepseg_sc" / f"{c}_ctr.h5" for c in ("t2", "t2s", "dwi")}
+    for release, members in zip(SCT_LEGACY_RELEASES, (lesion, ctr)):
+        target = root / release.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(target, "w") as archive:
+            for name, h5 in members.items():
+                archive.writestr(f"{target.stem}/{name}", convert_keras_h5(h5).SerializeToString())
+
+
+def test_install_from_release_urls(http_root, shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    root, base = http_root
+    make_release_zips(root, shared)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LESIONSEG_RELEASES_URL", base)
+    repo = tmp_path / "repo"
+    assert main(["models", "install", "sct-legacy", "--repository", str(repo)]) == 0
+    assert "installed deepseg_lesion_t2, deepseg_lesion_t2_ax, deepseg_lesion_t2s" in capsys.readouterr().out
+    for model in ("deepseg_lesion_t2s_net", "deepseg_ctr_t2_net", "deepseg_ctr_dwi_net", "deepseg_lesion_t2"):
+        assert (repo / model / "config.pbtxt").exists()
+    assert (repo / "deepseg_lesion_t2s_net" / "1" / "model.onnx").exists()
+    downloads = tmp_path / "cache" / "lesionseg" / "downloads"
+    assert sorted(p.name for p in downloads.iterdir()) == sorted(
+        [r.filename for r in SCT_LEGACY_RELEASES] + [r.filename + ".sha256" for r in SCT_LEGACY_RELEASES])
+    # a second install reuses the verified cache; a tampered cached archive is refused and removed
+    cached = downloads / SCT_LEGACY_RELEASES[0].filename
+    cached.write_bytes(cached.read_bytes()[:-10] + b"0123456789")
+    assert main(["models", "install", "sct-legacy", "--repository", str(repo)]) == 1
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert not cached.exists()
+
+
+def test_download_errors_are_clear(http_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, base = http_root
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        fetch_release(SCT_LEGACY_RELEASES[0], base_url=base)
+    target = root / SCT_LEGACY_RELEASES[0].path
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"this is not a zip")
+    with pytest.raises(DownloadError, match="not a valid zip archive"):
+        fetch_release(SCT_LEGACY_RELEASES[0], base_url=base)
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("t2s_lesion.onnx", b"x")
+    with pytest.raises(DownloadError, match="archive lacks t2_lesion.onnx, t2_ax_lesion.onnx"):
+        fetch_release(SCT_LEGACY_RELEASES[0], base_url=base)
+    assert not (tmp_path / "cache" / "lesionseg" / "downloads" / SCT_LEGACY_RELEASES[0].filename).exists()
+
+
+def test_install_from_folder_zip_and_sct_dir(shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # a folder (the .h5 weights of ../shared)
+    assert main(["models", "install", "sct-legacy", "--from", str(shared / "sct_models"), "--repository", str(tmp_path / "r1"), "--contrast", "t2s"]) == 0
+    assert (tmp_path / "r1" / "deepseg_lesion_t2s" / "config.pbtxt").exists()
+    # an SCT installation layout at $SCT_DIR
+    sct = tmp_path / "sct"
+    make_release_zips(tmp_path / "zips", shared)
+    for release, folder in zip(SCT_LEGACY_RELEASES, ("deepseg_lesion_models", "deepseg_sc_models")):
+        with zipfile.ZipFile(tmp_path / "zips" / release.path) as archive:
+            archive.extractall(sct / "data" / folder)
+    monkeypatch.setenv("SCT_DIR", str(sct))
+    assert main(["models", "install", "sct-legacy", "--from", "sct", "--repository", str(tmp_path / "r2")]) == 0
+    assert (tmp_path / "r2" / "deepseg_lesion_t2_ax_net" / "1" / "model.onnx").exists()
+    # a local zip
+    local_zip = tmp_path / "zips" / SCT_LEGACY_RELEASES[0].path
+    assert main(["models", "install", "sct-legacy", "--from", str(local_zip), "--repository", str(tmp_path / "r3"), "--contrast", "t2s"]) == 1
+    assert "no t2s_ctr model for contrast t2s" in capsys.readouterr().err  # the lesion zip alone lacks the centerline
+    assert main(["models", "install", "sct-legacy", "--from", str(local_zip), "--repository", str(tmp_path / "r3")]) == 1
+    assert "no complete legacy pipeline (t2 lacks t2_ctr; t2_ax lacks t2_ctr; t2s lacks t2s_ctr)" in capsys.readouterr().err
+    # bad sources
+    assert main(["models", "install", "sct-legacy", "--from", str(tmp_path / "nope")]) == 1
+    assert "model source does not exist" in capsys.readouterr().err
+    monkeypatch.delenv("SCT_DIR")
+    assert main(["models", "install", "sct-legacy", "--from", "sct"]) == 1
+    assert "needs $SCT_DIR" in capsys.readouterr().err
