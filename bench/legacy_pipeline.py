@@ -1,0 +1,105 @@
+"""Benchmark: the legacy sct_deepseg_lesion pipeline through Triton vs in-process onnxruntime.
+
+For each image: the time per image of one gRPC call to `deepseg_lesion_<contrast>` on the
+embedded server (volume already loaded and reoriented), against the same pipeline code and the
+same ONNX networks run in this process with onnxruntime, and their ratio; then the server's peak
+memory (VmHWM of tritonserver and its Python-backend stub processes, summed).
+
+    .venv/bin/python bench/legacy_pipeline.py [--repeats 5] [--shared ../shared]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = [("sct_testing_data/t2s/t2s.nii.gz", "t2s"), ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "t2_ax")]
+
+
+def process_tree(pid: int) -> list[int]:
+    pids, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        pids.append(current)
+        children = Path(f"/proc/{current}/task/{current}/children")
+        if children.exists():
+            stack.extend(int(p) for p in children.read_text().split())
+    return pids
+
+
+def peak_memory_mb(pid: int) -> float:
+    total = 0
+    for p in process_tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import onnxruntime as ort
+    import tritonclient.grpc as grpcclient
+
+    from lesionseg.client.lesion_client import _tensor
+    from lesionseg.client.nifti import load_volume
+    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.export.sct_legacy import export_sct_legacy
+    from lesionseg.server.embedded import EmbeddedServer, ServerSettings, free_port
+    from lesionseg.server.lesion import CONTRASTS, segment_lesions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        export_sct_legacy(args.shared / "sct_models", repo, contrast="all")
+        ports = sorted({free_port() for _ in range(6)})[:3]
+        settings = ServerSettings(repository=repo, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2])
+
+        def session(name: str):
+            s = ort.InferenceSession(str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+            return lambda x: np.concatenate([s.run(None, {"input_1": x[i : i + 8]})[0] for i in range(0, len(x), 8)])
+
+        rows = []
+        with EmbeddedServer(settings) as server, grpcclient.InferenceServerClient(settings.grpc_url) as client:
+            for rel, contrast in IMAGES:
+                volume = load_volume(args.shared / rel)
+                orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))
+                data = orient.forward(volume.data)
+                spacing = np.asarray(orient.forward_spacing(volume.spacing), np.float32)
+                params = CONTRASTS[contrast]
+                ctr, les = session(f"deepseg_ctr_{params.ctr_contrast}_net"), session(f"deepseg_lesion_{contrast}_net")
+                inputs = [_tensor("IMAGE", data), _tensor("SPACING", spacing)]
+                triton, local = [], []
+                client.infer(f"deepseg_lesion_{contrast}", inputs)  # warm-up
+                segment_lesions(data, spacing, params, ctr_predict=ctr, lesion_predict=les)
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    served = client.infer(f"deepseg_lesion_{contrast}", inputs).as_numpy("SEG")
+                    triton.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    direct = segment_lesions(data, spacing, params, ctr_predict=ctr, lesion_predict=les)
+                    local.append(time.perf_counter() - t0)
+                same = int(np.sum(served != direct.seg))
+                rows.append((rel, contrast, statistics.median(triton), statistics.median(local), same))
+            peak = peak_memory_mb(server.pid)
+
+    print(f"legacy pipeline, median of {args.repeats} runs per image (this machine)")
+    print(f"{'image':45} {'contrast':8} {'triton s':>9} {'in-proc s':>10} {'ratio':>6} {'mask diff vox':>13}")
+    for rel, contrast, t, l, diff in rows:
+        print(f"{rel:45} {contrast:8} {t:9.3f} {l:10.3f} {t / l:6.2f} {diff:13d}")
+    print(f"server peak memory (tritonserver + Python-backend stubs, VmHWM summed): {peak:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
