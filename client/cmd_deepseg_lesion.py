@@ -14,6 +14,7 @@ examples:
   lesionseg deepseg-lesion -i t2s.nii.gz -c t2s
   lesionseg deepseg-lesion -i t2.nii.gz -c t2_ax -ofolder out/ -url triton:8001
   lesionseg deepseg-lesion -i t2s.nii.gz -c t2s -centerline file -file_centerline t2s_centerline.nii.gz
+  lesionseg deepseg-lesion -i sub-01/anat/sub-01_T2star.nii.gz -c t2s -qc qc/   # then open qc/index.html
 
 outputs (SCT's names), in -ofolder:
   <in>_lesionseg.nii.gz      binary lesion mask, uint8, input geometry and orientation
@@ -36,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-centerline", "--centerline", choices=("cnn", "file"), default="cnn",
                         help="centerline from the CNN (default) or from -file_centerline")
     parser.add_argument("-file_centerline", "--file-centerline", type=Path, metavar="F", help="centerline mask (with -centerline file)")
+    parser.add_argument("-qc", "--qc", type=Path, metavar="DIR", help="write a QC report entry into DIR (SCT layout, index.html)")
     parser.add_argument("-url", "--url", help="Triton gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001)")
     parser.set_defaults(run=run)
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-centerline file needs -file_centerline F")
     if args.centerline == "cnn" and args.file_centerline is not None:
         raise UsageError("-file_centerline goes with -centerline file")
-    result = segment_legacy(args.input, args.contrast, ofolder=args.ofolder, url=args.url, centerline_file=args.file_centerline)
+    result = segment_legacy(args.input, args.contrast, ofolder=args.ofolder, url=args.url, centerline_file=args.file_centerline, qc=args.qc)
     for path in result.files.values():
         print(path)
     return EXIT_OK

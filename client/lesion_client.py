@@ -39,6 +39,7 @@ class LegacyResult:
 
 def segment_legacy(
     image_path: Path, contrast: str, *, ofolder: Path, url: str | None, centerline_file: Path | None = None,
+    qc: Path | None = None,
 ) -> LegacyResult:
     """Segment lesions in one image with `deepseg_lesion_<contrast>`.
 
@@ -78,7 +79,19 @@ def segment_legacy(
     save_volume(seg_rpi.astype(np.uint8), rpi_affine, outputs["rpi_seg"], like=image.header)
     save_volume(orient.backward(seg_rpi).astype(np.uint8), image.affine, outputs["lesionseg"], like=image.header)
     logger.info("%s: %d lesion voxels", image_path, int(seg_rpi.sum()))
-    return LegacyResult(files=outputs, centerline_rpi=result.as_numpy("CENTERLINE_XYZ"), rpi=orient,
+    centerline_rpi = result.as_numpy("CENTERLINE_XYZ")
+    if qc is not None:
+        from lesionseg.client.qc import QcEntry, axial_mosaic, write_entry
+
+        cord = np.zeros(data.shape, np.uint8)
+        xs = np.clip(np.rint(centerline_rpi[:, 0]).astype(int), 0, data.shape[0] - 1)
+        ys = np.clip(np.rint(centerline_rpi[:, 1]).astype(int), 0, data.shape[1] - 1)
+        cord[xs, ys, np.arange(data.shape[2])] = 1
+        background, overlay = axial_mosaic(data, spacing, centerline_rpi[:, :2], lesion=seg_rpi, cord=cord)
+        folder = write_entry(qc, QcEntry(command="deepseg-lesion", contrast=contrast, fname_in=image_path,
+                                         fname_seg=outputs["lesionseg"]), background, overlay)
+        outputs["qc"] = folder
+    return LegacyResult(files=outputs, centerline_rpi=centerline_rpi, rpi=orient,
                         lesion_voxels=int(seg_rpi.sum()))
 
 

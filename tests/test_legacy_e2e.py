@@ -101,9 +101,16 @@ def test_pipeline_end_to_end(legacy_server, shared: Path, tmp_path: Path, image:
 def test_t2_wiring_with_a_stand_in_model(legacy_server, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`-c t2` runs its own pipeline entry (t2 landmarks and z-score) on a stand-in network."""
     image = shared / DATA / "t2" / "t2.nii.gz"
-    code = main(["deepseg-lesion", "-i", str(image), "-c", "t2", "-ofolder", str(tmp_path), "-url", legacy_server.settings.grpc_url])
+    qc = tmp_path / "qc"
+    code = main(["deepseg-lesion", "-i", str(image), "-c", "t2", "-ofolder", str(tmp_path), "-qc", str(qc),
+                 "-url", legacy_server.settings.grpc_url])
     assert code == 0, capsys.readouterr().err
-    assert capsys.readouterr().out.split() == [str(tmp_path / f"t2{s}") for s in OUTPUT_SUFFIXES]
+    printed = capsys.readouterr().out.split()
+    assert printed[:3] == [str(tmp_path / f"t2{s}") for s in OUTPUT_SUFFIXES]
+    entry = Path(printed[3])
+    assert entry.parent.name == "deepseg-lesion" and entry.parent.parent.name == "t2"
+    assert (entry / "background_img.png").is_file() and (entry / "overlay_img.png").is_file()
+    assert len(list((qc / "_json").glob("qc_*.json"))) == 1 and (qc / "index.html").is_file()
 
 
 def test_centerline_from_a_file(legacy_server, shared: Path, tmp_path: Path) -> None:
