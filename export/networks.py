@@ -36,7 +36,7 @@ class NetworkEntry:
     instance_count: int = 1
 
 
-def network_spec(entry: NetworkEntry, *, backend: str) -> ModelSpec:
+def network_spec(entry: NetworkEntry, *, backend: str, instance_kind: str = "KIND_CPU") -> ModelSpec:
     if backend not in BACKENDS:
         raise ExportError(f"unknown serving backend {backend!r} (choose from {', '.join(BACKENDS)})")
     return ModelSpec(
@@ -46,6 +46,7 @@ def network_spec(entry: NetworkEntry, *, backend: str) -> ModelSpec:
         inputs=[TensorSpec(name=entry.input_name, dtype="FP32", dims=entry.input_dims)],
         outputs=[TensorSpec(name=n, dtype="FP32", dims=entry.output_dims) for n in entry.output_names],
         instance_count=entry.instance_count,
+        instance_kind=instance_kind,
         dynamic_batching=DynamicBatching(max_queue_delay_us=entry.queue_delay_us),
         # the python backend's entry point is model.py; the weights it loads must be there too
         parameters={"weights": "model.onnx"} if backend == "python" else {},
@@ -60,9 +61,9 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str) -> Path:
+def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str, instance_kind: str = "KIND_CPU") -> Path:
     """Write a network's config (and, for the python backend, its thin model.py); no weights."""
-    path = write_config(network_spec(entry, backend=backend), repository)
+    path = write_config(network_spec(entry, backend=backend, instance_kind=instance_kind), repository)
     stale = repository / entry.name / "1" / "model.py"
     if backend == "python":
         write_model_py(repository, entry.name, ONNX_NET_MODEL)
@@ -71,7 +72,8 @@ def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str) 
     return path
 
 
-def write_network(entry: NetworkEntry, model: Any, repository: Path, *, backend: str, record: dict[str, Any]) -> Path:
+def write_network(entry: NetworkEntry, model: Any, repository: Path, *, backend: str, record: dict[str, Any],
+                  instance_kind: str = "KIND_CPU") -> Path:
     """Write `model` (an onnx.ModelProto) and its entry; `record` (source, parity) goes to export.json.
 
     Returns:
@@ -84,7 +86,7 @@ def write_network(entry: NetworkEntry, model: Any, repository: Path, *, backend:
     partial = target.with_suffix(".onnx.partial")
     partial.write_bytes(model.SerializeToString())
     partial.replace(target)
-    write_network_entry(entry, repository, backend=backend)
+    write_network_entry(entry, repository, backend=backend, instance_kind=instance_kind)
     full_record = {**record, "onnx_sha256": sha256(target), "backend": backend}
     (folder / RECORD_NAME).write_text(json.dumps(full_record, indent=2, sort_keys=True) + "\n")
     return target

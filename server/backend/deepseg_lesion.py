@@ -8,14 +8,14 @@ batchers can merge work from concurrent pipelines.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Mapping
 
 import numpy as np
 
 from lesionseg.server import centerline as ctr
-from lesionseg.server.backend.base import PythonModel, RequestError, _pb_utils
+from lesionseg.server.backend.base import PythonModel, RequestError
+from lesionseg.server.backend.bls import run_network
 from lesionseg.server.lesion import ContrastParams, segment_lesions
 
 logger = logging.getLogger(__name__)
@@ -85,25 +85,3 @@ class DeepsegLesionModel(PythonModel):
             "RES_SPACING": np.asarray(result.res_spacing, np.float32),
             "CENTERLINE_XYZ": result.centerline.coordinates(),
         }
-
-
-def run_network(model: str, batch: np.ndarray, per_request: int) -> np.ndarray:
-    """Run `model` on `batch` through BLS: `per_request` items per request, all sent at once."""
-    pb_utils = _pb_utils()
-    chunks = [np.ascontiguousarray(batch[i : i + per_request]) for i in range(0, len(batch), per_request)]
-
-    async def send() -> list[Any]:
-        requests = [
-            pb_utils.InferenceRequest(model_name=model, requested_output_names=["predictions"],
-                                      inputs=[pb_utils.Tensor("input_1", chunk)])
-            for chunk in chunks
-        ]
-        return await asyncio.gather(*(r.async_exec() for r in requests))
-
-    responses = asyncio.run(send())
-    outputs = []
-    for response in responses:
-        if response.has_error():
-            raise RuntimeError(f"{model}: {response.error().message()}")
-        outputs.append(pb_utils.get_output_tensor_by_name(response, "predictions").as_numpy())
-    return np.concatenate(outputs)

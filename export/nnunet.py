@@ -1,0 +1,362 @@
+"""`lesionseg export nnunet`: an nnU-Net v2 model folder into ONNX networks and Triton entries.
+
+Reads `plans.json`, `dataset.json` and `fold_N/checkpoint_final.pth` (or `checkpoint_best.pth`),
+builds the network from the plans (`network_class_name` + `arch_kwargs`, or the old
+`UNet_class_name` plans) with deep supervision off, exports ONNX with static patch-size spatial
+dims and a dynamic batch dim (one network per fold, or the folds merged into one graph that
+averages their logits), checks ONNX against PyTorch on random tiles, and writes the `<task>`
+ensemble (preprocess -> predict (BLS sliding window) -> postprocess) whose parameters carry
+everything inference needs.
+
+Needs the `export` extra (torch, dynamic-network-architectures).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import json
+import logging
+import pydoc
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lesionseg.client.errors import ExportError, InputError, ModelNotFoundError, UsageError
+from lesionseg.export.networks import NetworkEntry, sha256, write_network
+from lesionseg.server.nnunet import NORMALISATIONS, NnunetPlan
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_ARCHITECTURES = {
+    "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+    "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+    "dynamic_network_architectures.architectures.residual_unet.ResidualEncoderUNet",
+}
+OLD_PLAN_CLASSES = {
+    "PlainConvUNet": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+    "ResidualEncoderUNet": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+}
+#: older dynamic-network-architectures releases kept ResidualEncoderUNet in `residual_unet`
+CLASS_ALIASES = {
+    "dynamic_network_architectures.architectures.residual_unet.ResidualEncoderUNet":
+        "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+}
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
+PARITY_TOLERANCE = 1e-3  # relative to the largest logit magnitude
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ExportError("exporting nnU-Net models needs torch: pip install 'lesionseg-triton[export]' torch==2.13.0") from None
+    return torch
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NnunetFolder:
+    """A trained nnU-Net v2 model folder."""
+
+    path: Path
+    plans: dict[str, Any]
+    dataset: dict[str, Any]
+    configuration_name: str
+    configuration: dict[str, Any]
+    checkpoints: dict[str, Path]  # fold name -> checkpoint file
+
+
+def find_model_folder(model_dir: Path) -> Path:
+    """The folder holding plans.json, dataset.json and fold_* (the given one or one below it)."""
+    if not model_dir.is_dir():
+        raise InputError(f"{model_dir}: model folder does not exist")
+    if (model_dir / "plans.json").is_file():
+        return model_dir
+    found = sorted({p.parent for depth in ("*/", "*/*/", "*/*/*/") for p in model_dir.glob(f"{depth}plans.json")})
+    found = [f for f in found if any(f.glob("fold_*"))]
+    if not found:
+        raise ModelNotFoundError(f"{model_dir}: no nnU-Net model folder (plans.json next to fold_*) found")
+    if len(found) > 1:
+        raise UsageError(f"{model_dir}: several nnU-Net model folders; name one of: {', '.join(str(f) for f in found)}")
+    return found[0]
+
+
+def resolve_configuration(plans: dict[str, Any], name: str) -> dict[str, Any]:
+    """A configuration with `inherits_from` resolved and old-style architecture plans converted."""
+    configurations = plans.get("configurations", {})
+    if name not in configurations:
+        raise ExportError(f"plans have no configuration {name!r} (have {', '.join(configurations)})")
+    config = copy.deepcopy(configurations[name])
+    seen = {name}
+    while "inherits_from" in config:
+        parent = config.pop("inherits_from")
+        if parent in seen or parent not in configurations:
+            raise ExportError(f"configuration {name!r} inherits from unknown or circular {parent!r}")
+        seen.add(parent)
+        config = {**copy.deepcopy(configurations[parent]), **config}
+    if "architecture" not in config:
+        config["architecture"] = _architecture_from_old_plans(config)
+    return config
+
+
+def _architecture_from_old_plans(config: dict[str, Any]) -> dict[str, Any]:
+    """nnU-Net's own conversion of pre-2.4 plans (`UNet_class_name`, ...) into `architecture`."""
+    name = config.get("UNet_class_name")
+    if name not in OLD_PLAN_CLASSES:
+        raise ExportError(f"architecture {name!r} in old-style plans is not supported (PlainConvUNet, ResidualEncoderUNet)")
+    n_stages = len(config["n_conv_per_stage_encoder"])
+    dim = len(config["patch_size"])
+    blocks = "n_conv_per_stage" if name == "PlainConvUNet" else "n_blocks_per_stage"
+    return {
+        "network_class_name": OLD_PLAN_CLASSES[name],
+        "arch_kwargs": {
+            "n_stages": n_stages,
+            "features_per_stage": [min(config["UNet_base_num_features"] * 2**i, config["unet_max_num_features"]) for i in range(n_stages)],
+            "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
+            "kernel_sizes": config["conv_kernel_sizes"],
+            "strides": config["pool_op_kernel_sizes"],
+            blocks: config["n_conv_per_stage_encoder"],
+            "n_conv_per_stage_decoder": config["n_conv_per_stage_decoder"],
+            "conv_bias": True,
+            "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{path}: missing") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not readable JSON ({exc})") from None
+
+
+def load_folder(model_dir: Path, folds: Sequence[str] | None = None, configuration: str | None = None) -> NnunetFolder:
+    """Read a model folder; `folds` None means every `fold_*` present."""
+    path = find_model_folder(model_dir)
+    plans = _load_json(path / "plans.json")
+    dataset = _load_json(path / "dataset.json")
+    available = sorted(p.name.removeprefix("fold_") for p in path.glob("fold_*") if p.is_dir())
+    wanted = list(folds) if folds else available
+    checkpoints: dict[str, Path] = {}
+    for fold in wanted:
+        folder = path / f"fold_{fold}"
+        if not folder.is_dir():
+            raise ModelNotFoundError(f"{path}: fold {fold} is missing (have {', '.join(available) or 'none'})")
+        ckpt = next((folder / c for c in CHECKPOINTS if (folder / c).is_file()), None)
+        if ckpt is None:
+            raise ModelNotFoundError(f"{folder}: no {' or '.join(CHECKPOINTS)}")
+        checkpoints[fold] = ckpt
+    if not checkpoints:
+        raise ModelNotFoundError(f"{path}: no fold_* folder")
+    if configuration is None:
+        configuration = path.name.split("__")[-1] if "__" in path.name else "3d_fullres"
+    return NnunetFolder(path=path, plans=plans, dataset=dataset, configuration_name=configuration,
+                        configuration=resolve_configuration(plans, configuration), checkpoints=checkpoints)
+
+
+def labels_of(dataset: dict[str, Any]) -> dict[str, int]:
+    labels = dataset.get("labels") or {}
+    if any(isinstance(v, (list, tuple)) for v in labels.values()) or "regions_class_order" in dataset:
+        raise ExportError("region-based nnU-Net models (labels given as regions) are not supported")
+    try:
+        out = {str(k): int(v) for k, v in labels.items()}
+    except (TypeError, ValueError):
+        raise ExportError(f"dataset.json labels are not name -> integer: {labels}") from None
+    if sorted(out.values()) != list(range(len(out))):
+        raise ExportError(f"dataset.json labels must be 0..{len(out) - 1}: {labels}")
+    return out
+
+
+def input_channels(dataset: dict[str, Any]) -> int:
+    return len(dataset.get("channel_names") or dataset.get("modality") or {})
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    torch = _torch()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - nnU-Net checkpoints may hold objects outside the safe list
+        logger.warning("%s needs full unpickling; only export checkpoints you trust", path)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def build_network(folder: NnunetFolder) -> Any:
+    """The PyTorch network of the plans, deep supervision off, in eval mode."""
+    arch = folder.configuration["architecture"]
+    class_name = arch["network_class_name"]
+    if class_name not in SUPPORTED_ARCHITECTURES:
+        raise ExportError(f"architecture {class_name!r} is not supported (PlainConvUNet, ResidualEncoderUNet)")
+    try:
+        network_class = pydoc.locate(class_name) or pydoc.locate(CLASS_ALIASES.get(class_name, class_name))
+    except ImportError:
+        network_class = None
+    if network_class is None:
+        raise ExportError(f"cannot import {class_name}: pip install 'lesionseg-triton[export]'")
+    kwargs = copy.deepcopy(arch["arch_kwargs"])
+    for key in arch.get("_kw_requires_import", []):
+        if kwargs.get(key) is not None:
+            located = pydoc.locate(kwargs[key])
+            if located is None:
+                raise ExportError(f"cannot import {kwargs[key]!r} ({key}) named in the plans")
+            kwargs[key] = located
+    labels = labels_of(folder.dataset)
+    network = network_class(input_channels(folder.dataset), len(labels), deep_supervision=False, **kwargs)
+    return network.eval()
+
+
+class _FoldAverage:
+    """Builds a torch module averaging the logits of several fold networks (folds merged)."""
+
+    @staticmethod
+    def make(networks: list[Any]) -> Any:
+        torch = _torch()
+
+        class FoldAverage(torch.nn.Module):
+            def __init__(self, nets: list[Any]) -> None:
+                super().__init__()
+                self.nets = torch.nn.ModuleList(nets)
+
+            def forward(self, x: Any) -> Any:
+                out = self.nets[0](x)
+                for net in self.nets[1:]:
+                    out = out + net(x)
+                return out / len(self.nets)
+
+        return FoldAverage(networks).eval()
+
+
+def to_onnx(module: Any, patch: Sequence[int], channels: int) -> tuple[Any, float]:
+    """Export with static spatial dims and a dynamic batch; returns (onnx model, max abs diff vs torch)."""
+    import onnx
+    import onnxruntime as ort
+
+    torch = _torch()
+    example = torch.randn(2, channels, *patch)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, opset_version=17, dynamo=False)
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    probe = torch.randn(3, channels, *patch, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = module(probe).numpy()
+    got = session.run(None, {INPUT_NAME: probe.numpy()})[0]
+    diff = float(np.abs(got - expected).max())
+    if diff > PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max())):
+        raise ExportError(f"ONNX differs from PyTorch by {diff:.3g} on random tiles")
+    return model, diff
+
+
+def make_plan(folder: NnunetFolder, *, networks: Sequence[str], mirror_axes: Sequence[int], use_mirroring: bool) -> NnunetPlan:
+    config = folder.configuration
+    plans = folder.plans
+    channels = input_channels(folder.dataset)
+    if channels != 1:
+        raise ExportError(f"{folder.path}: {channels}-channel models are not supported yet (one image per request)")
+    if len(config["patch_size"]) != 3:
+        raise ExportError(f"{folder.path}: only 3D configurations are supported (patch {config['patch_size']})")
+    schemes = tuple(config["normalization_schemes"])
+    unknown = [s for s in schemes if s not in NORMALISATIONS]
+    if unknown:
+        raise ExportError(f"{folder.path}: normalisation {unknown[0]!r} is not supported ({', '.join(NORMALISATIONS)})")
+    props = plans.get("foreground_intensity_properties_per_channel") or plans.get("foreground_intensity_properties_by_modality") or {}
+    intensity = tuple({k: float(v) for k, v in props.get(str(c), {}).items() if isinstance(v, (int, float))} for c in range(channels))
+    if "CTNormalization" in schemes and not all({"mean", "std", "percentile_00_5", "percentile_99_5"} <= set(p) for p in intensity):
+        raise ExportError(f"{folder.path}: CTNormalization needs foreground intensity properties in plans.json")
+
+    def kwargs(key: str, default_order: int) -> dict[str, Any]:
+        raw = dict(config.get(key) or {})
+        return {"order": int(raw.get("order", default_order)), "order_z": int(raw.get("order_z", 0)),
+                "force_separate_z": raw.get("force_separate_z")}
+
+    for key in ("resampling_fn_data", "resampling_fn_probabilities"):
+        if config.get(key, "resample_data_or_seg_to_shape") != "resample_data_or_seg_to_shape":
+            raise ExportError(f"{folder.path}: resampling function {config[key]!r} is not supported")
+    labels = labels_of(folder.dataset)
+    return NnunetPlan(
+        orientation=str(folder.dataset.get("image_orientation", "LPI")),
+        transpose_forward=tuple(int(i) for i in plans.get("transpose_forward", [0, 1, 2])),
+        transpose_backward=tuple(int(i) for i in plans.get("transpose_backward", [0, 1, 2])),
+        spacing=tuple(float(s) for s in config["spacing"]),
+        patch_size=tuple(int(p) for p in config["patch_size"]),
+        normalization=schemes,
+        use_mask_for_norm=tuple(bool(b) for b in config.get("use_mask_for_norm", [False] * channels)),
+        intensity_properties=intensity,
+        resampling_data=kwargs("resampling_fn_data_kwargs", 3),
+        resampling_probabilities=kwargs("resampling_fn_probabilities_kwargs", 1),
+        num_classes=len(labels),
+        labels=labels,
+        mirror_axes=tuple(int(a) for a in mirror_axes),
+        use_mirroring=use_mirroring,
+        networks=tuple(networks),
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NnunetExport:
+    task: str
+    networks: dict[str, dict[str, Any]]
+    plan: NnunetPlan
+
+
+def export_nnunet(
+    model_dir: Path, repository: Path, *, task: str, folds: Sequence[str] | None = None, target: str = "cpu",
+    mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None,
+) -> NnunetExport:
+    """Export an nnU-Net model folder as the `<task>` ensemble and its networks."""
+    from lesionseg.server.nnunet_repository import write_task
+
+    if target not in ("cpu", "gpu"):
+        raise UsageError(f"unknown target {target!r} (cpu or gpu)")
+    folder = load_folder(model_dir, folds, configuration)
+    labels_of(folder.dataset)
+    network = build_network(folder)
+    patch = tuple(folder.configuration["patch_size"])
+    channels = input_channels(folder.dataset)
+    fold_modules, mirror_axes = {}, None
+    for fold, ckpt in folder.checkpoints.items():
+        checkpoint = load_checkpoint(ckpt)
+        if "network_weights" not in checkpoint:
+            raise InputError(f"{ckpt}: not an nnU-Net checkpoint (no network_weights)")
+        net = copy.deepcopy(network)
+        try:
+            net.load_state_dict(checkpoint["network_weights"])
+        except RuntimeError as exc:
+            raise ExportError(f"{ckpt}: weights do not fit the plans' network ({str(exc).splitlines()[0]})") from None
+        fold_modules[fold] = net.eval()
+        if mirror_axes is None:
+            mirror_axes = tuple(checkpoint.get("inference_allowed_mirroring_axes") or ())
+    backend = "python" if target == "cpu" else "onnxruntime"
+    modules = {f"{task}_net": _FoldAverage.make(list(fold_modules.values()))} if merge_folds else \
+        {f"{task}_fold{fold}_net": module for fold, module in fold_modules.items()}
+    records: dict[str, dict[str, Any]] = {}
+    for name, module in modules.items():
+        model, diff = to_onnx(module, patch, channels)
+        entry = NetworkEntry(name=name, input_name=INPUT_NAME, output_names=(OUTPUT_NAME,), input_dims=(channels, *patch),
+                             output_dims=(len(labels_of(folder.dataset)), *patch), max_batch_size=8, queue_delay_us=5000)
+        record = {"source": str(folder.path), "folds": list(folder.checkpoints) if merge_folds else [name.split("_fold")[-1][:-4]],
+                  "checkpoints": {f: sha256(p) for f, p in folder.checkpoints.items()},
+                  "parity": {"reference": "pytorch", "compared": "logits on 3 random tiles", "max_abs_diff": diff}}
+        write_network(entry, model, repository, backend=backend, record=record, instance_kind="KIND_GPU" if target == "gpu" else "KIND_CPU")
+        records[name] = record
+    plan = make_plan(folder, networks=list(modules), mirror_axes=mirror_axes or (), use_mirroring=mirroring)
+    write_task(repository, task, plan)
+    return NnunetExport(task=task, networks=records, plan=plan)
