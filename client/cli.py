@@ -11,6 +11,8 @@ from typing import Sequence
 
 from lesionseg.client import (
     __version__,
+    cmd_crop,
+    cmd_deepseg,
     cmd_deepseg_lesion,
     cmd_export,
     cmd_models,
@@ -31,7 +33,7 @@ examples:
   lesionseg repository check model_repository
 """
 
-COMMANDS = (cmd_deepseg_lesion, cmd_models, cmd_export, cmd_serve, cmd_status, cmd_repository)
+COMMANDS = (cmd_deepseg, cmd_deepseg_lesion, cmd_crop, cmd_models, cmd_export, cmd_serve, cmd_status, cmd_repository)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -32,6 +32,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     legacy.add_argument("--backend", default="python", choices=("python", "onnxruntime"), help="how the networks are served")
     legacy.add_argument("--golden", type=Path, metavar="DIR", help="Keras golden outputs <model>.npz for parity (default: <models-dir>/golden)")
     legacy.set_defaults(run=run_legacy)
+    nnunet = kinds.add_parser(
+        "nnunet", help="an nnU-Net v2 model folder (plans.json, dataset.json, fold_N/checkpoint_final.pth)",
+        epilog=NNUNET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    nnunet.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="the model folder (or a folder above it)")
+    nnunet.add_argument("--task", required=True, metavar="NAME", help="Triton name of the task ensemble, e.g. seg_ms_lesion")
+    nnunet.add_argument("--repository", type=Path, metavar="REPO", help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
+    nnunet.add_argument("--folds", default="all", metavar="all|0,1", help="folds to use (default: every fold_* present)")
+    nnunet.add_argument("--target", default="cpu", choices=("cpu", "gpu"), help="cpu: embedded server (Python backend + onnxruntime); gpu: Triton's onnxruntime backend on GPU")
+    nnunet.add_argument("--mirroring", action="store_true", help="test-time mirroring over the checkpoint's allowed axes (SCT: off)")
+    nnunet.add_argument("--merge-folds", action="store_true", help="one ONNX graph averaging every fold instead of one network per fold")
+    nnunet.add_argument("--configuration", metavar="NAME", help="plans configuration (default: from the folder name, else 3d_fullres)")
+    nnunet.set_defaults(run=run_nnunet)
+
+
+NNUNET_HELP = """\
+examples:
+  lesionseg export nnunet --model-dir model_seg_ms_lesion/ --task seg_ms_lesion
+  lesionseg export nnunet --model-dir mp2rage/ --task seg_ms_lesion_mp2rage --folds 3 --target gpu
+"""
+
+
+def run_nnunet(args: argparse.Namespace) -> int:
+    from lesionseg.client.settings import setting
+    from lesionseg.export.nnunet import export_nnunet
+    from lesionseg.server.embedded import default_repository
+
+    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    folds = None if args.folds == "all" else [f.strip() for f in args.folds.split(",") if f.strip()]
+    result = export_nnunet(args.model_dir, repository, task=args.task, folds=folds, target=args.target,
+                           mirroring=args.mirroring, merge_folds=args.merge_folds, configuration=args.configuration)
+    for name, record in result.networks.items():
+        print(f"{name}: ONNX vs PyTorch max abs logits difference {record['parity']['max_abs_diff']:.2g} on random tiles")
+    print(f"task {result.task} written to {repository} (patch {list(result.plan.patch_size)}, spacing "
+          f"{list(result.plan.spacing)}, orientation {result.plan.orientation}, labels {result.plan.labels})")
+    return EXIT_OK
 
 
 def run_legacy(args: argparse.Namespace) -> int:

@@ -215,7 +215,7 @@ def build_network(folder: NnunetFolder) -> Any:
                 raise ExportError(f"cannot import {kwargs[key]!r} ({key}) named in the plans")
             kwargs[key] = located
     labels = labels_of(folder.dataset)
-    network = network_class(input_channels(folder.dataset), len(labels), deep_supervision=False, **kwargs)
+    network = network_class(input_channels=input_channels(folder.dataset), num_classes=len(labels), deep_supervision=False, **kwargs)
     return network.eval()
 
 
@@ -319,7 +319,7 @@ class NnunetExport:
 
 def export_nnunet(
     model_dir: Path, repository: Path, *, task: str, folds: Sequence[str] | None = None, target: str = "cpu",
-    mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None,
+    mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None, source: str | None = None,
 ) -> NnunetExport:
     """Export an nnU-Net model folder as the `<task>` ensemble and its networks."""
     from lesionseg.server.nnunet_repository import write_task
@@ -358,5 +358,5 @@ def export_nnunet(
         write_network(entry, model, repository, backend=backend, record=record, instance_kind="KIND_GPU" if target == "gpu" else "KIND_CPU")
         records[name] = record
     plan = make_plan(folder, networks=list(modules), mirror_axes=mirror_axes or (), use_mirroring=mirroring)
-    write_task(repository, task, plan)
+    write_task(repository, task, plan, source=source or str(folder.path))
     return NnunetExport(task=task, networks=records, plan=plan)

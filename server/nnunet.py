@@ -211,12 +211,25 @@ def sliding_window(data: np.ndarray, plan: NnunetPlan, predict: Predict) -> np.n
     return total[(slice(None), *unpad)]
 
 
-def postprocess(logits: np.ndarray, props: Properties, plan: NnunetPlan) -> np.ndarray:
-    """(num_classes, Z', Y', X') logits -> uint8 label map on the client's (x, y, z) grid."""
-    resampled = resample(logits.astype(np.float32), props.shape_after_cropping, plan.spacing, props.spacing,
-                         **plan.resampling_probabilities)
-    seg = np.argmax(resampled, axis=0).astype(np.uint8)
-    full = np.zeros(props.shape_before_cropping, np.uint8)
-    full[tuple(slice(a, b) for a, b in props.bbox)] = seg
+def _to_client_grid(volume: np.ndarray, props: Properties, plan: NnunetPlan) -> np.ndarray:
+    """Paste a cropped (Z', Y', X') volume into its box, undo transpose_forward, go back to (x, y, z)."""
+    full = np.zeros(props.shape_before_cropping, volume.dtype)
+    full[tuple(slice(a, b) for a, b in props.bbox)] = volume
     full = full.transpose(plan.transpose_backward)
     return np.ascontiguousarray(full.transpose(2, 1, 0))  # (z, y, x) -> (x, y, z)
+
+
+def postprocess(logits: np.ndarray, props: Properties, plan: NnunetPlan, *, probabilities: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(num_classes, Z', Y', X') logits -> uint8 label map on the client's (x, y, z) grid and,
+    with `probabilities`, the softmax of each foreground class as uint8 (probability x 255),
+    shaped (num_classes - 1, x, y, z). Outside the crop box the label is 0 and probabilities 0."""
+    resampled = resample(logits.astype(np.float32), props.shape_after_cropping, plan.spacing, props.spacing,
+                         **plan.resampling_probabilities)
+    seg = _to_client_grid(np.argmax(resampled, axis=0).astype(np.uint8), props, plan)
+    if not probabilities:
+        return seg, None
+    shifted = np.exp(resampled - resampled.max(axis=0, keepdims=True))
+    soft = shifted / shifted.sum(axis=0, keepdims=True)
+    quantised = np.clip(np.rint(soft[1:] * 255), 0, 255).astype(np.uint8)
+    return seg, np.stack([_to_client_grid(q, props, plan) for q in quantised])

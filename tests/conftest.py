@@ -56,7 +56,40 @@ def session_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
         models = legacy_models_dir(tmp_path_factory.mktemp("legacy_models"))
         export_sct_legacy(models, repo, contrast="all")
+    if HAVE_TORCH:
+        from lesionseg.export.nnunet import export_nnunet
+
+        root = tmp_path_factory.mktemp("nnunet_models")
+        for task, (variant, options) in NNUNET_TASKS.items():
+            folder = nnunet_models.make_model(root / task, variant)
+            export_nnunet(folder, repo, task=task, **options)
     return repo
+
+
+try:
+    import nnunetv2  # noqa: F401  (the parity oracle)
+    import torch  # noqa: F401
+
+    HAVE_TORCH = True
+except ImportError:  # the export/test extras are not installed
+    HAVE_TORCH = False
+
+import nnunet_models  # noqa: E402
+
+#: test tasks served by the session server: task -> (model variant, export options)
+NNUNET_TASKS = {
+    "seg_ms_lesion": (nnunet_models.VARIANTS[0], {}),
+    "seg_sc_contrast_agnostic": (nnunet_models.VARIANTS[1], {"merge_folds": True, "mirroring": True}),
+    "test_multiclass": (nnunet_models.VARIANTS[2], {}),
+}
+
+
+@pytest.fixture(scope="session")
+def nnunet_server(server):
+    """The session server, when it serves the nnU-Net test tasks (needs the export extra and nnunetv2)."""
+    if not HAVE_TORCH:
+        pytest.skip("torch / nnunetv2 not installed (pip install -e '.[export,test]' torch==2.13.0)")
+    return server
 
 
 @pytest.fixture(scope="session")

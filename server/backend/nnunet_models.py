@@ -54,4 +54,5 @@ class PredictModel(_PlanModel):
 class PostprocessModel(_PlanModel):
     def process(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         props = nnunet.Properties.unpack(inputs["PROPS"], inputs["PROPS_SPACING"])
-        return {"SEG": nnunet.postprocess(inputs["LOGITS"], props, self.plan)}
+        seg, prob = nnunet.postprocess(inputs["LOGITS"], props, self.plan, probabilities=True)
+        return {"SEG": seg, "PROB": prob}

@@ -1,0 +1,133 @@
+"""Client side of `lesionseg deepseg`: one gRPC call to a task ensemble, SCT-style outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lesionseg.client import __version__, postprocessing
+from lesionseg.client.errors import InferenceError, UsageError
+from lesionseg.client.nifti import Volume, load_volume, save_volume, stem
+from lesionseg.client.orientation import reorientation, sct_to_nib
+from lesionseg.client.session import model_parameters, server_for_run
+from lesionseg.client.tasks import task_info
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PostOptions:
+    """sct_deepseg's post-processing flags; `threshold` in [0, 1] uses the class probability."""
+
+    threshold: float | None = None
+    largest: int | None = None
+    fill_holes: bool = False
+    remove_small: tuple[float, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise UsageError(f"-thr {self.threshold} must lie in [0, 1]")
+        if self.largest is not None and self.largest < 1:
+            raise UsageError(f"-largest {self.largest} must be at least 1")
+
+    def apply(self, mask: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+        if self.fill_holes:
+            mask = postprocessing.fill_holes(mask)
+        if self.remove_small is not None:
+            mask = postprocessing.remove_small(mask, *self.remove_small, spacing)
+        if self.largest is not None:
+            mask = postprocessing.keep_largest(mask, self.largest)
+        return mask
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TaskResult:
+    files: dict[str, Path]  # label name -> mask file
+    labels: dict[str, int]
+    masks: dict[str, np.ndarray]  # label name -> uint8 mask on the input grid
+
+
+def infer_task(image: Volume, task: str, url: str | None, *, probabilities: bool = False
+               ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str]]:
+    """Send `image` to the `task` ensemble; returns (labels, probabilities or None, model parameters),
+    both on the input's own grid and orientation."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from lesionseg.client.lesion_client import _tensor
+
+    with server_for_run(url) as address, grpcclient.InferenceServerClient(address) as client:
+        params = model_parameters(client, task, address)
+        if "plan" not in params:
+            raise UsageError(f"model {task!r} is not an nnU-Net task ensemble (use deepseg-lesion for the legacy models)")
+        orient = reorientation(image.affine, image.data.shape, sct_to_nib(params.get("orientation", "LPI")))
+        data = orient.forward(image.data)
+        spacing = np.asarray(orient.forward_spacing(image.spacing), np.float32)
+        outputs = [grpcclient.InferRequestedOutput("SEG")]
+        if probabilities:
+            outputs.append(grpcclient.InferRequestedOutput("PROB"))
+        try:
+            result = client.infer(task, [_tensor("IMAGE", data), _tensor("SPACING", spacing)], outputs=outputs)
+        except InferenceServerException as exc:
+            raise InferenceError(f"{image.path}: {exc.message() or exc}") from None
+    seg = result.as_numpy("SEG")
+    if seg.shape != data.shape:
+        raise InferenceError(f"{image.path}: server returned a mask of shape {seg.shape}, expected {data.shape}")
+    prob = None
+    if probabilities:
+        prob = np.stack([orient.backward(p) for p in result.as_numpy("PROB")])
+    return orient.backward(seg), prob, params
+
+
+def output_paths(image_path: Path, task: str, labels: dict[str, int], output: Path | None) -> dict[str, Path]:
+    """SCT's names: `<in><suffix>.nii.gz` for one foreground class, `<in>_<label>_seg.nii.gz` for several."""
+    foreground = [name for name, value in sorted(labels.items(), key=lambda kv: kv[1]) if value != 0]
+    folder = output.parent if output is not None else image_path.parent
+    base = stem(output) if output is not None else stem(image_path)
+    if len(foreground) == 1:
+        if output is not None:
+            return {foreground[0]: output}
+        return {foreground[0]: folder / f"{base}{task_info(task).suffix}.nii.gz"}
+    return {name: folder / f"{base}_{name}_seg.nii.gz" for name in foreground}
+
+
+def sidecar(path: Path, *, task: str, params: dict[str, str], image_path: Path, argv: list[str] | None) -> Path:
+    info = task_info(task)
+    record = {
+        "GeneratedBy": [{
+            "Name": "lesionseg deepseg",
+            "Version": __version__,
+            "Command": " ".join(argv if argv is not None else sys.argv),
+            "Task": task,
+            "Model": {"source": params.get("source", ""), "url": info.url},
+        }],
+        "Sources": [str(Path(image_path).resolve())],
+    }
+    target = path.with_name(stem(path) + ".json")
+    tmp = target.with_name("." + target.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(target)
+    return target
+
+
+def segment_task(image_path: Path, task: str, *, output: Path | None = None, url: str | None = None,
+                 options: PostOptions = PostOptions(), argv: list[str] | None = None) -> TaskResult:
+    """Segment one image with an nnU-Net task and write the masks (+ JSON sidecars)."""
+    image = load_volume(image_path)
+    seg, prob, params = infer_task(image, task, url, probabilities=options.threshold is not None)
+    labels = json.loads(params["plan"])["labels"]
+    paths = output_paths(image_path, task, labels, output)
+    masks: dict[str, np.ndarray] = {}
+    for name, path in paths.items():
+        value = labels[name]
+        mask = postprocessing.threshold(prob[value - 1], options.threshold * 255) if prob is not None else (seg == value).astype(np.uint8)
+        masks[name] = options.apply(mask, image.spacing)
+    for name, path in paths.items():  # all computed first: a failure leaves no partial output
+        save_volume(masks[name], image.affine, path, like=image.header)
+        sidecar(path, task=task, params=params, image_path=image_path, argv=argv)
+    return TaskResult(files=paths, labels=labels, masks=masks)

@@ -1,0 +1,33 @@
+"""The sct_deepseg tasks lesionseg knows: output suffix, and where SCT publishes the model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Task:
+    name: str
+    suffix: str
+    url: str
+    description: str
+
+
+TASKS = {
+    t.name: t
+    for t in (
+        Task(name="seg_ms_lesion", suffix="_lesion_seg", description="MS lesions, any contrast (nnU-Net 3d_fullres)",
+             url="https://github.com/ivadomed/ms-lesion-agnostic/releases/download/r20241101/model_seg_ms_lesion_unet3d.zip"),
+        Task(name="seg_ms_lesion_mp2rage", suffix="_lesion_seg", description="MS lesions on MP2RAGE UNI (nnU-Net)",
+             url="https://github.com/ivadomed/model_seg_ms_mp2rage/releases/download/r20240610/"
+                 "nnUNetTrainer_seg_ms_lesion_mp2rage__nnUNetPlans__3d_fullres.zip"),
+        Task(name="seg_sc_contrast_agnostic", suffix="_seg", description="spinal cord, any contrast",
+             url="https://github.com/sct-pipeline/contrast-agnostic-softseg-spinalcord/releases/download/v3.0/"
+                 "model_contrast_agnostic_20250123.zip"),
+    )
+}
+
+
+def task_info(name: str) -> Task:
+    """A known task, or a generic one for any other exported task (suffix `_seg`)."""
+    return TASKS.get(name) or Task(name=name, suffix="_seg", url="", description="exported model")

@@ -1,0 +1,158 @@
+"""Small but realistic nnU-Net v2 model folders with random weights, made by the tests.
+
+Each folder has nnU-Net's layout (`<trainer>__<plans>__3d_fullres/` with plans.json, dataset.json
+and `fold_N/checkpoint_final.pth`) and plans in nnU-Net's format: anisotropic spacing and
+kernels, a transpose, ZScore or CT normalisation, PlainConvUNet or ResidualEncoderUNet, or the
+old (`UNet_class_name`) plans format.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+TRAINER = "nnUNetTrainer"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Variant:
+    name: str
+    architecture: str = "PlainConvUNet"  # or ResidualEncoderUNet
+    normalization: str = "ZScoreNormalization"
+    use_mask_for_norm: bool = False
+    folds: tuple[int, ...] = (0, 1)
+    old_plans: bool = False
+    features: tuple[int, ...] = (4, 8, 16, 32)
+    patch: tuple[int, int, int] = (16, 48, 48)
+    spacing: tuple[float, float, float] = (3.0, 0.8, 0.8)  # transposed order (lowres axis first)
+    transpose_forward: tuple[int, int, int] = (0, 1, 2)
+    num_classes: int = 2
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
+    logit_gain: float = 8.0  # scales the last layer so random weights give decisive logits
+    seed: int = 0
+
+
+VARIANTS = [
+    Variant(name="plain_zscore"),
+    Variant(name="resenc_ct", architecture="ResidualEncoderUNet", normalization="CTNormalization",
+            transpose_forward=(2, 0, 1), spacing=(1.0, 0.6, 0.6), seed=1),
+    Variant(name="plain_zscore_mask_oldplans", use_mask_for_norm=True, old_plans=True, num_classes=3,
+            transpose_forward=(0, 2, 1), seed=2),
+]
+
+
+def _strides_and_kernels(v: Variant) -> tuple[list[list[int]], list[list[int]]]:
+    n = len(v.features)
+    strides = [[1, 1, 1]] + [[1 if (i == 1 and v.spacing[0] / v.spacing[1] > 2) else 2, 2, 2] for i in range(1, n)]
+    kernels = [[1 if v.spacing[0] / v.spacing[1] > 2 else 3, 3, 3]] + [[3, 3, 3] for _ in range(1, n)]
+    return strides, kernels
+
+
+def plans_for(v: Variant) -> dict:
+    n = len(v.features)
+    strides, kernels = _strides_and_kernels(v)
+    resampling = {
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+    }
+    config = {
+        "data_identifier": "nnUNetPlans_3d_fullres",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 2,
+        "patch_size": list(v.patch),
+        "median_image_size_in_voxels": [20, 120, 120],
+        "spacing": list(v.spacing),
+        "normalization_schemes": [v.normalization],
+        "use_mask_for_norm": [v.use_mask_for_norm],
+        **resampling,
+        "batch_dice": False,
+    }
+    if v.old_plans:
+        config.update({
+            "UNet_class_name": v.architecture,
+            "UNet_base_num_features": v.features[0],
+            "unet_max_num_features": v.features[-1],
+            "n_conv_per_stage_encoder": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1),
+            "num_pool_per_axis": [sum(1 for s in strides if s[a] == 2) for a in range(3)],
+            "pool_op_kernel_sizes": strides,
+            "conv_kernel_sizes": kernels,
+        })
+    else:
+        blocks = "n_conv_per_stage" if v.architecture == "PlainConvUNet" else "n_blocks_per_stage"
+        config["architecture"] = {
+            "network_class_name": f"dynamic_network_architectures.architectures.unet.{v.architecture}",
+            "arch_kwargs": {
+                "n_stages": n, "features_per_stage": list(v.features),
+                "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": kernels, "strides": strides,
+                blocks: [1, 2, 2, 2][:n] if v.architecture != "PlainConvUNet" else [2] * n,
+                "n_conv_per_stage_decoder": [1] * (n - 1),
+                "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+                "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
+            },
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+        }
+    backward = [list(v.transpose_forward).index(i) for i in range(3)]
+    return {
+        "dataset_name": f"Dataset999_{v.name}",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": list(v.spacing),
+        "original_median_shape_after_transp": [20, 120, 120],
+        "image_reader_writer": "NibabelIOWithReorient",
+        "transpose_forward": list(v.transpose_forward),
+        "transpose_backward": backward,
+        "configurations": {"3d_fullres": config},
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {
+            "0": {"max": 3000.0, "mean": 450.0, "median": 420.0, "min": 0.0, "percentile_00_5": 20.0,
+                  "percentile_99_5": 1500.0, "std": 260.0},
+        },
+    }
+
+
+def dataset_for(v: Variant) -> dict:
+    labels = {"background": 0, "cord": 1, "lesion": 2}
+    return {
+        "channel_names": {"0": "T2w"},
+        "labels": dict(list(labels.items())[: v.num_classes]),
+        "numTraining": 10,
+        "file_ending": ".nii.gz",
+    }
+
+
+def make_model(root: Path, v: Variant) -> Path:
+    """Write the model folder; returns `<root>/<trainer>__nnUNetPlans__3d_fullres`."""
+    import torch
+
+    from lesionseg.export.nnunet import build_network, resolve_configuration, NnunetFolder
+
+    folder = root / f"{TRAINER}__nnUNetPlans__3d_fullres"
+    folder.mkdir(parents=True, exist_ok=True)
+    plans, dataset = plans_for(v), dataset_for(v)
+    (folder / "plans.json").write_text(json.dumps(plans, indent=1))
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=1))
+    spec = NnunetFolder(path=folder, plans=plans, dataset=dataset, configuration_name="3d_fullres",
+                        configuration=resolve_configuration(copy.deepcopy(plans), "3d_fullres"), checkpoints={})
+    for fold in v.folds:
+        torch.manual_seed(1000 * v.seed + fold)
+        net = build_network(spec)
+        with torch.no_grad():
+            last = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+            last.weight.mul_(v.logit_gain)
+        checkpoint = {
+            "network_weights": net.state_dict(),
+            "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": fold, "dataset_json": dataset},
+            "trainer_name": TRAINER,
+            "inference_allowed_mirroring_axes": list(v.mirror_axes),
+        }
+        (folder / f"fold_{fold}").mkdir(exist_ok=True)
+        torch.save(checkpoint, folder / f"fold_{fold}" / "checkpoint_final.pth")
+    return folder
