@@ -18,8 +18,8 @@ examples:
 
 outputs (SCT's names), in -ofolder:
   <in>_lesionseg.nii.gz      binary lesion mask, uint8, input geometry and orientation
-  <in>_RPI_seg.nii.gz        the same mask in RPI orientation
-  <in>_res_RPI_seg.nii.gz    lesion probability on the 0.5 mm in-plane RPI grid
+  <in>_RPI_seg.nii.gz        soft lesion map in RPI orientation on the input grid (>= 0.1 gives the mask)
+  <in>_res_RPI_seg.nii.gz    soft lesion map on the 0.5 mm in-plane RPI grid
 
 With no server at -url, the embedded server is started for this run.
 exit codes: 0 ok, 1 failure, 2 usage, 3 server unavailable

@@ -65,6 +65,7 @@ def segment_legacy(
             except InferenceServerException as exc:
                 raise InferenceError(f"{image_path}: {exc.message() or exc}") from None
     seg_rpi = result.as_numpy("SEG")
+    prob_rpi = result.as_numpy("PROB").astype(np.float32) / 255.0
     res_prob = result.as_numpy("RES_PROB").astype(np.float32) / 255.0
     if seg_rpi.shape != data.shape:
         raise InferenceError(f"{image_path}: server returned a mask of shape {seg_rpi.shape}, expected {data.shape}")
@@ -76,7 +77,7 @@ def segment_legacy(
         "res_rpi_seg": ofolder / f"{name}_res_RPI_seg.nii.gz",
     }
     save_volume(res_prob, zoomed_affine(rpi_affine, data.shape, res_prob.shape), outputs["res_rpi_seg"], like=image.header)
-    save_volume(seg_rpi.astype(np.uint8), rpi_affine, outputs["rpi_seg"], like=image.header)
+    save_volume(prob_rpi, rpi_affine, outputs["rpi_seg"], like=image.header)
     save_volume(orient.backward(seg_rpi).astype(np.uint8), image.affine, outputs["lesionseg"], like=image.header)
     logger.info("%s: %d lesion voxels", image_path, int(seg_rpi.sum()))
     centerline_rpi = result.as_numpy("CENTERLINE_XYZ")

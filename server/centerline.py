@@ -83,11 +83,17 @@ def heatmap(volume: np.ndarray, contrast: str, predict: Callable[[np.ndarray], n
 
 @dataclasses.dataclass(frozen=True)
 class Centerline:
-    """Cord centre per slice: `x[z]`, `y[z]` voxel coordinates; `found[z]` where the heatmap had it."""
+    """Cord centre per slice: `x[z]`, `y[z]` voxel coordinates; `found[z]` where the heatmap (or
+    the user's mask) had it; `covered[z]` where the pipeline segments (None: every slice, as for
+    the tracked CNN centerline, which is interpolated over gaps)."""
 
     x: np.ndarray
     y: np.ndarray
     found: np.ndarray
+    covered: np.ndarray | None = None
+
+    def covers(self, z: int) -> bool:
+        return True if self.covered is None else bool(self.covered[z])
 
     def mask(self, shape: tuple[int, int, int]) -> np.ndarray:
         """uint8 (x, y, z) mask with one voxel per slice."""
@@ -183,8 +189,8 @@ def _follow(
 
 
 def centerline_from_mask(mask: np.ndarray) -> Centerline:
-    """A user-given centerline mask (`-centerline file`): centre of mass per slice, interpolated
-    over slices the mask does not cover.
+    """A user-given centerline (`-centerline file`, resampled to the working grid): the weighted
+    centre of mass of each slice. As in SCT, slices the mask does not cover are not segmented.
 
     Raises:
         CenterlineError: the mask is empty.
@@ -192,10 +198,11 @@ def centerline_from_mask(mask: np.ndarray) -> Centerline:
     nz = mask.shape[2]
     xs, ys = np.full(nz, np.nan), np.full(nz, np.nan)
     for z in range(nz):
-        if mask[:, :, z].any():
-            xs[z], ys[z] = ndimage.center_of_mass(mask[:, :, z] > 0)
+        if np.any(mask[:, :, z] > 0):
+            xs[z], ys[z] = ndimage.center_of_mass(np.clip(mask[:, :, z], 0, None))
     found = ~np.isnan(xs)
     if not found.any():
         raise CenterlineError("the centerline file is empty")
     zs = np.arange(nz)
-    return Centerline(x=np.interp(zs, zs[found], xs[found]), y=np.interp(zs, zs[found], ys[found]), found=found)
+    return Centerline(x=np.interp(zs, zs[found], xs[found]), y=np.interp(zs, zs[found], ys[found]), found=found,
+                      covered=found)

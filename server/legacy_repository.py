@@ -1,5 +1,9 @@
 """Repository entries of the legacy pipeline: `deepseg_lesion_<contrast>`, the model clients call.
 
+Outputs, all on RPI grids: SEG (binary, native grid), PROB (soft, native grid) and RES_PROB (soft,
+0.5 mm in-plane grid), soft maps as uint8 = round(255 * value); RES_SPACING; CENTERLINE_XYZ
+(voxel coordinates of the cord centre per slice, native grid).
+
 Its constants (landmarks, z-score, threshold, network names, the orientation it expects) are
 written into the config's `parameters`, where the server and the client read them.
 """
@@ -32,6 +36,7 @@ def pipeline_spec(contrast: str) -> ModelSpec:
         ],
         outputs=[
             TensorSpec(name="SEG", dtype="UINT8", dims=(-1, -1, -1)),
+            TensorSpec(name="PROB", dtype="UINT8", dims=(-1, -1, -1)),
             TensorSpec(name="RES_PROB", dtype="UINT8", dims=(-1, -1, -1)),
             TensorSpec(name="RES_SPACING", dtype="FP32", dims=(3,)),
             TensorSpec(name="CENTERLINE_XYZ", dtype="FP32", dims=(-1, 3)),

@@ -4,15 +4,16 @@
 `predict` callables so the same code runs under Triton (BLS requests) and in-process (tests,
 benchmarks). Arrays are (x, y, z), RPI orientation (nibabel L, A, S), spacings in mm.
 
-Steps (SCT `deepseg_lesion/core.py`):
+Steps (SCT `deepseg_/lesion.py`, same in 5.7 and 6.x):
 1. resample in-plane to 0.5 x 0.5 mm, keeping the slice thickness (linear);
 2. centerline: `_ctr` CNN heatmap + tracking (`centerline.py`), or the user's centerline mask;
-3. crop 48 x 48 voxels per slice around the centerline;
+3. crop 48 x 48 voxels per slice around the centerline (SCT's window placement, `crop_start`);
 4. landmark histogram normalisation of the crop (`normalise_landmarks`);
 5. resample the crop to 0.5 mm isotropic; 3D CNN on consecutive 48^3 chunks along z (the last
-   chunk zero padded, empty chunks skipped) after a z-score; output probability;
-6. resample back to the crop's z spacing, uncrop into the 0.5 mm in-plane grid
-   (`res_prob`), resample to the native grid (`prob`), binarise `prob >= 0.1` (`seg`).
+   chunk zero padded, all-zero chunks skipped) after a z-score; each chunk binarised `> 0.1`;
+6. resample (linear, so soft again) back to the crop's z spacing, uncrop into the 0.5 mm in-plane
+   grid (`res_prob`, SCT's `_res_RPI_seg`), resample to the native grid (`prob`, `_RPI_seg`),
+   binarise `prob >= 0.1` (`seg`, `_lesionseg`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class ContrastParams:
 CONTRASTS = {
     "t2": ContrastParams(
         contrast="t2", ctr_contrast="t2", mean=871.309, std=557.916,
-        landmarks=(0, 136.8, 312.2, 449.0, 568.7, 696.7, 859.2, 1074.5, 1373.3, 1811.5, 2611),
+        landmarks=(0, 136.832187, 312.158435, 448.968030, 568.657779, 696.671586, 859.221138,
+                   1074.463414, 1373.289174, 1811.522669, 2611),
     ),
     "t2_ax": ContrastParams(
         contrast="t2_ax", ctr_contrast="t2", mean=835.592, std=528.386,
@@ -83,11 +85,13 @@ def normalise_landmarks(data: np.ndarray, landmarks: Sequence[float]) -> np.ndar
     """Landmark histogram normalisation: the percentiles [1, 10, ..., 90, 99] of `data` map
     piecewise linearly onto `landmarks`; values beyond the 1st / 99th percentile follow SCT's
     exponential extrapolation. Returns float32 of `data`'s shape."""
-    values = data.astype(np.float64)
+    from scipy.interpolate import interp1d
+
+    values = data.astype(np.float32).astype(np.float64)
     current = np.percentile(values, PERCENTILES)
-    if np.any(np.diff(current) <= 0):  # flat histogram segments: keep the map monotonic
-        current = current + np.arange(len(current)) * 1e-6 * max(1.0, float(np.abs(current).max()))
-    out = np.interp(values, current, landmarks)
+    # SCT: interp1d(bounds_error=False); with repeated percentiles (many zero voxels) it maps the
+    # repeated value onto the landmark of the last repeat, as SciPy >= 1.10 does
+    out = interp1d(current, landmarks, bounds_error=False)(values)
     low, high = values < current[0], values > current[-1]
     if low.any():
         out[low] = _exp_model(current[:2], landmarks[:2], landmarks[0])(values[low])
@@ -104,36 +108,51 @@ class Crop:
     y_start: np.ndarray
 
 
+def crop_start(centre: float, size: int, dim: int) -> tuple[int, int]:
+    """SCT's `_find_crop_start_end`: [int(c) - size/2 + 1, int(c) + size/2 + 1), moved back inside."""
+    start, end = int(centre) - size // 2 + 1, int(centre) + size // 2 + 1
+    if end > dim:
+        end, start = dim, max(dim - size, 0)
+    if start < 0:
+        start, end = 0, min(size, dim)
+    return start, end
+
+
 def crop_around(volume: np.ndarray, line: ctr.Centerline, size: int = CROP) -> tuple[np.ndarray, Crop]:
-    """Cut `size` x `size` voxels per slice centred on the centerline (zero outside the image)."""
+    """Cut `size` x `size` voxels per slice around the centerline, the window kept inside the
+    image; slices the centerline does not cover stay zero (recorded with start -1)."""
     nx, ny, nz = volume.shape
     out = np.zeros((size, size, nz), np.float32)
-    xs = np.rint(line.x).astype(int) - size // 2
-    ys = np.rint(line.y).astype(int) - size // 2
+    xs, ys = np.full(nz, -1), np.full(nz, -1)
     for z in range(nz):
-        x0, y0 = xs[z], ys[z]
-        sx, sy = slice(max(x0, 0), min(x0 + size, nx)), slice(max(y0, 0), min(y0 + size, ny))
-        out[sx.start - x0 : sx.stop - x0, sy.start - y0 : sy.stop - y0, z] = volume[sx, sy, z]
+        if not line.covers(z):
+            continue
+        (x0, x1), (y0, y1) = crop_start(line.x[z], size, nx), crop_start(line.y[z], size, ny)
+        out[: x1 - x0, : y1 - y0, z] = volume[x0:x1, y0:y1, z]
+        xs[z], ys[z] = x0, y0
     return out, Crop(x_start=xs, y_start=ys)
 
 
 def uncrop(cropped: np.ndarray, crop: Crop, shape: tuple[int, int, int]) -> np.ndarray:
-    """Paste each slice's crop back at its origin into a zero volume of `shape`."""
+    """Paste each recorded slice's crop back at its origin into a zero volume of `shape`."""
     nx, ny, nz = shape
     size = cropped.shape[0]
     out = np.zeros(shape, np.float32)
     for z in range(nz):
         x0, y0 = crop.x_start[z], crop.y_start[z]
-        sx, sy = slice(max(x0, 0), min(x0 + size, nx)), slice(max(y0, 0), min(y0 + size, ny))
-        out[sx, sy, z] = cropped[sx.start - x0 : sx.stop - x0, sy.start - y0 : sy.stop - y0, z]
+        if x0 < 0:
+            continue
+        x1, y1 = min(x0 + size, nx), min(y0 + size, ny)
+        out[x0:x1, y0:y1, z] = cropped[: x1 - x0, : y1 - y0, z]
     return out
 
 
 def segment_chunks(volume: np.ndarray, params: ContrastParams, predict: Predict) -> np.ndarray:
     """The 3D lesion CNN over consecutive 48^3 chunks along z of a (48, 48, Z) 0.5 mm volume.
 
-    The last chunk is zero padded; chunks that are all zero are skipped (probability 0).
-    `predict` takes (N, 1, 48, 48, 48) float32 and returns the same shape.
+    The last chunk is zero padded; chunks that are all zero are skipped; each chunk's output is
+    binarised `> 0.1` (as SCT does inside its chunk loop). `predict` takes (N, 1, 48, 48, 48)
+    float32 and returns probabilities of the same shape. Returns 0/1 float32.
     """
     nz = volume.shape[2]
     starts = list(range(0, nz, CHUNK))
@@ -150,14 +169,15 @@ def segment_chunks(volume: np.ndarray, params: ContrastParams, predict: Predict)
     probs = predict(np.stack(chunks)[:, None].astype(np.float32))[:, 0]
     for prob, z0 in zip(probs, keep):
         n = min(CHUNK, nz - z0)
-        out[:, :, z0 : z0 + n] = prob[:, :, :n]
+        out[:, :, z0 : z0 + n] = prob[:, :, :n] > THRESHOLD
     return out
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LesionResult:
-    """Outputs on the RPI grids: `seg` uint8 native grid (binary), `prob` float32 native grid,
-    `res_prob` float32 on the 0.5 x 0.5 mm in-plane grid, `centerline` on the native grid."""
+    """Outputs on the RPI grids: `seg` uint8 native grid (binary, SCT's `_lesionseg`), `prob`
+    float32 native grid (soft, `_RPI_seg`), `res_prob` float32 on the 0.5 x 0.5 mm in-plane grid
+    (soft, `_res_RPI_seg`), `centerline` on the native grid."""
 
     seg: np.ndarray
     prob: np.ndarray
@@ -191,7 +211,7 @@ def segment_lesions(
 
     if centerline_mask is not None:
         res_mask = resample_to_shape(centerline_mask.astype(np.float32), res_shape, order=1)
-        line = ctr.centerline_from_mask(res_mask > 0)
+        line = ctr.centerline_from_mask(res_mask)
     else:
         if ctr_predict is None:
             raise ValueError("a centerline network or a centerline mask is required")
@@ -208,8 +228,9 @@ def segment_lesions(
     prob = resample_to_shape(res_prob, native_shape, order=1)
     seg = (prob >= THRESHOLD).astype(np.uint8)
     native_line = ctr.Centerline(
-        x=(line.x + 0.5) * native_shape[0] / res_shape[0] - 0.5,
-        y=(line.y + 0.5) * native_shape[1] / res_shape[1] - 0.5,
+        x=line.x * native_shape[0] / res_shape[0],
+        y=line.y * native_shape[1] / res_shape[1],
         found=line.found,
+        covered=line.covered,
     )
     return LesionResult(seg=seg, prob=prob, res_prob=res_prob, res_spacing=res_spacing, centerline=native_line)

@@ -1,9 +1,11 @@
-"""Voxel-grid resampling that keeps the field of view, as SCT's `resample_nib` does.
+"""Voxel-grid resampling exactly as SCT's `resample_nib` does it.
 
 A volume of `shape` voxels of `spacing` mm is resampled to `new_shape = round(shape * spacing /
-new_spacing)` voxels; voxel i of the new grid is centred where old voxel coordinate
-`(i + 0.5) * f - 0.5` lies, with `f = shape / new_shape` per axis (grids share their outer
-corners). `zoomed_affine` gives the matching affine so a client can write the resampled volume.
+new_spacing)` voxels. SCT's new affine is the old one times diag(f), f = shape / new_shape per
+axis, with no translation: voxel i of the new grid samples old voxel coordinate `i * f` (the
+first voxel centres coincide), and samples past the last old voxel repeat it (mode 'nearest').
+Resampling back to the old spacing therefore restores the old shape. `zoomed_affine` gives the
+matching affine so a client can write the resampled volume.
 Arrays are (x, y, z) in the caller's orientation; spacings in mm.
 """
 
@@ -21,8 +23,8 @@ def new_shape_for(shape: Sequence[int], spacing: Sequence[float], new_spacing: S
 
 
 def grid_coordinates(shape: Sequence[int], new_shape: Sequence[int]) -> list[np.ndarray]:
-    """Per axis, the old voxel coordinates of the new voxel centres."""
-    return [(np.arange(m) + 0.5) * (n / m) - 0.5 for n, m in zip(shape, new_shape)]
+    """Per axis, the old voxel coordinates of the new voxel centres (SCT: i * shape / new_shape)."""
+    return [np.arange(m) * (n / m) for n, m in zip(shape, new_shape)]
 
 
 def resample_to_shape(data: np.ndarray, new_shape: Sequence[int], *, order: int = 1) -> np.ndarray:
@@ -33,7 +35,7 @@ def resample_to_shape(data: np.ndarray, new_shape: Sequence[int], *, order: int 
         new_shape: target voxel counts.
         order: spline order (0 nearest, 1 linear as SCT's 'linear', 3 cubic).
     Returns:
-        float32 array of `new_shape`; outside samples repeat the edge voxel.
+        float32 array of `new_shape`; samples past the last voxel repeat it.
     """
     if tuple(new_shape) == data.shape:
         return data.astype(np.float32, copy=True)
@@ -81,5 +83,4 @@ def zoomed_affine(affine: np.ndarray, shape: Sequence[int], new_shape: Sequence[
     factors = np.array([n / m for n, m in zip(shape, new_shape)], dtype=float)
     scale = np.eye(4)
     scale[:3, :3] = np.diag(factors)
-    scale[:3, 3] = (factors - 1) / 2
     return np.asarray(affine, dtype=float) @ scale

@@ -74,13 +74,15 @@ try:
 except ImportError:  # the export/test extras are not installed
     HAVE_TORCH = False
 
-import nnunet_models  # noqa: E402
+from lesionseg.export import synthetic_nnunet as nnunet_models  # noqa: E402
 
 #: test tasks served by the session server: task -> (model variant, export options)
 NNUNET_TASKS = {
     "seg_ms_lesion": (nnunet_models.VARIANTS[0], {}),
     "seg_sc_contrast_agnostic": (nnunet_models.VARIANTS[1], {"merge_folds": True, "mirroring": True}),
     "test_multiclass": (nnunet_models.VARIANTS[2], {}),
+    # seg_ms_lesion-like size (6 stages, 32..320 features, patch 64x128x128): exports and serves on CPU
+    "seg_ms_lesion_realistic": (nnunet_models.REALISTIC, {}),
 }
 
 

@@ -29,9 +29,10 @@ def test_only_weights_are_missing(tmp_path: Path) -> None:
     assert problems and all(p.endswith("version 1 lacks model.onnx") for p in problems), problems
 
 
-# SCT's constants as DESIGN.md documents them (SCT deepseg_lesion/core.py)
+# SCT's constants (spinalcordtoolbox deepseg_/lesion.py; DESIGN.md rounds the t2 landmarks)
 SCT = {
-    "t2": ([0, 136.8, 312.2, 449.0, 568.7, 696.7, 859.2, 1074.5, 1373.3, 1811.5, 2611], 871.309, 557.916, "t2"),
+    "t2": ([0, 136.832187, 312.158435, 448.968030, 568.657779, 696.671586, 859.221138, 1074.463414,
+            1373.289174, 1811.522669, 2611], 871.309, 557.916, "t2"),
     "t2_ax": ([0, 112.195357, 291.611185, 446.727066, 581.103970, 702.979079, 833.318257, 1011.856313,
                1268.801813, 1687.137075, 2611], 835.592, 528.386, "t2"),
     "t2s": ([0, 123.246969, 226.422561, 338.361023, 532.341924, 788.693675, 1096.975553, 1407.979466,

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from lesionseg.server import centerline as ctr
-from lesionseg.server.lesion import CONTRASTS, PERCENTILES, _exp_model, crop_around, normalise_landmarks, segment_chunks, uncrop
+from lesionseg.server.lesion import (
+    CONTRASTS,
+    PERCENTILES,
+    _exp_model,
+    crop_around,
+    crop_start,
+    normalise_landmarks,
+    segment_chunks,
+    uncrop,
+)
 from lesionseg.server.resampling import new_shape_for, resample_to_shape, zoomed_affine
 
 
@@ -46,17 +55,36 @@ def test_tails_follow_sct_exponential_model() -> None:
     np.testing.assert_allclose(out[high], above(data.ravel()[high]), rtol=1e-5)
 
 
+def test_crop_window_follows_sct() -> None:
+    """SCT's window: [int(c) - 23, int(c) + 25), moved back inside the image at the borders."""
+    assert crop_start(30.7, 48, 100) == (7, 55)  # the centerline voxel lands at crop index 23
+    assert crop_start(5.0, 48, 100) == (0, 48)
+    assert crop_start(95.0, 48, 100) == (52, 100)
+    assert crop_start(10.0, 48, 30) == (0, 30)  # smaller than the crop: zero padded at the end
+
+
 def test_crop_and_uncrop_round_trip_with_borders() -> None:
     volume = np.arange(60 * 70 * 3, dtype=np.float32).reshape(60, 70, 3) + 1
     line = ctr.Centerline(x=np.array([5.0, 30.0, 58.0]), y=np.array([35.0, 2.0, 69.0]), found=np.ones(3, bool))
     cropped, crop = crop_around(volume, line)
     assert cropped.shape == (48, 48, 3)
-    assert cropped[24, 24, 1] == volume[30, 2, 1]  # the centre voxel is the centerline voxel
-    assert cropped[0, 24, 0] == 0  # outside the image: zero
+    assert cropped[23, 0, 1] == volume[30, 0, 1]  # x centred (index 23), y window moved inside
+    np.testing.assert_array_equal(cropped[:, :, 2], volume[12:60, 22:70, 2])
     back = uncrop(cropped, crop, volume.shape)
     inside = back > 0
     np.testing.assert_array_equal(back[inside], volume[inside])
-    assert inside[5, 35, 0] and not inside[40, 35, 0]
+    assert inside[5, 35, 0] and not inside[55, 35, 0]
+
+
+def test_slices_without_centerline_are_not_segmented() -> None:
+    volume = np.ones((60, 60, 3), np.float32)
+    mask = np.zeros((60, 60, 3), np.float32)
+    mask[30, 30, 0] = mask[31, 30, 2] = 1
+    line = ctr.centerline_from_mask(mask)
+    assert list(line.covered) == [True, False, True]
+    cropped, crop = crop_around(volume, line)
+    assert cropped[:, :, 1].max() == 0 and crop.x_start[1] == -1
+    assert uncrop(cropped, crop, volume.shape)[:, :, 1].max() == 0
 
 
 def test_blocks_round_trip() -> None:
@@ -74,11 +102,14 @@ def test_chunks_skip_empty_and_pad_the_last() -> None:
 
     def predict(batch: np.ndarray) -> np.ndarray:
         calls.append(batch.shape)
-        return np.full(batch.shape, 0.5, np.float32)
+        out = np.full(batch.shape, 0.5, np.float32)
+        out[:, :, :, :, :10] = 0.05  # below SCT's 0.1
+        return out
 
     out = segment_chunks(volume, CONTRASTS["t2s"], predict)
     assert calls == [(1, 1, 48, 48, 48)]  # chunks at z 0 and 96 are empty: skipped
-    assert out[:, :, 48:96].min() == 0.5 and out[:, :, :48].max() == 0 and out[:, :, 96:].max() == 0
+    assert out[:, :, 58:96].min() == 1 and out[:, :, 48:58].max() == 0  # binarised > 0.1 per chunk
+    assert out[:, :, :48].max() == 0 and out[:, :, 96:].max() == 0
 
 
 def test_resampling_keeps_world_positions() -> None:
@@ -92,8 +123,9 @@ def test_resampling_keeps_world_positions() -> None:
     assert new_shape == (40, 32, 6)
     out = resample_to_shape(data, new_shape, order=1)
     expected = world_x(zoomed_affine(affine, shape, new_shape), new_shape)
-    interior = (slice(1, -1), slice(1, -1), slice(None))  # edge voxels repeat the border
+    interior = (slice(0, -2), slice(0, -2), slice(None))  # samples past the last voxel repeat it
     np.testing.assert_allclose(out[interior], expected[interior], atol=1e-4)
+    assert out[0, 0, 0] == data[0, 0, 0]  # SCT: the first voxel centres coincide
 
 
 def test_tracking_follows_the_cord_and_ignores_a_distractor() -> None:

@@ -28,6 +28,7 @@ CASES = [
     ("seg_ms_lesion", "t2s/t2s.nii.gz"),
     ("seg_sc_contrast_agnostic", "t1/t1w.nii.gz"),
     ("test_multiclass", "t2/t2_fake_lesion.nii.gz"),
+    ("seg_ms_lesion_realistic", "t2s/t2s.nii.gz"),
 ]
 
 

@@ -81,6 +81,7 @@ class DeepsegLesionModel(PythonModel):
         seg = (result.prob >= self.threshold).astype(np.uint8)
         return {
             "SEG": seg,
+            "PROB": np.clip(np.rint(result.prob * 255), 0, 255).astype(np.uint8),
             "RES_PROB": np.clip(np.rint(result.res_prob * 255), 0, 255).astype(np.uint8),
             "RES_SPACING": np.asarray(result.res_spacing, np.float32),
             "CENTERLINE_XYZ": result.centerline.coordinates(),

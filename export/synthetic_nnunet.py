@@ -1,4 +1,4 @@
-"""Small but realistic nnU-Net v2 model folders with random weights, made by the tests.
+"""Realistic nnU-Net v2 model folders with random weights, for tests, benchmarks and demos.
 
 Each folder has nnU-Net's layout (`<trainer>__<plans>__3d_fullres/` with plans.json, dataset.json
 and `fold_N/checkpoint_final.pth`) and plans in nnU-Net's format: anisotropic spacing and
@@ -33,6 +33,10 @@ class Variant:
     logit_gain: float = 8.0  # scales the last layer so random weights give decisive logits
     seed: int = 0
 
+
+#: seg_ms_lesion-like size: 6 stages, 32..320 features, patch 64x128x128, isotropic 1 mm.
+REALISTIC = Variant(name="realistic", features=(32, 64, 128, 256, 320, 320), patch=(64, 128, 128),
+                    spacing=(1.0, 1.0, 1.0), folds=(0,), seed=7)
 
 VARIANTS = [
     Variant(name="plain_zscore"),
@@ -132,7 +136,7 @@ def make_model(root: Path, v: Variant) -> Path:
     """Write the model folder; returns `<root>/<trainer>__nnUNetPlans__3d_fullres`."""
     import torch
 
-    from lesionseg.export.nnunet import build_network, resolve_configuration, NnunetFolder
+    from lesionseg.export.nnunet import NnunetFolder, build_network, resolve_configuration
 
     folder = root / f"{TRAINER}__nnUNetPlans__3d_fullres"
     folder.mkdir(parents=True, exist_ok=True)
