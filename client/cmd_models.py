@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 from lesionseg.client.errors import EXIT_OK
+from lesionseg.client.tasks import TASKS
 
 HELP = """\
 examples:
   lesionseg models install sct-legacy                         # SCT's release zips (internet)
+  lesionseg models install seg_ms_lesion                      # the nnU-Net task from its release URL
+  lesionseg models install seg_ms_lesion_mp2rage --from model_seg_ms_mp2rage.zip
   lesionseg models install sct-legacy --from ../shared/sct_models
   lesionseg models install sct-legacy --from 20220325_deepseg_lesion_models_onnx.zip
   lesionseg models install sct-legacy --from sct              # an SCT install at $SCT_DIR
@@ -26,11 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actions.required = True
     install = actions.add_parser("install", help="fetch, verify and export models", epilog=HELP,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    install.add_argument("family", choices=("sct-legacy",), help="which models")
+    install.add_argument("family", choices=("sct-legacy", *TASKS), help="sct-legacy, or an sct_deepseg task")
     install.add_argument("--from", dest="source", metavar="SRC", help="URL, zip, folder, or 'sct' ($SCT_DIR); default: SCT's release URLs")
     install.add_argument("--repository", type=Path, metavar="REPO", help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
     install.add_argument("--contrast", default="all", choices=("t2", "t2_ax", "t2s", "all"))
     install.add_argument("--backend", default="python", choices=("python", "onnxruntime"))
+    install.add_argument("--folds", default="all", metavar="all|0,1", help="nnU-Net tasks: folds to use")
+    install.add_argument("--target", default="cpu", choices=("cpu", "gpu"), help="nnU-Net tasks: serving target")
     install.set_defaults(run=run_install)
 
 
@@ -46,6 +51,8 @@ def run_install(args: argparse.Namespace) -> int:
             print(f"\r  downloading {text}", end="", file=sys.stderr, flush=True)
 
     repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    if args.family != "sct-legacy":
+        return install_task(args, repository, progress)
     folder = resolve_source(args.source, progress=progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -53,4 +60,24 @@ def run_install(args: argparse.Namespace) -> int:
     print(f"installed {', '.join(f'deepseg_lesion_{c}' for c in result.contrasts)} into {repository} (from {folder})")
     for contrast in result.skipped:
         print(f"skipped contrast {contrast}: its models are not in {folder}")
+    return EXIT_OK
+
+
+def install_task(args: argparse.Namespace, repository: Path, progress) -> int:
+    """An sct_deepseg task: its release zip (or --from), verified, exported as the task ensemble."""
+    from lesionseg.export.install import fetch_release, resolve_source, task_release
+    from lesionseg.export.nnunet import export_nnunet
+
+    task = TASKS[args.family]
+    if args.source is None:
+        folder = fetch_release(task_release(task.url), progress=progress)
+        source = task.url
+    else:
+        folder = resolve_source(args.source, progress=progress)
+        source = args.source
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    folds = None if args.folds == "all" else [f.strip() for f in args.folds.split(",") if f.strip()]
+    result = export_nnunet(folder, repository, task=task.name, folds=folds, target=args.target, source=source)
+    print(f"installed {result.task} ({', '.join(result.plan.networks)}) into {repository} (from {source})")
     return EXIT_OK

@@ -58,6 +58,12 @@ SCT_LEGACY_RELEASES = (
 )
 
 
+def task_release(url: str) -> Release:
+    """The release of an nnU-Net task zip at `url` (SCT's GitHub release URLs)."""
+    path = url.removeprefix(GITHUB + "/") if url.startswith(GITHUB + "/") else url
+    return Release(path=path, members=("plans.json", "dataset.json"))
+
+
 class DownloadError(LesionsegError):
     """A model archive could not be fetched or failed verification."""
 
@@ -157,7 +163,7 @@ def fetch_release(release: Release, *, base_url: str | None = None, refresh: boo
     """Download (or reuse the cached copy of) a release zip, verify it, extract it; returns the folder."""
     archive = cache_dir() / "downloads" / release.filename
     if refresh or not archive.exists():
-        url = release.url(base_url)
+        url = release.path if "://" in release.path else release.url(base_url)
         logger.info("downloading %s", url)
         download(url, archive, progress=progress)
     try:

@@ -118,3 +118,40 @@ def test_install_from_folder_zip_and_sct_dir(shared: Path, tmp_path: Path, monke
     monkeypatch.delenv("SCT_DIR")
     assert main(["models", "install", "sct-legacy", "--from", "sct"]) == 1
     assert "needs $SCT_DIR" in capsys.readouterr().err
+
+
+def test_install_nnunet_task_from_its_release_url(http_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`models install seg_ms_lesion_mp2rage` fetches the task's real release path (served here),
+    verifies and extracts the zip, and exports the nnU-Net model folder it holds."""
+    pytest.importorskip("torch")
+    from lesionseg.client.tasks import TASKS
+    from lesionseg.export.install import task_release
+    from lesionseg.export.synthetic_nnunet import Variant, make_model
+
+    root, base = http_root
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LESIONSEG_RELEASES_URL", base)
+    release = task_release(TASKS["seg_ms_lesion_mp2rage"].url)
+    model = make_model(tmp_path / "model", Variant(name="mp2rage", folds=(3,)))
+    target = root / release.path
+    target.parent.mkdir(parents=True)
+    with zipfile.ZipFile(target, "w") as archive:
+        for file in model.rglob("*"):
+            if file.is_file():
+                archive.write(file, file.relative_to(model.parent))
+    repo = tmp_path / "repo"
+    assert main(["models", "install", "seg_ms_lesion_mp2rage", "--repository", str(repo)]) == 0
+    assert "installed seg_ms_lesion_mp2rage (seg_ms_lesion_mp2rage_fold3_net)" in capsys.readouterr().out
+    assert (repo / "seg_ms_lesion_mp2rage" / "config.pbtxt").exists()
+    assert (repo / "seg_ms_lesion_mp2rage_fold3_net" / "1" / "model.onnx").exists()
+    from lesionseg.server.modelconfig import parameters, read_config
+
+    assert parameters(read_config(repo / "seg_ms_lesion_mp2rage" / "config.pbtxt"))["source"] == TASKS["seg_ms_lesion_mp2rage"].url
+    # a zip that is not an nnU-Net model is refused before anything is exported
+    (tmp_path / "cache").rename(tmp_path / "old-cache")
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("readme.txt", "nothing here")
+    assert main(["models", "install", "seg_ms_lesion_mp2rage", "--repository", str(tmp_path / "repo2")]) == 1
+    assert "archive lacks plans.json, dataset.json" in capsys.readouterr().err
+    assert not (tmp_path / "repo2").exists()
