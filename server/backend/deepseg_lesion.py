@@ -16,12 +16,10 @@ import numpy as np
 from lesionseg.server import centerline as ctr
 from lesionseg.server.backend.base import PythonModel, RequestError
 from lesionseg.server.backend.bls import run_network
+from lesionseg.server.backend.validation import check_volume
 from lesionseg.server.lesion import ContrastParams, segment_lesions
 
 logger = logging.getLogger(__name__)
-
-MAX_VOXELS = 512 * 512 * 1024
-
 
 def params_from_config(parameters: Mapping[str, str]) -> ContrastParams:
     return ContrastParams(
@@ -35,16 +33,7 @@ def params_from_config(parameters: Mapping[str, str]) -> ContrastParams:
 
 def validate(image: np.ndarray, spacing: np.ndarray, centerline: np.ndarray | None) -> None:
     """Refuse requests the pipeline cannot segment (RequestError with the reason)."""
-    if image.ndim != 3:
-        raise RequestError(f"IMAGE must be 3D, got shape {list(image.shape)}")
-    if min(image.shape) < 1 or image.size > MAX_VOXELS:
-        raise RequestError(f"IMAGE shape {list(image.shape)} is empty or too large")
-    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise RequestError(f"SPACING must be 3 positive finite numbers, got {spacing.tolist()}")
-    if not np.all(np.isfinite(image)):
-        raise RequestError("IMAGE contains NaN or infinite values")
-    if not np.any(image):
-        raise RequestError("IMAGE is all zero")
+    check_volume(image, spacing)
     if centerline is not None and centerline.shape != image.shape:
         raise RequestError(f"CENTERLINE shape {list(centerline.shape)} differs from IMAGE shape {list(image.shape)}")
 

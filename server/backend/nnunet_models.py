@@ -7,11 +7,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from lesionseg.server import nnunet
-from lesionseg.server.backend.base import PythonModel, RequestError
+from lesionseg.server.backend.base import PythonModel
+from lesionseg.server.backend.validation import check_volume
 from lesionseg.server.backend.bls import run_network
-
-MAX_VOXELS = 512 * 512 * 1024
-
 
 class _PlanModel(PythonModel):
     def setup(self, config: Mapping[str, Any]) -> None:
@@ -20,15 +18,7 @@ class _PlanModel(PythonModel):
 
 class PreprocessModel(_PlanModel):
     def process(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        image, spacing = inputs["IMAGE"], inputs["SPACING"].astype(np.float64)
-        if image.ndim != 3 or min(image.shape) < 1 or image.size > MAX_VOXELS:
-            raise RequestError(f"IMAGE must be a 3D volume of at most {MAX_VOXELS} voxels, got shape {list(image.shape)}")
-        if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-            raise RequestError(f"SPACING must be 3 positive finite numbers, got {spacing.tolist()}")
-        if not np.all(np.isfinite(image)):
-            raise RequestError("IMAGE contains NaN or infinite values")
-        if not np.any(image):
-            raise RequestError("IMAGE is all zero")
+        image, spacing = check_volume(inputs["IMAGE"], inputs["SPACING"])
         data, props = nnunet.preprocess(image, spacing, self.plan)
         ints, props_spacing = props.pack()
         return {"DATA": data, "PROPS": ints, "PROPS_SPACING": props_spacing}
