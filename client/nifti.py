@@ -40,6 +40,13 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
+        """Voxel size (mm) per array axis: the header's pixdim, as SCT's `Image.dim[4:7]` — what SCT
+        hands nnU-Net and its resampling. The values are float32 in the file, so they travel to
+        the server as FP32 exactly (affine column norms can differ in the 9th digit, enough to change
+        a rounded resampled shape)."""
+        zooms = self.header.get_zooms()[:3] if hasattr(self.header, "get_zooms") else ()
+        if len(zooms) == 3 and all(float(z) > 0 for z in zooms):
+            return tuple(float(z) for z in zooms)  # type: ignore[return-value]
         return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
 
 
