@@ -45,6 +45,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     nnunet.add_argument("--merge-folds", action="store_true", help="one ONNX graph averaging every fold instead of one network per fold")
     nnunet.add_argument("--configuration", metavar="NAME", help="plans configuration (default: from the folder name, else 3d_fullres)")
     nnunet.set_defaults(run=run_nnunet)
+    monai = kinds.add_parser(
+        "monai", help="SCT 6.5's contrast-agnostic MONAI checkpoint (.ckpt, PlainConvUNet)",
+        epilog="example:\n  lesionseg export monai --ckpt model_contrast-agnostic_20240930-1002/ --task seg_sc_contrast_agnostic\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    monai.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="the .ckpt file or a folder holding one")
+    monai.add_argument("--task", default="seg_sc_contrast_agnostic", metavar="NAME", help="Triton name of the task (default seg_sc_contrast_agnostic)")
+    monai.add_argument("--repository", type=Path, metavar="REPO")
+    monai.add_argument("--target", default="cpu", choices=("cpu", "gpu"))
+    monai.set_defaults(run=run_monai)
 
 
 NNUNET_HELP = """\
@@ -67,6 +77,19 @@ def run_nnunet(args: argparse.Namespace) -> int:
         print(f"{name}: ONNX vs PyTorch max abs logits difference {record['parity']['max_abs_diff']:.2g} on random tiles")
     print(f"task {result.task} written to {repository} (patch {list(result.plan.patch_size)}, spacing "
           f"{list(result.plan.spacing)}, orientation {result.plan.orientation}, labels {result.plan.labels})")
+    return EXIT_OK
+
+
+def run_monai(args: argparse.Namespace) -> int:
+    from lesionseg.client.settings import setting
+    from lesionseg.export.monai_ckpt import export_monai
+    from lesionseg.server.embedded import default_repository
+
+    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    result = export_monai(args.ckpt, repository, task=args.task, target=args.target)
+    print(f"{result.plan.network}: {result.record['stages']} stages, features {result.record['features']}; ONNX vs PyTorch "
+          f"max abs difference {result.record['parity']['max_abs_diff']:.2g} on random windows")
+    print(f"task {result.task} written to {repository}")
     return EXIT_OK
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lesionseg.client.errors import EXIT_OK
-from lesionseg.client.tasks import TASKS
+from lesionseg.client.tasks import TASKS, release_url
 
 HELP = """\
 examples:
@@ -36,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     install.add_argument("--backend", default="python", choices=("python", "onnxruntime"))
     install.add_argument("--folds", default="all", metavar="all|0,1", help="nnU-Net tasks: folds to use")
     install.add_argument("--target", default="cpu", choices=("cpu", "gpu"), help="nnU-Net tasks: serving target")
+    install.add_argument("--release", metavar="NAME", help="a task's other release (e.g. seg_sc_contrast_agnostic v2.5, the MONAI model)")
     install.set_defaults(run=run_install)
 
 
@@ -70,13 +71,20 @@ def install_task(args: argparse.Namespace, repository: Path, progress) -> int:
 
     task = TASKS[args.family]
     if args.source is None:
-        folder = fetch_release(task_release(task.url), progress=progress)
-        source = task.url
+        source = release_url(task, args.release)
+        members = ("plans.json", "dataset.json") if source == task.url else ()
+        folder = fetch_release(task_release(source, members), progress=progress)
     else:
         folder = resolve_source(args.source, progress=progress)
         source = args.source
     if sys.stderr.isatty():
         print(file=sys.stderr)
+    if any(folder.rglob("*.ckpt")) and not any(folder.rglob("plans.json")):  # SCT 6.5's MONAI model
+        from lesionseg.export.monai_ckpt import export_monai
+
+        monai = export_monai(folder, repository, task=task.name, target=args.target, source=source)
+        print(f"installed {monai.task} ({monai.plan.network}, MONAI checkpoint) into {repository} (from {source})")
+        return EXIT_OK
     folds = None if args.folds == "all" else [f.strip() for f in args.folds.split(",") if f.strip()]
     result = export_nnunet(folder, repository, task=task.name, folds=folds, target=args.target, source=source)
     print(f"installed {result.task} ({', '.join(result.plan.networks)}) into {repository} (from {source})")

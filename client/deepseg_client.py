@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PostOptions:
-    """sct_deepseg's post-processing flags; `threshold` in [0, 1] uses the class probability."""
+    """sct_deepseg's post-processing flags; `threshold` in [0, 1] uses the class probability
+    (strictly greater); 0 keeps the soft map."""
 
     threshold: float | None = None
     largest: int | None = None
@@ -32,6 +33,8 @@ class PostOptions:
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0 <= self.threshold <= 1:
             raise UsageError(f"-thr {self.threshold} must lie in [0, 1]")
+        if self.threshold == 0 and (self.largest or self.fill_holes or self.remove_small):
+            raise UsageError("-thr 0 keeps the soft map; -largest, -fill-holes and -remove-small need a binary mask")
         if self.largest is not None and self.largest < 1:
             raise UsageError(f"-largest {self.largest} must be at least 1")
 
@@ -125,6 +128,9 @@ def segment_task(image_path: Path, task: str, *, output: Path | None = None, url
     masks: dict[str, np.ndarray] = {}
     for name, path in paths.items():
         value = labels[name]
+        if options.threshold == 0:  # SCT: -thr 0 keeps the soft map
+            masks[name] = prob[value - 1].astype(np.float32) / 255.0
+            continue
         mask = postprocessing.threshold(prob[value - 1], options.threshold * 255) if prob is not None else (seg == value).astype(np.uint8)
         masks[name] = options.apply(mask, image.spacing)
     for name, path in paths.items():  # all computed first: a failure leaves no partial output

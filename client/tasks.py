@@ -7,10 +7,13 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Task:
+    """`url` is the default release; `releases` names every release lesionseg can install."""
+
     name: str
     suffix: str
     url: str
     description: str
+    releases: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 TASKS = {
@@ -23,9 +26,26 @@ TASKS = {
                  "nnUNetTrainer_seg_ms_lesion_mp2rage__nnUNetPlans__3d_fullres.zip"),
         Task(name="seg_sc_contrast_agnostic", suffix="_seg", description="spinal cord, any contrast",
              url="https://github.com/sct-pipeline/contrast-agnostic-softseg-spinalcord/releases/download/v3.0/"
-                 "model_contrast_agnostic_20250123.zip"),
+                 "model_contrast_agnostic_20250123.zip",
+             releases={
+                 # SCT 6.5: the MONAI checkpoint (PlainConvUNet, 6 stages, 32..384)
+                 "v2.5": "https://github.com/sct-pipeline/contrast-agnostic-softseg-spinalcord/releases/download/v2.5/"
+                         "model_contrast-agnostic_20240930-1002.zip",
+             }),
     )
 }
+
+
+def release_url(task: Task, release: str | None) -> str:
+    """The URL of `release` of `task` (None: the default release)."""
+    if release is None:
+        return task.url
+    if release not in task.releases:
+        from lesionseg.client.errors import UsageError
+
+        known = ", ".join(task.releases) or "only the default"
+        raise UsageError(f"{task.name} has no release {release!r} ({known})")
+    return task.releases[release]
 
 
 def task_info(name: str) -> Task:

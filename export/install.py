@@ -58,10 +58,10 @@ SCT_LEGACY_RELEASES = (
 )
 
 
-def task_release(url: str) -> Release:
-    """The release of an nnU-Net task zip at `url` (SCT's GitHub release URLs)."""
+def task_release(url: str, members: tuple[str, ...] = ("plans.json", "dataset.json")) -> Release:
+    """The release of a task zip at `url` (SCT's GitHub release URLs); nnU-Net zips by default."""
     path = url.removeprefix(GITHUB + "/") if url.startswith(GITHUB + "/") else url
-    return Release(path=path, members=("plans.json", "dataset.json"))
+    return Release(path=path, members=members)
 
 
 class DownloadError(LesionsegError):

@@ -63,7 +63,26 @@ def session_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for task, (variant, options) in NNUNET_TASKS.items():
             folder = nnunet_models.make_model(root / task, variant)
             export_nnunet(folder, repo, task=task, **options)
+        from lesionseg.export.monai_ckpt import export_monai
+
+        export_monai(make_monai_checkpoint(tmp_path_factory.mktemp("monai") / "best_model.ckpt"), repo, task=MONAI_TASK)
     return repo
+
+
+MONAI_TASK = "seg_sc_contrast_agnostic_monai"
+MONAI_FEATURES = [4, 8, 16, 32, 48, 48]  # SCT's v2.5 layout (6 stages, strides, kernels), narrower
+
+
+def make_monai_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A Lightning-style checkpoint of SCT's contrast-agnostic network with random weights."""
+    import torch
+
+    from lesionseg.export.monai_ckpt import build_network
+
+    torch.manual_seed(seed)
+    net = build_network(len(MONAI_FEATURES), MONAI_FEATURES)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "epoch": 1}, path)
+    return path
 
 
 try:

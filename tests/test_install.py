@@ -155,3 +155,31 @@ def test_install_nnunet_task_from_its_release_url(http_root, tmp_path: Path, mon
     assert main(["models", "install", "seg_ms_lesion_mp2rage", "--repository", str(tmp_path / "repo2")]) == 1
     assert "archive lacks plans.json, dataset.json" in capsys.readouterr().err
     assert not (tmp_path / "repo2").exists()
+
+
+def test_install_monai_release(http_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`models install seg_sc_contrast_agnostic --release v2.5` fetches SCT 6.5's MONAI release path
+    (served here) and exports the checkpoint it holds; an unknown release is a usage error."""
+    pytest.importorskip("torch")
+    from conftest import make_monai_checkpoint
+    from lesionseg.client.tasks import TASKS, release_url
+    from lesionseg.export.install import task_release
+    from lesionseg.server.modelconfig import parameters, read_config
+
+    root, base = http_root
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LESIONSEG_RELEASES_URL", base)
+    url = release_url(TASKS["seg_sc_contrast_agnostic"], "v2.5")
+    target = root / task_release(url, ()).path
+    target.parent.mkdir(parents=True)
+    ckpt = make_monai_checkpoint(tmp_path / "best_model.ckpt")
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.write(ckpt, "model_contrast-agnostic_20240930-1002/best_model.ckpt")
+    repo = tmp_path / "repo"
+    assert main(["models", "install", "seg_sc_contrast_agnostic", "--release", "v2.5", "--repository", str(repo)]) == 0
+    assert "installed seg_sc_contrast_agnostic (seg_sc_contrast_agnostic_net, MONAI checkpoint)" in capsys.readouterr().out
+    assert parameters(read_config(repo / "seg_sc_contrast_agnostic" / "config.pbtxt"))["source"] == url
+    assert (repo / "seg_sc_contrast_agnostic_net" / "1" / "model.onnx").exists()
+    assert main(["models", "install", "seg_sc_contrast_agnostic", "--release", "v9", "--repository", str(repo)]) == 2
+    assert "has no release 'v9' (v2.5)" in capsys.readouterr().err
