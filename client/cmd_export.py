@@ -55,6 +55,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     monai.add_argument("--repository", type=Path, metavar="REPO")
     monai.add_argument("--target", default="cpu", choices=("cpu", "gpu"))
     monai.set_defaults(run=run_monai)
+    ivadomed = kinds.add_parser(
+        "ivadomed", help="an ivadomed model or ensemble (NAME/NAME.onnx + NAME.json per member; SCT 6.0-6.3 MP2RAGE lesions)",
+        epilog="example:\n  lesionseg export ivadomed --model-dir model_seg_ms_lesion_mp2rage/ --task seg_ms_lesion_mp2rage\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ivadomed.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="a member folder, or a folder holding several (seed1/NAME/, ...)")
+    ivadomed.add_argument("--task", default="seg_ms_lesion_mp2rage", metavar="NAME", help="Triton name of the task (default seg_ms_lesion_mp2rage)")
+    ivadomed.add_argument("--repository", type=Path, metavar="REPO")
+    ivadomed.add_argument("--target", default="cpu", choices=("cpu", "gpu"))
+    ivadomed.set_defaults(run=run_ivadomed)
 
 
 NNUNET_HELP = """\
@@ -90,6 +100,17 @@ def run_monai(args: argparse.Namespace) -> int:
     print(f"{result.plan.network}: {result.record['stages']} stages, features {result.record['features']}; ONNX vs PyTorch "
           f"max abs difference {result.record['parity']['max_abs_diff']:.2g} on random windows")
     print(f"task {result.task} written to {repository}")
+    return EXIT_OK
+
+
+def run_ivadomed(args: argparse.Namespace) -> int:
+    from lesionseg.client.settings import setting
+    from lesionseg.export.ivadomed import export_ivadomed
+    from lesionseg.server.embedded import default_repository
+
+    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    result = export_ivadomed(args.model_dir, repository, task=args.task, target=args.target)
+    print(f"task {result.task} written to {repository}: {len(result.members)} members, patches {list(result.plan.members[0].length)}")
     return EXIT_OK
 
 

@@ -71,14 +71,22 @@ def install_task(args: argparse.Namespace, repository: Path, progress) -> int:
 
     task = TASKS[args.family]
     if args.source is None:
-        source = release_url(task, args.release)
-        members = ("plans.json", "dataset.json") if source == task.url else ()
-        folder = fetch_release(task_release(source, members), progress=progress)
+        url = release_url(task, args.release)
+        members = ("plans.json", "dataset.json") if url == task.url else ()
+        urls = url if isinstance(url, tuple) else (url,)
+        folders = [fetch_release(task_release(u, members), progress=progress) for u in urls]
+        folder, source = folders[0], " ".join(urls)
     else:
-        folder = resolve_source(args.source, progress=progress)
-        source = args.source
+        folders = [resolve_source(args.source, progress=progress)]
+        folder, source = folders[0], args.source
     if sys.stderr.isatty():
         print(file=sys.stderr)
+    if any(next(f.rglob("*.onnx"), None) for f in folders) and not any(folder.rglob("plans.json")):  # SCT 6.0-6.3's ivadomed models
+        from lesionseg.export.ivadomed import export_ivadomed
+
+        ivadomed = export_ivadomed(folders, repository, task=task.name, target=args.target, source=source)
+        print(f"installed {ivadomed.task} ({len(ivadomed.members)} ivadomed members) into {repository} (from {source})")
+        return EXIT_OK
     if any(folder.rglob("*.ckpt")) and not any(folder.rglob("plans.json")):  # SCT 6.5's MONAI model
         from lesionseg.export.monai_ckpt import export_monai
 

@@ -122,13 +122,17 @@ def segment_task(image_path: Path, task: str, *, output: Path | None = None, url
                  options: PostOptions = PostOptions(), argv: list[str] | None = None) -> TaskResult:
     """Segment one image with an nnU-Net task and write the masks (+ JSON sidecars)."""
     image = load_volume(image_path)
-    seg, prob, params = infer_task(image, task, url, probabilities=options.threshold is not None)
+    seg, prob, params = infer_task(image, task, url, probabilities=True)
     labels = json.loads(params["plan"])["labels"]
     paths = output_paths(image_path, task, labels, output)
+    # ivadomed ensembles: SCT writes the members' mean (a vote fraction) unless -thr is given
+    soft = options.threshold == 0 or (options.threshold is None and params.get("default_output") == "soft")
+    if soft and (options.largest or options.fill_holes or options.remove_small):
+        raise UsageError(f"{task} writes a soft map by default; give -thr to binarise it before -largest, -fill-holes or -remove-small")
     masks: dict[str, np.ndarray] = {}
     for name, path in paths.items():
         value = labels[name]
-        if options.threshold == 0:  # SCT: -thr 0 keeps the soft map
+        if soft:  # SCT: -thr 0 keeps the soft map
             masks[name] = prob[value - 1].astype(np.float32) / 255.0
             continue
         mask = postprocessing.threshold(prob[value - 1], options.threshold * 255) if prob is not None else (seg == value).astype(np.uint8)

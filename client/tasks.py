@@ -13,7 +13,7 @@ class Task:
     suffix: str
     url: str
     description: str
-    releases: dict[str, str] = dataclasses.field(default_factory=dict)
+    releases: dict[str, str | tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 TASKS = {
@@ -23,7 +23,13 @@ TASKS = {
              url="https://github.com/ivadomed/ms-lesion-agnostic/releases/download/r20241101/model_seg_ms_lesion_unet3d.zip"),
         Task(name="seg_ms_lesion_mp2rage", suffix="_lesion_seg", description="MS lesions on MP2RAGE UNI (nnU-Net)",
              url="https://github.com/ivadomed/model_seg_ms_mp2rage/releases/download/r20240610/"
-                 "nnUNetTrainer_seg_ms_lesion_mp2rage__nnUNetPlans__3d_fullres.zip"),
+                 "nnUNetTrainer_seg_ms_lesion_mp2rage__nnUNetPlans__3d_fullres.zip",
+             releases={
+                 # SCT 6.0-6.3: the ivadomed ensemble of 5 seeds (ONNX + JSON config each), averaged
+                 "r20230210": tuple(
+                     "https://github.com/ivadomed/model_seg_ms_mp2rage/releases/download/r20230210/"
+                     f"model_seg_lesion_mp2rage_r20230210_dil32_seed0{seed}.zip" for seed in range(1, 6)),
+             }),
         Task(name="seg_sc_contrast_agnostic", suffix="_seg", description="spinal cord, any contrast",
              url="https://github.com/sct-pipeline/contrast-agnostic-softseg-spinalcord/releases/download/v3.0/"
                  "model_contrast_agnostic_20250123.zip",
@@ -36,8 +42,9 @@ TASKS = {
 }
 
 
-def release_url(task: Task, release: str | None) -> str:
-    """The URL of `release` of `task` (None: the default release)."""
+def release_url(task: Task, release: str | None) -> str | tuple[str, ...]:
+    """The URL of `release` of `task` (None: the default release); several URLs for a release
+    made of several zips (an ensemble's members)."""
     if release is None:
         return task.url
     if release not in task.releases:

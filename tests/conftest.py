@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import importlib.util
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -66,7 +72,39 @@ def session_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from lesionseg.export.monai_ckpt import export_monai
 
         export_monai(make_monai_checkpoint(tmp_path_factory.mktemp("monai") / "best_model.ckpt"), repo, task=MONAI_TASK)
+    if HAVE_IVADOMED:
+        from lesionseg.export.ivadomed import export_ivadomed
+
+        export_ivadomed(make_ivadomed_members(tmp_path_factory.mktemp("ivadomed_models")), repo, task=IVADOMED_TASK)
     return repo
+
+
+IVADOMED_TASK = "seg_ms_lesion_mp2rage_ivadomed"
+IVADOMED_ORACLE = TESTS / "ivadomed_oracle"
+HAVE_IVADOMED = all(importlib.util.find_spec(m) is not None for m in ("ivadomed", "loguru", "torch"))
+
+
+def run_ivadomed_oracle(*args: str) -> None:
+    """tests/ivadomed_oracle/oracle.py in a subprocess, with its import shim first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(IVADOMED_ORACLE / "shim")}
+    done = subprocess.run([sys.executable, str(IVADOMED_ORACLE / "oracle.py"), *args], env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"ivadomed oracle {args[0]} failed:\n{done.stderr[-3000:]}")
+
+
+def make_ivadomed_members(root: Path, n: int = 3) -> Path:
+    """An ensemble of `n` ivadomed members (ivadomed's Modified3DUNet, random weights) in SCT's
+    layout: root/seed<i>/model_seg_ms_lesion_mp2rage/model_seg_ms_lesion_mp2rage.{onnx,json}."""
+    run_ivadomed_oracle("make", str(root), str(n))
+    return root
+
+
+@pytest.fixture(scope="session")
+def ivadomed_server(server):
+    """The session server, when it serves the ivadomed test ensemble (needs ivadomed, see README)."""
+    if not HAVE_IVADOMED:
+        pytest.skip("ivadomed (the oracle) not installed: pip install --no-deps --ignore-requires-python ivadomed==2.9.10")
+    return server
 
 
 MONAI_TASK = "seg_sc_contrast_agnostic_monai"
@@ -127,3 +165,20 @@ def server(session_repository: Path):
     settings = ServerSettings(repository=session_repository, startup_timeout=300, grace_period=10, **ports())
     with EmbeddedServer(settings) as running:
         yield running
+
+
+@pytest.fixture
+def http_root(tmp_path: Path):
+    """A loopback HTTP server over a folder; yields (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

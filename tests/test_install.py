@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 import zipfile
 from pathlib import Path
 
@@ -14,23 +11,6 @@ from lesionseg.client.cli import main
 from lesionseg.export.install import SCT_LEGACY_RELEASES, DownloadError, fetch_release
 
 pytestmark = pytest.mark.realdata
-
-
-@pytest.fixture
-def http_root(tmp_path: Path):
-    """A loopback HTTP server over a folder; yields (folder, base URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def make_release_zips(root: Path, shared: Path) -> None:

@@ -1,0 +1,1 @@
+"""Imported at module level by ivadomed.models; its classifier networks are not used."""

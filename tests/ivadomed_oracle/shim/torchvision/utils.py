@@ -1,0 +1,1 @@
+"""Imported at module level by ivadomed.visualize; not used by inference."""

@@ -1,0 +1,1 @@
+"""Imported at module level by ivadomed.utils for training logs; not used by inference."""
