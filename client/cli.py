@@ -16,6 +16,7 @@ from lesionseg.client import (
     cmd_deepseg_lesion,
     cmd_export,
     cmd_models,
+    cmd_qc,
     cmd_repository,
     cmd_serve,
     cmd_status,
@@ -33,7 +34,7 @@ examples:
   lesionseg repository check model_repository
 """
 
-COMMANDS = (cmd_deepseg, cmd_deepseg_lesion, cmd_crop, cmd_models, cmd_export, cmd_serve, cmd_status, cmd_repository)
+COMMANDS = (cmd_deepseg, cmd_deepseg_lesion, cmd_crop, cmd_models, cmd_export, cmd_serve, cmd_status, cmd_repository, cmd_qc)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -5,10 +5,13 @@
     DIR/index.html                     every entry; keyboard navigation, overlay toggle, marks
 
 The axial mosaic has one tile per slice, cropped around the cord centre (18 mm radius by default),
-in radiological view (patient's right on the left, anterior up); the overlay is transparent with
-lesions in red and the cord (mask or centerline) in cyan. Several processes may write into one
-DIR at once: each entry has its own folder and JSON, and index.html is rebuilt under a file lock
-from all JSON files, then replaced atomically.
+in radiological view (patient's right on the left, anterior up); the sagittal view has one panel
+per lateral offset from the cord centre, superior up and anterior on the left (SCT's sagittal QC
+view, from its "SAL" arrays). The overlay is transparent with lesions in red and the cord (mask or
+centerline) in cyan. An entry may carry lesion statistics (JSON key "lesions", see
+`lesionseg.client.lesion_stats`) and small text attachments; index.html shows both. Several
+processes may write into one DIR at once: each entry has its own folder and JSON, and index.html
+is rebuilt under a file lock from all JSON files, then replaced atomically.
 """
 
 from __future__ import annotations
@@ -88,6 +91,78 @@ def axial_mosaic(
     return background, overlay
 
 
+def cord_centres(cord: np.ndarray) -> np.ndarray:
+    """(z, 2) cord centre (x, y) per axial slice of an (x, y, z) mask, in voxel coordinates: the
+    centre of mass of each slice, linearly interpolated (and held constant past the ends) over
+    slices without cord, as SCT's QC does. Raises ValueError when the mask is empty."""
+    nz = cord.shape[2]
+    weights = (cord > 0).astype(np.float64)
+    counts = weights.sum(axis=(0, 1))
+    present = np.flatnonzero(counts)
+    if present.size == 0:
+        raise ValueError("the cord mask is empty")
+    xs = np.arange(cord.shape[0], dtype=np.float64)
+    ys = np.arange(cord.shape[1], dtype=np.float64)
+    cx = np.einsum("xyz,x->z", weights, xs)[present] / counts[present]
+    cy = np.einsum("xyz,y->z", weights, ys)[present] / counts[present]
+    z = np.arange(nz)
+    return np.stack([np.interp(z, present, cx), np.interp(z, present, cy)], axis=1)
+
+
+SAGITTAL_GAP_PX = 4
+
+
+def sagittal_mosaic(
+    image: np.ndarray, spacing: Sequence[float], centre_xy: np.ndarray, *,
+    lesion: np.ndarray | None = None, cord: np.ndarray | None = None,
+    offsets_mm: Sequence[float] = (-2.0, 0.0, 2.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Background (grayscale uint8) and overlay (RGBA uint8) of mid-cord sagittal panels.
+
+    Each panel is a sagittal plane that follows the cord left-right: its row for slice z is taken
+    at x = centre_xy[z, 0] + offset (mm converted to voxels, nearest voxel). Panels are resampled
+    to TILE_MM_PER_PX (true aspect ratio) and shown as SCT shows sagittal QC: superior up,
+    anterior on the left (patient facing left), posterior on the right.
+
+    Args:
+        image: (x, y, z) RPI volume (x toward left, y toward anterior, z toward superior).
+        spacing: voxel size in mm along (x, y, z).
+        centre_xy: (z, 2) cord centre per slice in voxel coordinates.
+        lesion, cord: optional (x, y, z) masks drawn red and cyan.
+        offsets_mm: lateral offsets of the panels from the cord centre, toward the patient's left
+            (+) or right (-); panels are placed left to right in this order.
+    Returns:
+        (rows, cols) background and (rows, cols, 4) overlay; rows = superior-inferior extent,
+        cols = panels of the anterior-posterior extent separated by SAGITTAL_GAP_PX black columns.
+    """
+    nx, ny, nz = image.shape
+    rows = max(8, int(round(nz * spacing[2] / TILE_MM_PER_PX)))
+    cols = max(8, int(round(ny * spacing[1] / TILE_MM_PER_PX)))
+    width = len(offsets_mm) * cols + (len(offsets_mm) - 1) * SAGITTAL_GAP_PX
+    background = np.zeros((rows, width), np.uint8)
+    overlay = np.zeros((rows, width, 4), np.uint8)
+    z = np.arange(nz)
+
+    def plane(volume: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return volume[xs, :, z].T  # (y, z): row z of the plane at its own x
+
+    def view(a: np.ndarray, order: int) -> np.ndarray:
+        # (y, z) -> display (row 0 = superior, col 0 = anterior)
+        return resample_to_shape(a[:, :, None].astype(np.float32), (cols, rows, 1), order=order)[:, :, 0].T[::-1, ::-1]
+
+    planes_x = [np.clip(np.rint(centre_xy[:, 0] + off / spacing[0]).astype(int), 0, nx - 1) for off in offsets_mm]
+    grey = [plane(image, xs) for xs in planes_x]
+    lo, hi = np.percentile(np.concatenate([g.ravel() for g in grey]), (1, 99.5))
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    for k, xs in enumerate(planes_x):
+        window = (slice(None), slice(k * (cols + SAGITTAL_GAP_PX), k * (cols + SAGITTAL_GAP_PX) + cols))
+        background[window] = np.clip((view(grey[k], 1) - lo) * scale, 0, 255).astype(np.uint8)
+        for mask, colour in ((cord, CORD_RGBA), (lesion, LESION_RGBA)):
+            if mask is not None:
+                overlay[window][view(plane(mask, xs), 0) > 0.5] = colour
+    return background, overlay
+
+
 def subject_and_dataset(path: Path) -> tuple[str, str]:
     """SCT's guess: the BIDS `sub-*` folder (or the file's folder) and the folder above it."""
     parts = Path(path).resolve().parts
@@ -100,7 +175,11 @@ def subject_and_dataset(path: Path) -> tuple[str, str]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class QcEntry:
-    """One QC entry: which command produced what from which input."""
+    """One QC entry: which command produced what from which input.
+
+    `extra` is merged into the entry's JSON (e.g. "lesions": lesion statistics); `attachments` are
+    written into the entry's folder before its JSON and listed there under "attachments"
+    (name -> path relative to the QC folder)."""
 
     command: str
     contrast: str
@@ -108,6 +187,9 @@ class QcEntry:
     fname_seg: Path | None = None
     plane: str = "Axial"
     extra: dict = dataclasses.field(default_factory=dict)
+    dataset: str | None = None  # default: guessed from fname_in (subject_and_dataset)
+    subject: str | None = None
+    attachments: dict[str, str] = dataclasses.field(default_factory=dict)  # file name -> text, in the entry folder
 
 
 def _timestamp() -> str:
@@ -118,11 +200,18 @@ def _timestamp() -> str:
 def write_entry(qc_dir: Path, entry: QcEntry, background: np.ndarray, overlay: np.ndarray) -> Path:
     """Write one entry's images and JSON, then rebuild index.html; returns the entry's folder."""
     subject, dataset = subject_and_dataset(entry.fname_in)
+    subject, dataset = entry.subject or subject, entry.dataset or dataset
     stamp = _timestamp()
     folder = qc_dir / dataset / subject / entry.contrast / entry.command / stamp
     folder.mkdir(parents=True, exist_ok=False)
     write_png(folder / "background_img.png", background)
     write_png(folder / "overlay_img.png", overlay)
+    attachments = {}
+    for name, text in entry.attachments.items():
+        if Path(name).name != name or name.startswith("."):
+            raise ValueError(f"attachment name {name!r} must be a plain file name")
+        _atomic_write(folder / name, text)
+        attachments[name] = str((folder / name).relative_to(qc_dir))
     record = {
         "cwd": os.getcwd(),
         "cmdline": " ".join(sys.argv),
@@ -137,6 +226,7 @@ def write_entry(qc_dir: Path, entry: QcEntry, background: np.ndarray, overlay: n
         "background_img": str((folder / "background_img.png").relative_to(qc_dir)),
         "overlay_img": str((folder / "overlay_img.png").relative_to(qc_dir)),
         "moddate": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        **({"attachments": attachments} if attachments else {}),
         **entry.extra,
     }
     json_dir = qc_dir / "_json"
@@ -150,6 +240,7 @@ def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are read by others (web server, reviewers)
     os.replace(tmp, path)
 
 
@@ -178,6 +269,7 @@ def build_index(qc_dir: Path) -> Path:
 INDEX_TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>lesionseg QC report</title>
+<link rel="icon" href="data:,">
 <style>
  body{font-family:sans-serif;margin:0;display:flex;height:100vh}
  #list{width:48%;overflow:auto;border-right:1px solid #ccc}
@@ -190,15 +282,21 @@ INDEX_TEMPLATE = """<!DOCTYPE html>
  #overlay{position:absolute;left:0;top:0}
  .mark-pass{color:#080}.mark-fail{color:#c00}.mark-artifact{color:#c60}
  #help{font-size:12px;color:#555}
+ #lesions table{width:auto;margin-top:6px} #lesions td,#lesions th{text-align:right}
+ #lesion-summary{font-weight:bold} #lesion-note{font-size:12px;color:#555}
 </style></head>
 <body>
-<div id="list"><table><thead><tr><th>#</th><th>dataset</th><th>subject</th><th>contrast</th><th>command</th><th>date</th><th>mark</th></tr></thead>
+<div id="list"><table><thead><tr><th>#</th><th>dataset</th><th>subject</th><th>contrast</th><th>command</th><th>date</th><th>lesions</th><th>mark</th></tr></thead>
 <tbody id="rows"></tbody></table></div>
 <div id="view">
  <div id="help">&uarr;/&darr; or j/k: previous/next &middot; t or space: toggle overlay &middot; f: pass &middot; x: fail &middot; a: artifact &middot; 0: clear
  <button id="export">export marks</button> <button id="toggle">toggle overlay</button></div>
  <h3 id="title"></h3>
  <div id="stack"><img id="background" alt="background"><img id="overlay" alt="overlay"></div>
+ <div id="lesions" hidden><div id="lesion-summary"></div><div id="lesion-note"></div>
+  <table><thead><tr><th>lesion</th><th>voxels</th><th>volume (mm&sup3;)</th><th>extent x/y/z (mm)</th><th>centroid x/y/z (voxel)</th></tr></thead>
+  <tbody id="lesion-rows"></tbody></table></div>
+ <div id="attachments"></div>
  <pre id="details"></pre>
 </div>
 <script>
@@ -209,6 +307,40 @@ try { marks = JSON.parse(localStorage.getItem(KEY) || "{}"); } catch (e) { marks
 let current = 0, showOverlay = true;
 const SYMBOL = {pass: "\\u2713 pass", fail: "\\u2717 fail", artifact: "\\u26a0 artifact"};
 function id(e) { return e.background_img; }
+function fmt(v, digits) { return Number(v).toFixed(digits); }
+function lesionCell(e) {
+  const l = e.lesions; if (!l) return "";
+  return l.count + " (" + fmt(l.total_volume_mm3, 1) + " mm\u00b3)";
+}
+function cells(tr, values) {
+  values.forEach(v => { const td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
+}
+function renderLesions(e) {
+  const box = document.getElementById("lesions"), body = document.getElementById("lesion-rows");
+  body.innerHTML = "";
+  const l = e && e.lesions;
+  box.hidden = !l;
+  if (!l) return;
+  const size = (l.spacing_mm || []).map(v => fmt(v, 2)).join("x");
+  document.getElementById("lesion-summary").textContent = l.count + (l.count === 1 ? " lesion" : " lesions") +
+    ", total " + fmt(l.total_volume_mm3, 1) + " mm\u00b3";
+  document.getElementById("lesion-note").textContent = l.total_voxels + " voxels of " + size + " mm, " +
+    l.connectivity + "-connected; x/y/z are the axes of " + (l.mask || "the lesion mask") +
+    (l.axis_codes ? " (toward " + l.axis_codes.join("/") + ")" : "");
+  (l.per_lesion || []).forEach(p => {
+    const tr = document.createElement("tr");
+    cells(tr, [p.label, p.voxels, fmt(p.volume_mm3, 1), p.extent_mm.map(v => fmt(v, 1)).join(" / "),
+               p.centroid_vox.map(v => fmt(v, 1)).join(" / ")]);
+    body.appendChild(tr);
+  });
+}
+function renderAttachments(e) {
+  const box = document.getElementById("attachments"); box.innerHTML = "";
+  Object.entries((e && e.attachments) || {}).forEach(([name, path]) => {
+    const a = document.createElement("a"); a.href = path; a.textContent = name; a.style.marginRight = "1em";
+    box.appendChild(a);
+  });
+}
 function render() {
   const rows = document.getElementById("rows");
   rows.innerHTML = "";
@@ -216,8 +348,7 @@ function render() {
     const tr = document.createElement("tr");
     if (i === current) tr.className = "sel";
     const m = marks[id(e)];
-    [i + 1, e.dataset, e.subject, e.contrast, e.command, e.moddate].forEach(v => {
-      const td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
+    cells(tr, [i + 1, e.dataset, e.subject, e.contrast, e.command, e.moddate, lesionCell(e)]);
     const td = document.createElement("td");
     if (m) { td.textContent = SYMBOL[m]; td.className = "mark-" + m; }
     tr.appendChild(td);
@@ -225,8 +356,9 @@ function render() {
     rows.appendChild(tr);
   });
   const e = ENTRIES[current];
+  renderLesions(e); renderAttachments(e);
   if (!e) { document.getElementById("title").textContent = "no QC entry yet"; return; }
-  document.getElementById("title").textContent = (current + 1) + "/" + ENTRIES.length + "  " + e.subject + " " + e.contrast + " " + e.command;
+  document.getElementById("title").textContent = (current + 1) + "/" + ENTRIES.length + "  " + e.subject + " " + e.contrast + " " + e.command + " (" + (e.plane || "Axial") + ")";
   document.getElementById("background").src = e.background_img;
   const ov = document.getElementById("overlay");
   ov.src = e.overlay_img; ov.style.display = showOverlay ? "block" : "none";

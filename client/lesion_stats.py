@@ -1,0 +1,210 @@
+"""Lesion statistics of a mask: connected lesions, their size, extent and position; TSV/JSON sidecars.
+
+Conventions, for every function here:
+- a mask is an (x, y, z) array in some file's own axis order; a voxel with a value > 0 is lesion
+  (binary and label masks alike: labels are merged, then lesions are recomputed; threshold a soft
+  map before calling);
+- lesions are the connected components of that set under 26-connectivity (voxels touching by a
+  face, an edge or a corner belong to the same lesion), numbered 1..n in the order of their first
+  voxel in C (row-major) order of the array;
+- `spacing` is the voxel size in mm along the array axes (x, y, z); volumes are mm3, extents mm,
+  centroids voxel coordinates (indices, fractional) on the mask's own grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lesionseg.client.nifti import stem
+
+CONNECTIVITY = 26
+TSV_COLUMNS = (
+    "lesion", "voxels", "volume_mm3", "extent_x_mm", "extent_y_mm", "extent_z_mm",
+    "centroid_x_vox", "centroid_y_vox", "centroid_z_vox",
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Lesion:
+    """One connected lesion.
+
+    `extent_mm` is the size of its bounding box along (x, y, z): (last - first + 1) voxels times the
+    spacing, i.e. outer voxel edges, not voxel centres. `centroid_vox` is the mean (x, y, z) voxel
+    index of its voxels.
+    """
+
+    label: int
+    voxels: int
+    volume_mm3: float
+    extent_mm: tuple[float, float, float]
+    centroid_vox: tuple[float, float, float]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LesionStats:
+    """Every lesion of one mask, and totals; `axis_codes` optionally names the anatomical direction
+    of each array axis (nibabel "towards" codes, e.g. ("P", "S", "R"))."""
+
+    spacing_mm: tuple[float, float, float]
+    lesions: tuple[Lesion, ...]
+    axis_codes: tuple[str, str, str] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.lesions)
+
+    @property
+    def total_voxels(self) -> int:
+        return sum(lesion.voxels for lesion in self.lesions)
+
+    @property
+    def total_volume_mm3(self) -> float:
+        return self.total_voxels * voxel_volume_mm3(self.spacing_mm)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: count, total_volume_mm3, total_voxels, connectivity, spacing_mm, axis_codes,
+        per_lesion (one dict per lesion, fields of `Lesion`)."""
+        return {
+            "count": self.count,
+            "total_volume_mm3": self.total_volume_mm3,
+            "total_voxels": self.total_voxels,
+            "connectivity": CONNECTIVITY,
+            "spacing_mm": list(self.spacing_mm),
+            "axis_codes": list(self.axis_codes) if self.axis_codes else None,
+            "per_lesion": [
+                {**dataclasses.asdict(lesion), "extent_mm": list(lesion.extent_mm),
+                 "centroid_vox": list(lesion.centroid_vox)}
+                for lesion in self.lesions
+            ],
+        }
+
+
+def voxel_volume_mm3(spacing: Sequence[float]) -> float:
+    """Volume of one voxel (mm3) from its (x, y, z) size in mm."""
+    return float(np.prod(np.asarray(spacing, dtype=np.float64)))
+
+
+def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected lesions of an (x, y, z) mask under 26-connectivity.
+
+    Returns:
+        (labels, n): int32 (x, y, z) array with 0 outside lesions and 1..n inside, numbered by
+        first voxel in C order; n the number of lesions.
+    """
+    from scipy import ndimage
+
+    if mask.ndim != 3:
+        raise ValueError(f"lesion mask must be 3D (x, y, z), got shape {mask.shape}")
+    labels, count = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    return labels.astype(np.int32, copy=False), int(count)
+
+
+def lesion_stats(
+    mask: np.ndarray, spacing: Sequence[float], *, axis_codes: tuple[str, str, str] | None = None,
+) -> LesionStats:
+    """Per-lesion voxel count, volume (mm3), bounding-box extent (mm) and centroid (voxels).
+
+    Args:
+        mask: (x, y, z) binary or label mask; values > 0 are lesion.
+        spacing: voxel size in mm along x, y, z (all > 0).
+        axis_codes: optional anatomical direction of each axis, recorded as is.
+    """
+    from scipy import ndimage
+
+    size = tuple(float(s) for s in spacing)
+    if len(size) != 3 or not all(np.isfinite(s) and s > 0 for s in size):
+        raise ValueError(f"spacing must be three positive sizes in mm, got {tuple(spacing)}")
+    labels, count = label_lesions(mask)
+    if count == 0:
+        return LesionStats(spacing_mm=size, lesions=(), axis_codes=axis_codes)
+    index = np.arange(1, count + 1)
+    voxels = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    centroids = ndimage.center_of_mass(np.ones(labels.shape, np.float64), labels, index)
+    boxes = ndimage.find_objects(labels)
+    lesions = tuple(
+        Lesion(
+            label=int(i),
+            voxels=int(n),
+            volume_mm3=int(n) * voxel_volume_mm3(size),
+            extent_mm=tuple((box.stop - box.start) * s for box, s in zip(boxes[i - 1], size)),  # type: ignore[arg-type]
+            centroid_vox=tuple(float(c) for c in centroid),  # type: ignore[arg-type]
+        )
+        for i, n, centroid in zip(index, voxels, centroids)
+    )
+    return LesionStats(spacing_mm=size, lesions=lesions, axis_codes=axis_codes)
+
+
+def sidecar_paths(mask_path: Path, folder: Path | None = None) -> tuple[Path, Path]:
+    """`<mask stem>_lesions.tsv` and `<mask stem>_lesions.json`, in `folder` (default: the mask's)."""
+    mask_path = Path(mask_path)
+    where = Path(folder) if folder is not None else mask_path.parent
+    name = stem(mask_path)
+    return where / f"{name}_lesions.tsv", where / f"{name}_lesions.json"
+
+
+def tsv_text(stats: LesionStats) -> str:
+    """One header line (`TSV_COLUMNS`) and one line per lesion; mm and voxel values to 3 decimals."""
+    lines = ["\t".join(TSV_COLUMNS)]
+    for lesion in stats.lesions:
+        values = (lesion.volume_mm3, *lesion.extent_mm, *lesion.centroid_vox)
+        lines.append("\t".join([str(lesion.label), str(lesion.voxels), *(f"{v:.3f}" for v in values)]))
+    return "\n".join(lines) + "\n"
+
+
+def stats_record(stats: LesionStats, *, mask_path: Path | None = None) -> dict:
+    """`stats.to_dict()`, led by the mask's absolute path as "mask" when given."""
+    record = stats.to_dict()
+    if mask_path is not None:
+        record = {"mask": str(Path(mask_path).resolve()), **record}
+    return record
+
+
+def json_text(stats: LesionStats, *, mask_path: Path | None = None) -> str:
+    """`stats_record` as indented JSON."""
+    return json.dumps(stats_record(stats, mask_path=mask_path), indent=1) + "\n"
+
+
+def write_sidecars(stats: LesionStats, mask_path: Path, folder: Path | None = None) -> tuple[Path, Path]:
+    """Write the TSV and JSON sidecars of `mask_path` (see `sidecar_paths`), each atomically."""
+    tsv, js = sidecar_paths(mask_path, folder)
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(tsv, tsv_text(stats))
+    atomic_write_text(js, json_text(stats, mask_path=mask_path))
+    return tsv, js
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write `text` to a temporary file in `path`'s folder, then rename it onto `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; sidecars are for other readers too
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_mask_sidecars(mask_path: Path, *, soft_threshold: float = 0.5) -> tuple[Path, Path, "LesionStats"]:
+    """Lesion statistics of a written lesion mask, as sidecars next to it. A soft mask (float
+    values in [0, 1]) counts voxels >= `soft_threshold` as lesion."""
+    from lesionseg.client.nifti import load_volume
+    from lesionseg.client.orientation import axcodes
+
+    mask = load_volume(mask_path, what="lesion mask", allow_empty=True)
+    data = mask.data
+    if np.issubdtype(mask.header.get_data_dtype(), np.floating) and data.max() <= 1:
+        data = (data >= soft_threshold).astype(np.uint8)
+    stats = lesion_stats(data, mask.spacing, axis_codes=axcodes(mask.affine))
+    tsv, js = write_sidecars(stats, mask_path)
+    return tsv, js, stats
