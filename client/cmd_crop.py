@@ -27,12 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-dilate", "--dilate", default="0x0x0", metavar="AxBxC", help="widening per side along the array axes (default 0x0x0)")
     parser.add_argument("-dilate-unit", "--dilate-unit", default="vox", choices=("vox", "mm"), help="unit of -dilate (default vox, as SCT)")
     parser.add_argument("-o", "--output", type=Path, metavar="OUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse, exit 2)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from lesionseg.client.crop import cropped_affine, dilation_voxels, mask_box, parse_dilation
-    from lesionseg.client.nifti import load_volume, save_volume, stem
+    from lesionseg.client.nifti import load_volume, refuse_existing, save_volume, stem
 
     dilation = parse_dilation(args.dilate)
     image = load_volume(args.input)
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         raise InputError(f"{args.mask}: {exc}") from None
     output = args.output or args.input.parent / f"{stem(args.input)}_crop.nii.gz"
+    refuse_existing([output], overwrite=args.overwrite)
     raw = np.asanyarray(__import__("nibabel").load(str(args.input)).dataobj)
     raw = raw.reshape(image.data.shape)
     save_volume(np.ascontiguousarray(raw[box.slices]), cropped_affine(image.affine, box), output, like=image.header)

@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="centerline from the CNN (default) or from -file_centerline")
     parser.add_argument("-file_centerline", "--file-centerline", type=Path, metavar="F", help="centerline mask (with -centerline file)")
     parser.add_argument("-qc", "--qc", type=Path, metavar="DIR", help="write a QC report entry into DIR (SCT layout, index.html)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse, exit 2)")
     parser.add_argument("-url", "--url", help="Triton gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001)")
     parser.set_defaults(run=run)
 
@@ -49,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-centerline file needs -file_centerline F")
     if args.centerline == "cnn" and args.file_centerline is not None:
         raise UsageError("-file_centerline goes with -centerline file")
-    result = segment_legacy(args.input, args.contrast, ofolder=args.ofolder, url=args.url, centerline_file=args.file_centerline, qc=args.qc)
+    result = segment_legacy(args.input, args.contrast, ofolder=args.ofolder, url=args.url, centerline_file=args.file_centerline, qc=args.qc,
+                            overwrite=args.overwrite)
     for path in result.files.values():
         print(path)
     return EXIT_OK

@@ -19,7 +19,10 @@ backend (NGC images, GPU).
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("export", help="convert models into a Triton model repository")
+    parser = sub.add_parser("export", help="convert models into a Triton model repository",
+                            epilog="examples:\n  lesionseg export sct-legacy --models-dir ../shared/sct_models --contrast all\n"
+                                   "  lesionseg export nnunet --model-dir Dataset101/ --task seg_ms_lesion\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", parser_class=type(parser))
     kinds.required = True
     legacy = kinds.add_parser(

@@ -17,6 +17,8 @@ examples:
   lesionseg models install sct-legacy --from ../shared/sct_models
   lesionseg models install sct-legacy --from 20220325_deepseg_lesion_models_onnx.zip
   lesionseg models install sct-legacy --from sct              # an SCT install at $SCT_DIR
+  lesionseg models install seg_sc_contrast_agnostic --release v2.5   # SCT 6.5's MONAI checkpoint
+  lesionseg models install seg_ms_lesion_mp2rage --release r20230210 # SCT 6.0-6.3's ivadomed ensemble
 
 Downloads are cached in ~/.cache/lesionseg/downloads and verified (zip integrity, expected
 files, checksum recorded on first download); LESIONSEG_RELEASES_URL points at a mirror.
@@ -24,7 +26,10 @@ files, checksum recorded on first download); LESIONSEG_RELEASES_URL points at a 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("models", help="install released models into the repository")
+    parser = sub.add_parser("models", help="install released models into the repository",
+                            epilog="examples:\n  lesionseg models install sct-legacy\n  lesionseg models install seg_ms_lesion\n"
+                                   "  lesionseg models install seg_ms_lesion_mp2rage --release r20230210\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
     actions.required = True
     install = actions.add_parser("install", help="fetch, verify and export models", epilog=HELP,

@@ -16,7 +16,9 @@ exit codes: 0 no problem, 1 problems found (each printed on its own line)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("repository", help="inspect a Triton model repository")
+    parser = sub.add_parser("repository", help="inspect a Triton model repository",
+                            epilog="example:\n  lesionseg repository check ~/.cache/lesionseg/model_repository\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
     actions.required = True
     check = actions.add_parser(

@@ -10,14 +10,15 @@ resolution and orientation.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 
 from lesionseg.client.crop import Box, cropped_affine, mask_box, uncrop
-from lesionseg.client.deepseg_client import PostOptions, TaskResult, infer_task, output_paths, sidecar
+from lesionseg.client.deepseg_client import PostOptions, TaskResult, class_masks, infer_task, output_paths, write_outputs
 from lesionseg.client.errors import InferenceError
-from lesionseg.client.nifti import Volume, load_volume, save_volume
+from lesionseg.client.nifti import Volume, load_volume, refuse_existing
 from lesionseg.client.orientation import axcodes
 from lesionseg.client.session import server_for_run
 
@@ -35,8 +36,11 @@ def dilation_for(image: Volume) -> tuple[int, int, int]:
 
 
 def segment_cropped_to_cord(image_path: Path, task: str, *, output: Path | None = None, url: str | None = None,
-                            options: PostOptions = PostOptions(), cord_task: str = CORD_TASK) -> TaskResult:
+                            options: PostOptions = PostOptions(), cord_task: str = CORD_TASK,
+                            overwrite: bool = False) -> TaskResult:
     image = load_volume(image_path)
+    if output is not None:
+        refuse_existing([output], overwrite=overwrite)
     with server_for_run(url) as address:  # one server for both calls
         cord, _, _ = infer_task(image, cord_task, address)
         if not np.any(cord):
@@ -44,18 +48,12 @@ def segment_cropped_to_cord(image_path: Path, task: str, *, output: Path | None 
         box: Box = mask_box(cord, dilation_for(image))
         cropped = Volume(path=image.path, data=np.ascontiguousarray(image.data[box.slices]),
                          affine=cropped_affine(image.affine, box), header=image.header)
-        seg, prob, params = infer_task(cropped, task, address, probabilities=options.threshold is not None)
-    import json
-
+        seg, prob, params = infer_task(cropped, task, address, probabilities=True)
     labels = json.loads(params["plan"])["labels"]
     paths = output_paths(image_path, task, labels, output)
-    masks = {}
-    for name in paths:
-        value = labels[name]
-        mask = (prob[value - 1] > options.threshold * 255).astype(np.uint8) if prob is not None else (seg == value).astype(np.uint8)
-        masks[name] = options.apply(uncrop(mask, box, image.data.shape), image.spacing)
-    for name, path in paths.items():
-        save_volume(masks[name], image.affine, path, like=image.header)
-        sidecar(path, task=task, params={**params, "source": params.get("source", "") + f" (cropped around {cord_task})"},
-                image_path=image_path, argv=None)
+    refuse_existing(paths.values(), overwrite=overwrite)
+    masks = class_masks(seg, prob, params, paths, task=task, options=options, spacing=image.spacing,
+                        to_grid=lambda m: uncrop(m, box, image.data.shape))
+    write_outputs(masks, paths, image, task=task, argv=None,
+                  params={**params, "source": params.get("source", "") + f" (cropped around {cord_task})"})
     return TaskResult(files=paths, labels=labels, masks=masks)

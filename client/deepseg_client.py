@@ -12,7 +12,7 @@ import numpy as np
 
 from lesionseg.client import __version__, postprocessing
 from lesionseg.client.errors import InferenceError, UsageError
-from lesionseg.client.nifti import Volume, load_volume, save_volume, stem
+from lesionseg.client.nifti import Volume, load_volume, refuse_existing, save_volume, stem
 from lesionseg.client.orientation import reorientation, sct_to_nib
 from lesionseg.client.session import model_parameters, server_for_run
 from lesionseg.client.tasks import task_info
@@ -118,26 +118,47 @@ def sidecar(path: Path, *, task: str, params: dict[str, str], image_path: Path, 
     return target
 
 
-def segment_task(image_path: Path, task: str, *, output: Path | None = None, url: str | None = None,
-                 options: PostOptions = PostOptions(), argv: list[str] | None = None) -> TaskResult:
-    """Segment one image with an nnU-Net task and write the masks (+ JSON sidecars)."""
-    image = load_volume(image_path)
-    seg, prob, params = infer_task(image, task, url, probabilities=True)
+def class_masks(seg: np.ndarray, prob: np.ndarray | None, params: dict[str, str], paths: dict[str, Path], *,
+                task: str, options: PostOptions, spacing, to_grid=lambda m: m) -> dict[str, np.ndarray]:
+    """The mask written for each class: SCT's soft map (-thr 0, or ivadomed ensembles by default),
+    the probability > -thr, or the server's labels; `to_grid` maps a mask onto the input's grid
+    before the morphological options."""
     labels = json.loads(params["plan"])["labels"]
-    paths = output_paths(image_path, task, labels, output)
-    # ivadomed ensembles: SCT writes the members' mean (a vote fraction) unless -thr is given
     soft = options.threshold == 0 or (options.threshold is None and params.get("default_output") == "soft")
     if soft and (options.largest or options.fill_holes or options.remove_small):
         raise UsageError(f"{task} writes a soft map by default; give -thr to binarise it before -largest, -fill-holes or -remove-small")
     masks: dict[str, np.ndarray] = {}
-    for name, path in paths.items():
+    for name in paths:
         value = labels[name]
-        if soft:  # SCT: -thr 0 keeps the soft map
-            masks[name] = prob[value - 1].astype(np.float32) / 255.0
+        if soft:
+            masks[name] = to_grid(prob[value - 1].astype(np.float32) / 255.0)
             continue
-        mask = postprocessing.threshold(prob[value - 1], options.threshold * 255) if prob is not None else (seg == value).astype(np.uint8)
-        masks[name] = options.apply(mask, image.spacing)
-    for name, path in paths.items():  # all computed first: a failure leaves no partial output
+        if options.threshold is not None:
+            mask = postprocessing.threshold(prob[value - 1], options.threshold * 255)
+        else:
+            mask = (seg == value).astype(np.uint8)
+        masks[name] = options.apply(to_grid(mask), spacing)
+    return masks
+
+
+def write_outputs(masks: dict[str, np.ndarray], paths: dict[str, Path], image: Volume, *, task: str,
+                  params: dict[str, str], argv: list[str] | None) -> None:
+    """Every mask and its JSON sidecar (all masks computed before: a failure leaves no partial output)."""
+    for name, path in paths.items():
         save_volume(masks[name], image.affine, path, like=image.header)
-        sidecar(path, task=task, params=params, image_path=image_path, argv=argv)
+        sidecar(path, task=task, params=params, image_path=image.path, argv=argv)
+
+
+def segment_task(image_path: Path, task: str, *, output: Path | None = None, url: str | None = None,
+                 options: PostOptions = PostOptions(), argv: list[str] | None = None, overwrite: bool = False) -> TaskResult:
+    """Segment one image with a `sct_deepseg` task and write the masks (+ JSON sidecars)."""
+    image = load_volume(image_path)
+    if output is not None:
+        refuse_existing([output], overwrite=overwrite)
+    seg, prob, params = infer_task(image, task, url, probabilities=True)
+    labels = json.loads(params["plan"])["labels"]
+    paths = output_paths(image_path, task, labels, output)
+    refuse_existing(paths.values(), overwrite=overwrite)
+    masks = class_masks(seg, prob, params, paths, task=task, options=options, spacing=image.spacing)
+    write_outputs(masks, paths, image, task=task, params=params, argv=argv)
     return TaskResult(files=paths, labels=labels, masks=masks)

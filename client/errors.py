@@ -24,6 +24,10 @@ class UsageError(LesionsegError):
     exit_code = EXIT_USAGE
 
 
+class OutputExistsError(UsageError):
+    """An output file exists and --overwrite was not given (nothing was written)."""
+
+
 class InputError(LesionsegError):
     """A file the user gave cannot be used (missing, unreadable, malformed)."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lesionseg.client.errors import InferenceError, InputError
-from lesionseg.client.nifti import Volume, load_volume, save_volume, stem
+from lesionseg.client.nifti import Volume, load_volume, refuse_existing, save_volume, stem
 from lesionseg.client.orientation import Reorientation, reorientation, sct_to_nib
 from lesionseg.client.session import model_parameters, server_for_run
 from lesionseg.server.resampling import zoomed_affine
@@ -39,7 +39,7 @@ class LegacyResult:
 
 def segment_legacy(
     image_path: Path, contrast: str, *, ofolder: Path, url: str | None, centerline_file: Path | None = None,
-    qc: Path | None = None,
+    qc: Path | None = None, overwrite: bool = False,
 ) -> LegacyResult:
     """Segment lesions in one image with `deepseg_lesion_<contrast>`.
 
@@ -49,6 +49,13 @@ def segment_legacy(
     from tritonclient.utils import InferenceServerException
 
     image = load_volume(image_path)
+    name = stem(image_path)
+    outputs = {
+        "lesionseg": ofolder / f"{name}_lesionseg.nii.gz",
+        "rpi_seg": ofolder / f"{name}_RPI_seg.nii.gz",
+        "res_rpi_seg": ofolder / f"{name}_res_RPI_seg.nii.gz",
+    }
+    refuse_existing(outputs.values(), overwrite=overwrite)
     centerline = _centerline_on_grid(centerline_file, image) if centerline_file is not None else None
     model = f"deepseg_lesion_{contrast}"
     with server_for_run(url) as address:
@@ -70,16 +77,13 @@ def segment_legacy(
     if seg_rpi.shape != data.shape:
         raise InferenceError(f"{image_path}: server returned a mask of shape {seg_rpi.shape}, expected {data.shape}")
     rpi_affine = orient.target_affine(image.affine)
-    name = stem(image_path)
-    outputs = {
-        "lesionseg": ofolder / f"{name}_lesionseg.nii.gz",
-        "rpi_seg": ofolder / f"{name}_RPI_seg.nii.gz",
-        "res_rpi_seg": ofolder / f"{name}_res_RPI_seg.nii.gz",
-    }
     save_volume(res_prob, zoomed_affine(rpi_affine, data.shape, res_prob.shape), outputs["res_rpi_seg"], like=image.header)
     save_volume(prob_rpi, rpi_affine, outputs["rpi_seg"], like=image.header)
     save_volume(orient.backward(seg_rpi).astype(np.uint8), image.affine, outputs["lesionseg"], like=image.header)
-    logger.info("%s: %d lesion voxels", image_path, int(seg_rpi.sum()))
+    from lesionseg.client.lesion_stats import stats_record, write_mask_sidecars
+
+    outputs["lesions_tsv"], outputs["lesions_json"], stats = write_mask_sidecars(outputs["lesionseg"])
+    logger.info("%s: %d lesions, %d lesion voxels", image_path, stats.count, int(seg_rpi.sum()))
     centerline_rpi = result.as_numpy("CENTERLINE_XYZ")
     if qc is not None:
         from lesionseg.client.qc import QcEntry, axial_mosaic, write_entry
@@ -90,7 +94,9 @@ def segment_legacy(
         cord[xs, ys, np.arange(data.shape[2])] = 1
         background, overlay = axial_mosaic(data, spacing, centerline_rpi[:, :2], lesion=seg_rpi, cord=cord)
         folder = write_entry(qc, QcEntry(command="deepseg-lesion", contrast=contrast, fname_in=image_path,
-                                         fname_seg=outputs["lesionseg"]), background, overlay)
+                                         fname_seg=outputs["lesionseg"],
+                                         extra={"lesions": stats_record(stats, mask_path=outputs["lesionseg"])}),
+                             background, overlay)
         outputs["qc"] = folder
     return LegacyResult(files=outputs, centerline_rpi=centerline_rpi, rpi=orient,
                         lesion_voxels=int(seg_rpi.sum()))

@@ -110,6 +110,17 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def refuse_existing(paths, *, overwrite: bool) -> None:
+    """Raise OutputExistsError naming the first of `paths` that exists, unless `overwrite`."""
+    if overwrite:
+        return
+    for path in paths:
+        if Path(path).exists():
+            from lesionseg.client.errors import OutputExistsError
+
+            raise OutputExistsError(f"{path}: output exists (use --overwrite to replace it)")
+
+
 def save_volume(data: np.ndarray, affine: np.ndarray, path: Path, *, like: object | None = None) -> Path:
     """Write `data` with `affine` to `path` atomically (temporary file in the same folder + rename).
 

@@ -3,6 +3,8 @@ SCT weights and the real test images of ../shared."""
 
 from __future__ import annotations
 
+import json
+
 import gzip
 import shutil
 from pathlib import Path
@@ -77,7 +79,8 @@ def test_pipeline_end_to_end(legacy_server, shared: Path, tmp_path: Path, image:
     result = segment_legacy(data / image, contrast, ofolder=tmp_path, url=legacy_server.settings.grpc_url)
     source = nib.load(data / image)
     name = Path(image).name.removesuffix(".nii.gz")
-    assert set(result.files.values()) == {tmp_path / f"{name}{s}" for s in OUTPUT_SUFFIXES}
+    sidecars = ("_lesionseg_lesions.tsv", "_lesionseg_lesions.json")
+    assert set(result.files.values()) == {tmp_path / f"{name}{s}" for s in (*OUTPUT_SUFFIXES, *sidecars)}
     seg = nib.load(result.files["lesionseg"])
     assert seg.shape == source.shape and seg.get_data_dtype() == np.uint8
     np.testing.assert_allclose(seg.affine, source.affine, atol=1e-5)  # input geometry and orientation exactly
@@ -108,11 +111,20 @@ def test_t2_wiring_with_a_stand_in_model(legacy_server, shared: Path, tmp_path: 
                  "-url", legacy_server.settings.grpc_url])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out.split()
-    assert printed[:3] == [str(tmp_path / f"t2{s}") for s in OUTPUT_SUFFIXES]
-    entry = Path(printed[3])
+    assert printed[:5] == [str(tmp_path / f"t2{s}") for s in (*OUTPUT_SUFFIXES, "_lesionseg_lesions.tsv", "_lesionseg_lesions.json")]
+    entry = Path(printed[5])
     assert entry.parent.name == "deepseg-lesion" and entry.parent.parent.name == "t2"
     assert (entry / "background_img.png").is_file() and (entry / "overlay_img.png").is_file()
-    assert len(list((qc / "_json").glob("qc_*.json"))) == 1 and (qc / "index.html").is_file()
+    (record,) = (qc / "_json").glob("qc_*.json")
+    assert (qc / "index.html").is_file()
+    stats = json.loads((tmp_path / "t2_lesionseg_lesions.json").read_text())
+    from scipy import ndimage
+
+    _, count = ndimage.label(np.asanyarray(nib.load(tmp_path / "t2_lesionseg.nii.gz").dataobj) > 0, structure=np.ones((3, 3, 3)))
+    assert json.loads(record.read_text())["lesions"]["count"] == stats["count"] == count
+    # an existing output is kept unless --overwrite
+    assert main(["deepseg-lesion", "-i", str(image), "-c", "t2", "-ofolder", str(tmp_path), "-url", legacy_server.settings.grpc_url]) == 2
+    assert "output exists" in capsys.readouterr().err
 
 
 def test_centerline_from_a_file(legacy_server, shared: Path, tmp_path: Path) -> None:

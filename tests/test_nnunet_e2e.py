@@ -87,7 +87,13 @@ def test_deepseg_cli_outputs_and_sidecar(nnunet_server, shared: Path, tmp_path: 
     url = nnunet_server.settings.grpc_url
     assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-url", url]) == 0
     out = tmp_path / "sub-01_T2w_lesion_seg.nii.gz"
-    assert capsys.readouterr().out.split() == [str(out)]
+    tsv = tmp_path / "sub-01_T2w_lesion_seg_lesions.tsv"
+    assert capsys.readouterr().out.split() == [str(out), str(tsv)]
+    from scipy import ndimage
+
+    _, count = ndimage.label(np.asanyarray(nib.load(out).dataobj) > 0, structure=np.ones((3, 3, 3)))
+    stats = json.loads(tsv.with_suffix(".json").read_text())
+    assert stats["count"] == count == len(tsv.read_text().splitlines()) - 1
     mask = nib.load(out)
     source = nib.load(image)
     assert mask.get_data_dtype() == np.uint8 and mask.shape == source.shape
@@ -96,14 +102,29 @@ def test_deepseg_cli_outputs_and_sidecar(nnunet_server, shared: Path, tmp_path: 
     generated = meta["GeneratedBy"][0]
     assert generated["Name"] == "lesionseg deepseg" and generated["Task"] == "seg_ms_lesion"
     assert generated["Model"]["url"].endswith("model_seg_ms_lesion_unet3d.zip") and generated["Model"]["source"]
+    # an existing output is kept unless --overwrite
+    before = out.stat().st_mtime_ns
+    assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-url", url]) == 2
+    assert "output exists (use --overwrite" in capsys.readouterr().err and out.stat().st_mtime_ns == before
+    assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-url", url, "--overwrite"]) == 0
+    assert out.stat().st_mtime_ns != before
+    capsys.readouterr()
     # multi-class model: one file per foreground class
-    assert main(["deepseg", "-i", str(image), "-task", "test_multiclass", "-url", url]) == 0
-    assert capsys.readouterr().out.split() == [str(tmp_path / "sub-01_T2w_cord_seg.nii.gz"), str(tmp_path / "sub-01_T2w_lesion_seg.nii.gz")]
+    qc = tmp_path / "qc"
+    # (its lesion file has the name seg_ms_lesion wrote above: refused, then replaced with --overwrite)
+    assert main(["deepseg", "-i", str(image), "-task", "test_multiclass", "-url", url, "-qc", str(qc)]) == 2
+    capsys.readouterr()
+    assert main(["deepseg", "-i", str(image), "-task", "test_multiclass", "-url", url, "-qc", str(qc), "--overwrite"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[:3] == [str(tmp_path / "sub-01_T2w_cord_seg.nii.gz"), str(tmp_path / "sub-01_T2w_lesion_seg.nii.gz"),
+                           str(tmp_path / "sub-01_T2w_lesion_seg_lesions.tsv")]
+    entry = json.loads(next((qc / "_json").glob("qc_*.json")).read_text())
+    assert entry["command"] == "deepseg" and entry["lesions"]["count"] == json.loads(
+        (tmp_path / "sub-01_T2w_lesion_seg_lesions.json").read_text())["count"]
+    assert (Path(printed[3]) / "overlay_img.png").exists() and (qc / "index.html").exists()
     # post-processing flags change the mask as documented
     largest = tmp_path / "largest.nii.gz"
     assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-url", url, "-o", str(largest), "-largest", "1"]) == 0
-    from scipy import ndimage
-
     _, count = ndimage.label(np.asanyarray(nib.load(largest).dataobj) > 0)
     assert count == 1
 
