@@ -50,13 +50,17 @@ def run(args: argparse.Namespace) -> int:
 
     options = PostOptions(threshold=args.thr, largest=args.largest, fill_holes=args.fill_holes,
                           remove_small=parse_size(args.remove_small) if args.remove_small else None)
+    from lesionseg.client.progress import step
+
     if args.crop_to_cord:
         from lesionseg.client.crop_workflow import segment_cropped_to_cord
 
-        result = segment_cropped_to_cord(args.input, args.task, output=args.output, url=args.url, options=options,
-                                         overwrite=args.overwrite)
+        with step(f"segmenting {args.input.name} ({args.task}, cropped to the cord)", quiet=args.quiet):
+            result = segment_cropped_to_cord(args.input, args.task, output=args.output, url=args.url, options=options,
+                                             overwrite=args.overwrite)
     else:
-        result = segment_task(args.input, args.task, output=args.output, url=args.url, options=options, overwrite=args.overwrite)
+        with step(f"segmenting {args.input.name} ({args.task})", quiet=args.quiet):
+            result = segment_task(args.input, args.task, output=args.output, url=args.url, options=options, overwrite=args.overwrite)
     for path in result.files.values():
         print(path)
     cord, lesion = split_outputs(args.task, result.files)

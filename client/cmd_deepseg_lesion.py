@@ -50,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-centerline file needs -file_centerline F")
     if args.centerline == "cnn" and args.file_centerline is not None:
         raise UsageError("-file_centerline goes with -centerline file")
-    result = segment_legacy(args.input, args.contrast, ofolder=args.ofolder, url=args.url, centerline_file=args.file_centerline, qc=args.qc,
-                            overwrite=args.overwrite)
+    from lesionseg.client.progress import step
+
+    with step(f"segmenting lesions in {args.input.name} ({args.contrast})", quiet=args.quiet):
+        result = segment_legacy(args.input, args.contrast, ofolder=args.ofolder, url=args.url, centerline_file=args.file_centerline,
+                                qc=args.qc, overwrite=args.overwrite)
     for path in result.files.values():
         print(path)
     return EXIT_OK

@@ -1,0 +1,44 @@
+"""The CLI's progress display: a spinner on an interactive stderr only (a real pseudo-terminal)."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+
+import pytest
+
+from lesionseg.client.progress import shown, step
+
+
+def test_shown_only_on_a_terminal_and_not_quiet() -> None:
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            assert shown(quiet=False, stream=tty) and not shown(quiet=True, stream=tty)
+        assert not shown(quiet=False, stream=io.StringIO())
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_spinner_text_reaches_the_terminal_and_nothing_reaches_a_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    master, slave = os.openpty()
+    tty = os.fdopen(slave, "w", buffering=1)
+    try:
+        monkeypatch.setattr(sys, "stderr", tty)
+        with step("segmenting t2.nii.gz (seg_ms_lesion)"):
+            time.sleep(0.3)
+        tty.flush()
+        os.set_blocking(master, False)
+        seen = os.read(master, 65536).decode(errors="replace")
+        assert "segmenting t2.nii.gz (seg_ms_lesion)" in seen
+    finally:
+        tty.close()
+        os.close(master)
+    piped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", piped)
+    with step("segmenting"):
+        pass
+    assert piped.getvalue() == ""
