@@ -18,6 +18,15 @@ backend (NGC images, GPU).
 """
 
 
+def _repository_argument(parser: argparse.ArgumentParser, *, target: bool = False) -> None:
+    """--repository (and --target) as every export kind takes them."""
+    parser.add_argument("--repository", type=Path, metavar="REPO",
+                        help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
+    if target:
+        parser.add_argument("--target", default="cpu", choices=("cpu", "gpu"),
+                            help="cpu: embedded server (Python backend + onnxruntime); gpu: Triton's onnxruntime backend on GPU")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("export", help="convert models into a Triton model repository",
                             epilog="examples:\n  lesionseg export sct-legacy --models-dir ../shared/sct_models --contrast all\n"
@@ -30,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     legacy.add_argument("--models-dir", required=True, type=Path, metavar="DIR", help="folder holding *_lesion / *_ctr .h5 or .onnx files")
-    legacy.add_argument("--repository", type=Path, metavar="REPO", help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
+    _repository_argument(legacy)
     legacy.add_argument("--contrast", default="all", choices=("t2", "t2_ax", "t2s", "all"), help="which pipeline(s) (default all present)")
     legacy.add_argument("--backend", default="python", choices=("python", "onnxruntime"), help="how the networks are served")
     legacy.add_argument("--golden", type=Path, metavar="DIR", help="Keras golden outputs <model>.npz for parity (default: <models-dir>/golden)")
@@ -41,9 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     nnunet.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="the model folder (or a folder above it)")
     nnunet.add_argument("--task", required=True, metavar="NAME", help="Triton name of the task ensemble, e.g. seg_ms_lesion")
-    nnunet.add_argument("--repository", type=Path, metavar="REPO", help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
+    _repository_argument(nnunet, target=True)
     nnunet.add_argument("--folds", default="all", metavar="all|0,1", help="folds to use (default: every fold_* present)")
-    nnunet.add_argument("--target", default="cpu", choices=("cpu", "gpu"), help="cpu: embedded server (Python backend + onnxruntime); gpu: Triton's onnxruntime backend on GPU")
     nnunet.add_argument("--mirroring", action="store_true", help="test-time mirroring over the checkpoint's allowed axes (SCT: off)")
     nnunet.add_argument("--merge-folds", action="store_true", help="one ONNX graph averaging every fold instead of one network per fold")
     nnunet.add_argument("--configuration", metavar="NAME", help="plans configuration (default: from the folder name, else 3d_fullres)")
@@ -55,8 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     monai.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="the .ckpt file or a folder holding one")
     monai.add_argument("--task", default="seg_sc_contrast_agnostic", metavar="NAME", help="Triton name of the task (default seg_sc_contrast_agnostic)")
-    monai.add_argument("--repository", type=Path, metavar="REPO")
-    monai.add_argument("--target", default="cpu", choices=("cpu", "gpu"))
+    _repository_argument(monai, target=True)
     monai.set_defaults(run=run_monai)
     ivadomed = kinds.add_parser(
         "ivadomed", help="an ivadomed model or ensemble (NAME/NAME.onnx + NAME.json per member; SCT 6.0-6.3 MP2RAGE lesions)",
@@ -65,8 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     ivadomed.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="a member folder, or a folder holding several (seed1/NAME/, ...)")
     ivadomed.add_argument("--task", default="seg_ms_lesion_mp2rage", metavar="NAME", help="Triton name of the task (default seg_ms_lesion_mp2rage)")
-    ivadomed.add_argument("--repository", type=Path, metavar="REPO")
-    ivadomed.add_argument("--target", default="cpu", choices=("cpu", "gpu"))
+    _repository_argument(ivadomed, target=True)
     ivadomed.set_defaults(run=run_ivadomed)
 
 

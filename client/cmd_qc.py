@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-i", "--input", required=True, type=Path, metavar="IMG", help="image (NIfTI, any orientation)")
     parser.add_argument("-s", "--seg", required=True, type=Path, metavar="SEG", help="spinal cord mask on the image's grid (cyan)")
-    parser.add_argument("-l", "--lesion", type=Path, metavar="LESION", help="lesion mask on the image's grid (red); values > 0 are lesion")
+    parser.add_argument("-l", "--lesion", type=Path, metavar="LESION", help="lesion mask on the image's grid (red); values > 0 are lesion (soft masks in [0, 1]: >= 0.5)")
     parser.add_argument("-qc", "--qc", required=True, type=Path, metavar="DIR", help="QC folder (SCT layout, index.html)")
     parser.add_argument("-p", "--plane", choices=PLANES, default="axial", help="view (default axial)")
     parser.add_argument("-c", "--contrast", metavar="NAME", help="contrast folder of the entry (default: the image's file stem)")
@@ -97,6 +97,7 @@ def _rpi_views(image: Volume, seg: Volume | None, lesion: Volume | None, plane: 
     """Background and overlay of `plane` from the RPI-reoriented image and masks, and what the
     entry's JSON should say about them ("slices_rpi": the axial tiles' z range [start, stop)).
     Without a cord mask (lesion-only tasks) the tiles are centred on the field of view."""
+    from lesionseg.client.lesion_stats import lesion_voxels
     from lesionseg.client.orientation import reorientation, sct_to_nib
     from lesionseg.client.qc import axial_mosaic, cord_centres, sagittal_mosaic
 
@@ -104,7 +105,7 @@ def _rpi_views(image: Volume, seg: Volume | None, lesion: Volume | None, plane: 
     data = orient.forward(image.data)
     spacing = orient.forward_spacing(image.spacing)
     cord = orient.forward((seg.data > 0).astype(np.uint8)) if seg is not None else None
-    lesions = orient.forward((lesion.data > 0).astype(np.uint8)) if lesion is not None else None
+    lesions = orient.forward(lesion_voxels(lesion)) if lesion is not None else None
     if cord is not None:
         if not cord.any():
             raise InputError(f"{seg.path}: cord mask has no voxel > 0")
@@ -123,10 +124,9 @@ def _rpi_views(image: Volume, seg: Volume | None, lesion: Volume | None, plane: 
 
 def _lesion_record(lesion: Volume) -> tuple[dict, dict[str, str]]:
     """The entry's "fname_lesion" and "lesions" keys, and the sidecar attachments, of a lesion mask."""
-    from lesionseg.client.lesion_stats import json_text, lesion_stats, sidecar_paths, stats_record, tsv_text
-    from lesionseg.client.orientation import axcodes
+    from lesionseg.client.lesion_stats import json_text, mask_stats, sidecar_paths, stats_record, tsv_text
 
-    stats = lesion_stats(lesion.data, lesion.spacing, axis_codes=axcodes(lesion.affine))
+    stats = mask_stats(lesion)
     logger.info("%s: %d lesions, %.1f mm3", lesion.path, stats.count, stats.total_volume_mm3)
     tsv, js = sidecar_paths(lesion.path)
     record = {"fname_lesion": str(Path(lesion.path).resolve()), "lesions": stats_record(stats, mask_path=lesion.path)}

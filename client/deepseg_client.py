@@ -12,7 +12,7 @@ import numpy as np
 
 from lesionseg.client import __version__, postprocessing
 from lesionseg.client.errors import InferenceError, UsageError
-from lesionseg.client.nifti import Volume, load_volume, refuse_existing, save_volume, stem
+from lesionseg.client.nifti import Volume, atomic_write_text, load_volume, refuse_existing, save_volume, stem
 from lesionseg.client.orientation import reorientation, sct_to_nib
 from lesionseg.client.session import model_parameters, server_for_run
 from lesionseg.client.tasks import task_info
@@ -111,11 +111,7 @@ def sidecar(path: Path, *, task: str, params: dict[str, str], image_path: Path, 
         }],
         "Sources": [str(Path(image_path).resolve())],
     }
-    target = path.with_name(stem(path) + ".json")
-    tmp = target.with_name("." + target.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(target)
-    return target
+    return atomic_write_text(path.with_name(stem(path) + ".json"), json.dumps(record, indent=2) + "\n")
 
 
 def class_masks(seg: np.ndarray, prob: np.ndarray | None, params: dict[str, str], paths: dict[str, Path], *,

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from lesionseg.client.nifti import stem
+from lesionseg.client.nifti import Volume, atomic_write_text, stem
 
 CONNECTIVITY = 26
 TSV_COLUMNS = (
@@ -180,31 +178,30 @@ def write_sidecars(stats: LesionStats, mask_path: Path, folder: Path | None = No
     return tsv, js
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` to a temporary file in `path`'s folder, then rename it onto `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; sidecars are for other readers too
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+SOFT_THRESHOLD = 0.5
 
 
-def write_mask_sidecars(mask_path: Path, *, soft_threshold: float = 0.5) -> tuple[Path, Path, "LesionStats"]:
-    """Lesion statistics of a written lesion mask, as sidecars next to it. A soft mask (float
-    values in [0, 1]) counts voxels >= `soft_threshold` as lesion."""
-    from lesionseg.client.nifti import load_volume
+def lesion_voxels(mask: Volume, *, soft_threshold: float = SOFT_THRESHOLD) -> np.ndarray:
+    """The lesion voxels (uint8 0/1, the mask's (x, y, z) grid) of a loaded lesion mask: values > 0,
+    or, for a soft mask (float values in [0, 1], e.g. an ensemble's vote fraction), values >=
+    `soft_threshold`."""
+    data = mask.data
+    if np.issubdtype(mask.header.get_data_dtype(), np.floating) and data.size and data.max() <= 1:
+        return (data >= soft_threshold).astype(np.uint8)
+    return (data > 0).astype(np.uint8)
+
+
+def mask_stats(mask: Volume) -> LesionStats:
+    """`lesion_stats` of a loaded lesion mask's `lesion_voxels`, with its axis codes."""
     from lesionseg.client.orientation import axcodes
 
-    mask = load_volume(mask_path, what="lesion mask", allow_empty=True)
-    data = mask.data
-    if np.issubdtype(mask.header.get_data_dtype(), np.floating) and data.max() <= 1:
-        data = (data >= soft_threshold).astype(np.uint8)
-    stats = lesion_stats(data, mask.spacing, axis_codes=axcodes(mask.affine))
+    return lesion_stats(lesion_voxels(mask), mask.spacing, axis_codes=axcodes(mask.affine))
+
+
+def write_mask_sidecars(mask_path: Path) -> tuple[Path, Path, LesionStats]:
+    """Lesion statistics of a written lesion mask (see `lesion_voxels`), as sidecars next to it."""
+    from lesionseg.client.nifti import load_volume
+
+    stats = mask_stats(load_volume(mask_path, what="lesion mask", allow_empty=True))
     tsv, js = write_sidecars(stats, mask_path)
     return tsv, js, stats

@@ -110,6 +110,22 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write `text` to a temporary file in `path`'s folder, then rename it onto `path` (mode 0644:
+    reports and sidecars are read by others)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def refuse_existing(paths, *, overwrite: bool) -> None:
     """Raise OutputExistsError naming the first of `paths` that exists, unless `overwrite`."""
     if overwrite:

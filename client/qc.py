@@ -23,13 +23,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from lesionseg.client import __version__
+from lesionseg.client.nifti import atomic_write_text
 from lesionseg.client.png import write_png
 from lesionseg.server.resampling import resample_to_shape
 
@@ -210,7 +210,7 @@ def write_entry(qc_dir: Path, entry: QcEntry, background: np.ndarray, overlay: n
     for name, text in entry.attachments.items():
         if Path(name).name != name or name.startswith("."):
             raise ValueError(f"attachment name {name!r} must be a plain file name")
-        _atomic_write(folder / name, text)
+        atomic_write_text(folder / name, text)
         attachments[name] = str((folder / name).relative_to(qc_dir))
     record = {
         "cwd": os.getcwd(),
@@ -231,17 +231,9 @@ def write_entry(qc_dir: Path, entry: QcEntry, background: np.ndarray, overlay: n
     }
     json_dir = qc_dir / "_json"
     json_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(json_dir / f"qc_{stamp}.json", json.dumps(record, indent=1))
+    atomic_write_text(json_dir / f"qc_{stamp}.json", json.dumps(record, indent=1))
     build_index(qc_dir)
     return folder
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are read by others (web server, reviewers)
-    os.replace(tmp, path)
 
 
 def load_entries(qc_dir: Path) -> list[dict]:
@@ -262,7 +254,7 @@ def build_index(qc_dir: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         entries = load_entries(qc_dir)
         data = json.dumps(entries).replace("</", "<\\/")
-        _atomic_write(qc_dir / "index.html", INDEX_TEMPLATE.replace("/*ENTRIES*/[]", data))
+        atomic_write_text(qc_dir / "index.html", INDEX_TEMPLATE.replace("/*ENTRIES*/[]", data))
     return qc_dir / "index.html"
 
 

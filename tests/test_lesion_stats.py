@@ -266,3 +266,15 @@ def test_mask_sidecars_of_a_soft_mask(tmp_path: Path) -> None:
     assert (tsv.name, js.name) == ("soft_lesion_seg_lesions.tsv", "soft_lesion_seg_lesions.json")
     assert stats.count == 2 and sorted(lesion.voxels for lesion in stats.lesions) == [1, 8]
     assert stats.total_volume_mm3 == pytest.approx(9 * 0.5 * 0.5 * 2.0)
+    # the QC entry of the same soft mask counts the same lesions (one rule for both)
+    from lesionseg.client.cli import main
+
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    image, cord = tmp_path / "img.nii.gz", tmp_path / "cord.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).uniform(1, 2, data.shape).astype(np.float32), affine), image)
+    cord_data = np.zeros(data.shape, np.uint8)
+    cord_data[4:6, 4:6, :] = 1
+    nib.save(nib.Nifti1Image(cord_data, affine), cord)
+    assert main(["qc", "-i", str(image), "-s", str(cord), "-l", str(path), "-qc", str(tmp_path / "qc")]) == 0
+    (entry,) = (tmp_path / "qc" / "_json").glob("qc_*.json")
+    assert json.loads(entry.read_text())["lesions"]["count"] == stats.count == 2
