@@ -20,7 +20,7 @@ from lesionseg.client.deepseg_client import PostOptions, TaskResult, class_masks
 from lesionseg.client.errors import InferenceError
 from lesionseg.client.nifti import Volume, load_volume, refuse_existing
 from lesionseg.client.orientation import axcodes
-from lesionseg.client.session import server_for_run
+from lesionseg.client.session import open_transport
 
 CORD_TASK = "seg_sc_contrast_agnostic"
 DILATION_MM = {"LR": 30.0, "AP": 30.0, "SI": 5.0}
@@ -37,20 +37,20 @@ def dilation_for(image: Volume) -> tuple[int, int, int]:
 
 def segment_cropped_to_cord(image_path: Path, task: str, *, output: Path | None = None, url: str | None = None,
                             options: PostOptions = PostOptions(), cord_task: str = CORD_TASK,
-                            overwrite: bool = False) -> TaskResult:
+                            overwrite: bool = False, transport=None, ofolder: Path | None = None) -> TaskResult:
     image = load_volume(image_path)
     if output is not None:
         refuse_existing([output], overwrite=overwrite)
-    with server_for_run(url) as address:  # one server for both calls
-        cord, _, _ = infer_task(image, cord_task, address)
+    with open_transport(url, transport) as link:  # one server for both calls
+        cord, _, _ = infer_task(image, cord_task, transport=link)
         if not np.any(cord):
             raise InferenceError(f"{image_path}: {cord_task} found no spinal cord; cannot crop around it")
         box: Box = mask_box(cord, dilation_for(image))
         cropped = Volume(path=image.path, data=np.ascontiguousarray(image.data[box.slices]),
                          affine=cropped_affine(image.affine, box), header=image.header)
-        seg, prob, params = infer_task(cropped, task, address, probabilities=True)
+        seg, prob, params = infer_task(cropped, task, probabilities=True, transport=link)
     labels = json.loads(params["plan"])["labels"]
-    paths = output_paths(image_path, task, labels, output)
+    paths = output_paths(image_path, task, labels, output, ofolder=ofolder)
     refuse_existing(paths.values(), overwrite=overwrite)
     masks = class_masks(seg, prob, params, paths, task=task, options=options, spacing=image.spacing,
                         to_grid=lambda m: uncrop(m, box, image.data.shape))

@@ -14,7 +14,6 @@ from lesionseg.client import __version__, postprocessing
 from lesionseg.client.errors import InferenceError, UsageError
 from lesionseg.client.nifti import Volume, atomic_write_text, load_volume, refuse_existing, save_volume, stem
 from lesionseg.client.orientation import reorientation, sct_to_nib
-from lesionseg.client.session import model_parameters, server_for_run
 from lesionseg.client.tasks import task_info
 
 logger = logging.getLogger(__name__)
@@ -55,42 +54,38 @@ class TaskResult:
     masks: dict[str, np.ndarray]  # label name -> uint8 mask on the input grid
 
 
-def infer_task(image: Volume, task: str, url: str | None, *, probabilities: bool = False
+def infer_task(image: Volume, task: str, url: str | None = None, *, probabilities: bool = False, transport=None
                ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str]]:
-    """Send `image` to the `task` ensemble; returns (labels, probabilities or None, model parameters),
+    """Send `image` to the `task` ensemble (through `transport`, else a server for `url`); returns
+    (labels (x, y, z) uint8, class probabilities (C, x, y, z) uint8 0-255 or None, model parameters),
     both on the input's own grid and orientation."""
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
+    from lesionseg.client.session import open_transport
 
-    from lesionseg.client.lesion_client import _tensor
-
-    with server_for_run(url) as address, grpcclient.InferenceServerClient(address) as client:
-        params = model_parameters(client, task, address)
+    with open_transport(url, transport) as link:
+        params = link.parameters(task)
         if "plan" not in params:
             raise UsageError(f"model {task!r} is not an nnU-Net task ensemble (use deepseg-lesion for the legacy models)")
         orient = reorientation(image.affine, image.data.shape, sct_to_nib(params.get("orientation", "LPI")))
-        data = orient.forward(image.data)
+        data = np.ascontiguousarray(orient.forward(image.data), dtype=np.float32)
         spacing = np.asarray(orient.forward_spacing(image.spacing), np.float32)
-        outputs = [grpcclient.InferRequestedOutput("SEG")]
-        if probabilities:
-            outputs.append(grpcclient.InferRequestedOutput("PROB"))
-        try:
-            result = client.infer(task, [_tensor("IMAGE", data), _tensor("SPACING", spacing)], outputs=outputs)
-        except InferenceServerException as exc:
-            raise InferenceError(f"{image.path}: {exc.message() or exc}") from None
-    seg = result.as_numpy("SEG")
+        outputs = ["SEG", "PROB"] if probabilities else ["SEG"]
+        result = link.infer(task, {"IMAGE": data, "SPACING": spacing}, outputs, source=image.path,
+                            output_shapes={"SEG": (data.shape, np.uint8)})
+    seg = result["SEG"]
     if seg.shape != data.shape:
         raise InferenceError(f"{image.path}: server returned a mask of shape {seg.shape}, expected {data.shape}")
     prob = None
     if probabilities:
-        prob = np.stack([orient.backward(p) for p in result.as_numpy("PROB")])
+        prob = np.stack([orient.backward(p) for p in result["PROB"]])
     return orient.backward(seg), prob, params
 
 
-def output_paths(image_path: Path, task: str, labels: dict[str, int], output: Path | None) -> dict[str, Path]:
-    """SCT's names: `<in><suffix>.nii.gz` for one foreground class, `<in>_<label>_seg.nii.gz` for several."""
+def output_paths(image_path: Path, task: str, labels: dict[str, int], output: Path | None, *,
+                 ofolder: Path | None = None) -> dict[str, Path]:
+    """SCT's names: `<in><suffix>.nii.gz` for one foreground class, `<in>_<label>_seg.nii.gz` for several,
+    in `ofolder` (default: the input's folder)."""
     foreground = [name for name, value in sorted(labels.items(), key=lambda kv: kv[1]) if value != 0]
-    folder = output.parent if output is not None else image_path.parent
+    folder = output.parent if output is not None else (ofolder if ofolder is not None else image_path.parent)
     base = stem(output) if output is not None else stem(image_path)
     if len(foreground) == 1:
         if output is not None:
@@ -146,14 +141,17 @@ def write_outputs(masks: dict[str, np.ndarray], paths: dict[str, Path], image: V
 
 
 def segment_task(image_path: Path, task: str, *, output: Path | None = None, url: str | None = None,
-                 options: PostOptions = PostOptions(), argv: list[str] | None = None, overwrite: bool = False) -> TaskResult:
-    """Segment one image with a `sct_deepseg` task and write the masks (+ JSON sidecars)."""
+                 options: PostOptions = PostOptions(), argv: list[str] | None = None, overwrite: bool = False,
+                 transport=None, ofolder: Path | None = None) -> TaskResult:
+    """Segment one image with a `sct_deepseg` task and write the masks (+ JSON sidecars).
+
+    Masks go to `output`, else SCT's names in `ofolder`, else next to the input."""
     image = load_volume(image_path)
     if output is not None:
         refuse_existing([output], overwrite=overwrite)
-    seg, prob, params = infer_task(image, task, url, probabilities=True)
+    seg, prob, params = infer_task(image, task, url, probabilities=True, transport=transport)
     labels = json.loads(params["plan"])["labels"]
-    paths = output_paths(image_path, task, labels, output)
+    paths = output_paths(image_path, task, labels, output, ofolder=ofolder)
     refuse_existing(paths.values(), overwrite=overwrite)
     masks = class_masks(seg, prob, params, paths, task=task, options=options, spacing=image.spacing)
     write_outputs(masks, paths, image, task=task, params=params, argv=argv)

@@ -11,7 +11,6 @@ import numpy as np
 from lesionseg.client.errors import InferenceError, InputError
 from lesionseg.client.nifti import Volume, load_volume, refuse_existing, save_volume, stem
 from lesionseg.client.orientation import Reorientation, reorientation, sct_to_nib
-from lesionseg.client.session import model_parameters, server_for_run
 from lesionseg.server.resampling import zoomed_affine
 
 logger = logging.getLogger(__name__)
@@ -35,45 +34,49 @@ class LegacyResult:
     centerline_rpi: np.ndarray
     rpi: Reorientation
     lesion_voxels: int
+    lesions: int = 0
+    lesion_volume_mm3: float = 0.0
+
+
+def legacy_outputs(image_path: Path, ofolder: Path) -> dict[str, Path]:
+    """SCT's output names of `sct_deepseg_lesion` for `image_path` in `ofolder` (the NIfTI files)."""
+    name = stem(image_path)
+    return {
+        "lesionseg": ofolder / f"{name}_lesionseg.nii.gz",
+        "rpi_seg": ofolder / f"{name}_RPI_seg.nii.gz",
+        "res_rpi_seg": ofolder / f"{name}_res_RPI_seg.nii.gz",
+    }
 
 
 def segment_legacy(
     image_path: Path, contrast: str, *, ofolder: Path, url: str | None, centerline_file: Path | None = None,
-    qc: Path | None = None, overwrite: bool = False,
+    qc: Path | None = None, overwrite: bool = False, transport=None,
 ) -> LegacyResult:
     """Segment lesions in one image with `deepseg_lesion_<contrast>`.
 
     Outputs are written only after the server answered; each is written atomically.
     """
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
+    from lesionseg.client.session import open_transport
 
     image = load_volume(image_path)
-    name = stem(image_path)
-    outputs = {
-        "lesionseg": ofolder / f"{name}_lesionseg.nii.gz",
-        "rpi_seg": ofolder / f"{name}_RPI_seg.nii.gz",
-        "res_rpi_seg": ofolder / f"{name}_res_RPI_seg.nii.gz",
-    }
+    outputs = legacy_outputs(image_path, ofolder)
     refuse_existing(outputs.values(), overwrite=overwrite)
     centerline = _centerline_on_grid(centerline_file, image) if centerline_file is not None else None
     model = f"deepseg_lesion_{contrast}"
-    with server_for_run(url) as address:
-        with grpcclient.InferenceServerClient(address) as client:
-            params = model_parameters(client, model, address)
-            orient = reorientation(image.affine, image.data.shape, sct_to_nib(params.get("orientation", "RPI")))
-            data = orient.forward(image.data)
-            spacing = np.asarray(orient.forward_spacing(image.spacing), np.float32)
-            inputs = [_tensor("IMAGE", data.astype(np.float32)), _tensor("SPACING", spacing)]
-            if centerline is not None:
-                inputs.append(_tensor("CENTERLINE", orient.forward(centerline)))
-            try:
-                result = client.infer(model, inputs)
-            except InferenceServerException as exc:
-                raise InferenceError(f"{image_path}: {exc.message() or exc}") from None
-    seg_rpi = result.as_numpy("SEG")
-    prob_rpi = result.as_numpy("PROB").astype(np.float32) / 255.0
-    res_prob = result.as_numpy("RES_PROB").astype(np.float32) / 255.0
+    with open_transport(url, transport) as link:
+        params = link.parameters(model)
+        orient = reorientation(image.affine, image.data.shape, sct_to_nib(params.get("orientation", "RPI")))
+        data = np.ascontiguousarray(orient.forward(image.data), dtype=np.float32)
+        spacing = np.asarray(orient.forward_spacing(image.spacing), np.float32)
+        inputs = {"IMAGE": data, "SPACING": spacing}
+        if centerline is not None:
+            inputs["CENTERLINE"] = np.ascontiguousarray(orient.forward(centerline))
+        result = link.infer(model, inputs, ["SEG", "PROB", "RES_PROB", "CENTERLINE_XYZ"], source=image_path,
+                            output_shapes={"SEG": (data.shape, np.uint8), "PROB": (data.shape, np.uint8),
+                                           "CENTERLINE_XYZ": ((data.shape[2], 3), np.float32)})
+    seg_rpi = result["SEG"]
+    prob_rpi = result["PROB"].astype(np.float32) / 255.0
+    res_prob = result["RES_PROB"].astype(np.float32) / 255.0
     if seg_rpi.shape != data.shape:
         raise InferenceError(f"{image_path}: server returned a mask of shape {seg_rpi.shape}, expected {data.shape}")
     rpi_affine = orient.target_affine(image.affine)
@@ -84,7 +87,7 @@ def segment_legacy(
 
     outputs["lesions_tsv"], outputs["lesions_json"], stats = write_mask_sidecars(outputs["lesionseg"])
     logger.info("%s: %d lesions, %d lesion voxels", image_path, stats.count, int(seg_rpi.sum()))
-    centerline_rpi = result.as_numpy("CENTERLINE_XYZ")
+    centerline_rpi = result["CENTERLINE_XYZ"]
     if qc is not None:
         from lesionseg.client.qc import QcEntry, axial_mosaic, write_entry
 
@@ -98,8 +101,8 @@ def segment_legacy(
                                          extra={"lesions": stats_record(stats, mask_path=outputs["lesionseg"])}),
                              background, overlay)
         outputs["qc"] = folder
-    return LegacyResult(files=outputs, centerline_rpi=centerline_rpi, rpi=orient,
-                        lesion_voxels=int(seg_rpi.sum()))
+    return LegacyResult(files=outputs, centerline_rpi=centerline_rpi, rpi=orient, lesion_voxels=int(seg_rpi.sum()),
+                        lesions=stats.count, lesion_volume_mm3=stats.total_volume_mm3)
 
 
 def _tensor(name: str, array: np.ndarray):

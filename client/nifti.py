@@ -110,6 +110,20 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # read once, at import (before any worker thread creates files)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _file_mode() -> int:
+    """0666 less the process umask: what a plain open() would have created."""
+    return 0o666 & ~_UMASK
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write `text` to a temporary file in `path`'s folder, then rename it onto `path` (mode 0644:
     reports and sidecars are read by others)."""
@@ -118,7 +132,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -158,6 +172,7 @@ def save_volume(data: np.ndarray, affine: np.ndarray, path: Path, *, like: objec
     os.close(fd)
     try:
         nib.save(image, tmp)
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; outputs are read by others (PACS, QC viewers)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -27,3 +27,25 @@ def step(text: str, *, quiet: bool = False) -> Iterator[None]:
 
     with Console(stderr=True).status(text, spinner="dots"):
         yield
+
+
+@contextlib.contextmanager
+def bar(total: int, text: str, *, quiet: bool = False) -> Iterator:
+    """A progress bar over `total` subjects; yields `advance(failed: bool)` (a no-op when not `shown`)."""
+    if not shown(quiet=quiet):
+        yield lambda failed=False: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    failures = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[failed]}"), transient=True, console=Console(stderr=True)) as progress:
+        task = progress.add_task(text, total=total, failed="")
+
+        def advance(failed: bool = False) -> None:
+            nonlocal failures
+            failures += bool(failed)
+            progress.update(task, advance=1, failed=f"{failures} failed" if failures else "")
+
+        yield advance

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -192,9 +193,13 @@ class QcEntry:
     attachments: dict[str, str] = dataclasses.field(default_factory=dict)  # file name -> text, in the entry folder
 
 
+_STAMPS = itertools.count()
+
+
 def _timestamp() -> str:
+    """Unique per entry, also between threads of one batch run in the same microsecond."""
     now = datetime.datetime.now()
-    return now.strftime("%Y_%m_%d_%H%M%S.%f") + f"_{os.getpid()}"
+    return now.strftime("%Y_%m_%d_%H%M%S.%f") + f"_{os.getpid()}_{next(_STAMPS)}"
 
 
 def write_entry(qc_dir: Path, entry: QcEntry, background: np.ndarray, overlay: np.ndarray) -> Path:

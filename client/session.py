@@ -46,6 +46,18 @@ def server_for_run(url: str | None, *, repository: str | None = None) -> Iterato
         yield settings.grpc_url
 
 
+@contextlib.contextmanager
+def open_transport(url: str | None, transport=None, *, settings=None) -> Iterator:
+    """`transport` when given (a cohort shares one), else a `Transport` to `server_for_run(url)`."""
+    if transport is not None:
+        yield transport
+        return
+    from lesionseg.client.transport import Transport
+
+    with server_for_run(url) as address, Transport(address, settings) as opened:
+        yield opened
+
+
 def model_parameters(client, model: str, url: str) -> dict[str, str]:
     """The `parameters` of a served model's config.
 
