@@ -214,9 +214,9 @@ def summary_table(outcomes: Sequence[Outcome], elapsed: float) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
     counts = {s: sum(o.status == s for o in outcomes) for s in (OK, SKIPPED, FAILED)}
     done = counts[OK]
-    rate = done / elapsed * 60 if elapsed > 0 and done else 0.0
+    rate = f"{done / elapsed * 60:.1f} subjects/min" if elapsed > 0 and done else "nothing segmented"
     lines.append(f"{len(outcomes)} subjects: {counts[OK]} ok, {counts[SKIPPED]} skipped, {counts[FAILED]} failed "
-                 f"in {elapsed:.1f} s ({rate:.1f} subjects/min)")
+                 f"in {elapsed:.1f} s ({rate})")
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -5,11 +5,12 @@ Volumes are 3D arrays in the file's own axis order; `Volume.spacing` is the voxe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import gzip
+import logging
 import os
 import tempfile
-import zlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,9 @@ def load_volume(path: str | Path, *, what: str = "image", allow_empty: bool = Fa
     """Load and check a 3D NIfTI volume.
 
     Raises:
-        InputError: missing, not NIfTI, truncated or corrupt, not 3D, complex, NaN/inf,
-            all zero (unless `allow_empty`), zero or non-finite spacing, too large.
+        InputError: missing, not NIfTI, truncated or corrupt header or data, not 3D, complex or
+            colour (RGB) voxels, NaN/inf or values beyond `dtype`'s range, all zero (unless
+            `allow_empty`), zero or non-finite spacing, a sheared voxel grid, too large.
     """
     import nibabel as nib
 
@@ -64,45 +66,115 @@ def load_volume(path: str | Path, *, what: str = "image", allow_empty: bool = Fa
         raise InputError(f"{path}: {what} file does not exist")
     if path.is_dir():
         raise InputError(f"{path}: {what} is a directory, not a NIfTI file")
-    try:
-        image = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
-        raise InputError(f"{path}: not a readable NIfTI {what} ({_reason(exc)})") from None
-    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(f"{path}: {what} is {type(image).__name__}, not NIfTI")
-    shape = image.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise InputError(f"{path}: {what} must be 3D, got shape {tuple(image.shape)}")
-    if int(np.prod(shape)) > MAX_VOXELS:
-        raise InputError(f"{path}: {what} of shape {shape} is too large (max {MAX_VOXELS} voxels)")
-    if np.dtype(image.get_data_dtype()).kind == "c":
-        raise InputError(f"{path}: {what} has complex values ({image.get_data_dtype()})")
-    try:
-        raw = np.asanyarray(image.dataobj)
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
-        raise InputError(f"{path}: {what} data is truncated or corrupt ({_reason(exc)})") from None
-    data = np.asarray(raw, dtype=dtype).reshape(shape)
+    with _quiet_nibabel():
+        try:
+            image = nib.load(str(path))
+        except Exception as exc:  # noqa: BLE001 - nibabel raises many types (ImageFileError, HeaderDataError, MGHError, ...)
+            raise InputError(f"{path}: not a readable NIfTI {what} ({_load_reason(path, exc)})") from None
+        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputError(f"{path}: {what} is {type(image).__name__}, not NIfTI")
+        raw_header = _raw_header(path, type(image.header))
+        expected = type(image.header).sizeof_hdr
+        if int(raw_header["sizeof_hdr"]) != expected:
+            raise InputError(f"{path}: {what} header is corrupt (sizeof_hdr {int(raw_header['sizeof_hdr'])}, expected {expected})")
+        shape = image.shape
+        if len(shape) == 4 and shape[3] == 1:
+            shape = shape[:3]
+        if len(shape) != 3:
+            raise InputError(f"{path}: {what} must be 3D, got shape {tuple(image.shape)}")
+        if int(np.prod(shape)) > MAX_VOXELS:
+            raise InputError(f"{path}: {what} of shape {shape} is too large (max {MAX_VOXELS} voxels)")
+        stored = np.dtype(image.get_data_dtype())
+        if stored.kind == "c":
+            raise InputError(f"{path}: {what} has complex values ({stored})")
+        if stored.kind not in "biuf":
+            label = image.header.get_value_label("datatype") if hasattr(image.header, "get_value_label") else str(stored)
+            raise InputError(f"{path}: {what} has {label} voxels (dtype {_dtype_name(stored)}), not grey-scale intensities")
+        try:
+            raw = np.asanyarray(image.dataobj)
+        except Exception as exc:  # noqa: BLE001 - short read, broken gzip stream, bad scaling
+            raise InputError(f"{path}: {what} data is truncated or corrupt ({_reason(exc)})") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        data = np.asarray(raw, dtype=dtype).reshape(shape)
     if not np.all(np.isfinite(data)):
+        if np.issubdtype(raw.dtype, np.number) and np.all(np.isfinite(raw)):
+            peak = float(np.max(np.abs(raw)))
+            raise InputError(f"{path}: {what} has values beyond the {np.dtype(dtype).name} range (largest magnitude {peak:.3g})")
         raise InputError(f"{path}: {what} contains NaN or infinite values")
     if not allow_empty and not np.any(data):
         raise InputError(f"{path}: {what} is all zero")
     affine = image.affine
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    for sizes in (spacing, _raw_voxel_size(path, type(image.header))):
+    for sizes in (spacing, np.asarray(raw_header["pixdim"][1:4], dtype=float)):
         if not np.all(np.isfinite(sizes)) or np.any(sizes <= 1e-6) or not np.all(np.isfinite(affine)):
             raise InputError(f"{path}: {what} has a zero or invalid voxel size {np.round(sizes, 4).tolist()}")
+    angle = _shear_degrees(affine)
+    if angle > SHEAR_TOLERANCE_DEGREES:
+        raise InputError(f"{path}: {what} has a sheared voxel grid (its affine's axes are {angle:.2f} degrees from "
+                         "perpendicular); resample it onto an orthogonal grid")
     return Volume(path=path, data=data, affine=affine, header=image.header)
 
 
-def _raw_voxel_size(path: Path, header_class: type) -> np.ndarray:
-    """pixdim[1:4] as stored in the file (nibabel silently replaces zeros by 1 when loading)."""
+#: Largest departure from 90 degrees between the voxel axes of an image's affine. Oblique but
+#: orthogonal images (any rotation) are fine; float32 sforms of real scans are orthogonal to ~1e-6 degrees.
+SHEAR_TOLERANCE_DEGREES = 0.05
+
+
+def _shear_degrees(affine: np.ndarray) -> float:
+    """How far (degrees) the most skewed pair of the affine's voxel axes is from perpendicular."""
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    cosines = np.abs(columns.T @ columns - np.eye(3)).max()
+    return float(np.degrees(np.arcsin(min(cosines, 1.0))))
+
+
+def _raw_header(path: Path, header_class: type):
+    """The header as stored in the file, unfixed (nibabel silently replaces a zero pixdim by 1,
+    a negative one by its absolute value and a wrong sizeof_hdr by the right one when loading)."""
     import nibabel as nib
 
     with nib.openers.ImageOpener(str(path)) as handle:
-        header = header_class.from_fileobj(handle, check=False)
-    return np.asarray(header["pixdim"][1:4], dtype=float)
+        return header_class.from_fileobj(handle, check=False)
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    if dtype.names:
+        return "(" + ", ".join(f"{name}: {dtype.fields[name][0].name}" for name in dtype.names) + ")"
+    return dtype.name
+
+
+def _load_reason(path: Path, exc: BaseException) -> str:
+    reason = _reason(exc)
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        return f"expected a .nii or .nii.gz file, got {path.suffix or 'no extension'!r}: {reason}"
+    return reason
+
+
+class _NibabelQuiet(logging.Filter):
+    """Drops the header fix-up messages nibabel prints on stderr ("pixdim[1,2,3] should be
+    positive; setting to abs ...") while `load_volume` runs in this thread: it reports those
+    problems itself, as one error line. They go to the debug log instead."""
+
+    active = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(self.active, "depth", 0):
+            logging.getLogger(__name__).debug("nibabel: %s", record.getMessage())
+            return False
+        return True
+
+
+_NIBABEL_FILTER = _NibabelQuiet()
+logging.getLogger("nibabel.global").addFilter(_NIBABEL_FILTER)
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    active = _NibabelQuiet.active
+    active.depth = getattr(active, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        active.depth -= 1
 
 
 def _reason(exc: BaseException) -> str:

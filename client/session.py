@@ -8,7 +8,7 @@ import sys
 from typing import Iterator
 
 from lesionseg.client.connection import connect, resolve_url
-from lesionseg.client.errors import ModelNotFoundError, RepositoryError, ServerUnavailableError
+from lesionseg.client.errors import ModelNotFoundError, ServerUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -17,15 +17,21 @@ logger = logging.getLogger(__name__)
 def server_for_run(url: str | None, *, repository: str | None = None) -> Iterator[str]:
     """Yield the gRPC address of a live server.
 
-    When nothing answers at `url` (argument > LESIONSEG_URL > 127.0.0.1:8001), the embedded
-    server is started on free ports with `repository` (> LESIONSEG_REPOSITORY > the default
+    When nothing answers at `url` (argument > LESIONSEG_URL > 127.0.0.1:8001) and it names this
+    host, the embedded server is started on free ports with `repository` (> LESIONSEG_REPOSITORY > the default
     model cache), announced on stderr, and stopped when the block ends.
+
+    Raises:
+        ServerUnavailableError: nothing answers at a remote `url`, or there is no repository to serve.
     """
     address = resolve_url(url)
     try:
         connect(address, timeout=3).close()
     except ServerUnavailableError:
-        pass
+        from lesionseg.client.transport import is_local_address
+
+        if not is_local_address(address):  # an embedded server here would not be the one asked for
+            raise
     else:
         yield address
         return
@@ -37,8 +43,8 @@ def server_for_run(url: str | None, *, repository: str | None = None) -> Iterato
     grpc_port, http_port, metrics_port = sorted(chosen)
     settings = ServerSettings.resolve(repository=repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port)
     if not settings.repository.is_dir():
-        raise RepositoryError(
-            f"no Triton server at {address} and no model repository at {settings.repository}: "
+        raise ServerUnavailableError(
+            f"no Triton server at {address} and no model repository at {settings.repository} to start one: "
             "install models with 'lesionseg models install sct-legacy' or pass -url")
     print(f"lesionseg: no Triton server at {address}; starting the embedded server for this run "
           f"({settings.repository})", file=sys.stderr, flush=True)

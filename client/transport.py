@@ -129,16 +129,37 @@ class _Region:
     def read(self, dtype, shape, offset: int) -> np.ndarray:
         return np.array(_shm().get_contents_as_numpy(self.handle, dtype, shape, offset=offset))  # copy out
 
-    def close(self) -> None:
-        if self.registered:
+    def _unregister(self, patience: float = 10.0) -> None:
+        """Unregister from the server. Triton may still hold the region for a moment after it sent the
+        response ("currently in use"): retry for up to `patience` seconds. A server that is gone
+        took its registry with it."""
+        import time
+
+        deadline = time.monotonic() + patience
+        delay = 0.005
+        while True:
             try:
                 self.client.unregister_system_shared_memory(self.name)
-            except Exception as exc:  # noqa: BLE001 - the server may be gone; its registry went with it
-                logger.debug("unregistering %s: %s", self.name, exc)
+                return
+            except Exception as exc:  # noqa: BLE001
+                text = str(exc)
+                if "in use" not in text or time.monotonic() >= deadline:
+                    log = logger.warning if "in use" in text else logger.debug
+                    log("unregistering shared-memory region %s: %s", self.name, text)
+                    return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def close(self) -> None:
+        if self.registered:
+            self._unregister()
         try:
             _shm().destroy_shared_memory_region(self.handle)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("could not remove shared-memory region %s: %s", self.key, exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a view still exported; unlink the name anyway
+            logger.warning("could not release shared-memory region %s cleanly: %s", self.key, exc)
+        path = Path("/dev/shm") / self.name
+        if path.exists():
+            path.unlink(missing_ok=True)
 
 
 class Transport:
@@ -189,6 +210,7 @@ class Transport:
         if local:
             problem = self._probe_shm()
             if problem is None:
+                self._unregister_stale()
                 return "shm"
             if self.settings.mode == "shm":
                 raise ServerUnavailableError(f"the server at {self.address} cannot use system shared memory: {problem}")
@@ -207,6 +229,22 @@ class Transport:
             return getattr(exc, "message", lambda: str(exc))() or str(exc)
         finally:
             region.close()
+
+    def _unregister_stale(self) -> None:
+        """Unregister lesionseg regions the server still maps although their file is gone from
+        /dev/shm (a client killed mid-request): nobody else will, and each pins server memory."""
+        try:
+            status = self.client().get_system_shared_memory_status()
+        except Exception as exc:  # noqa: BLE001
+            logger.debug("shared-memory status: %s", exc)
+            return
+        for name, region in status.regions.items():
+            if name.startswith(SHM_PREFIX) and not (Path("/dev/shm") / region.key.lstrip("/")).exists():
+                try:
+                    self.client().unregister_system_shared_memory(name)
+                    logger.info("unregistered stale shared-memory region %s", name)
+                except Exception as exc:  # noqa: BLE001 - in use after all, or already gone
+                    logger.debug("stale region %s: %s", name, exc)
 
     # -- model information -------------------------------------------------------------------
     def parameters(self, model: str) -> dict[str, str]:
@@ -309,7 +347,14 @@ class Transport:
             region.close()
 
 
-def leaked_regions() -> list[str]:
-    """lesionseg shared-memory regions present in /dev/shm (none should outlive a run)."""
+def leaked_regions(pids=None) -> list[str]:
+    """lesionseg shared-memory regions in /dev/shm created by `pids`, or (default) by processes that
+    have exited — those nobody will remove. A region of a running client is in use, not leaked."""
     root = Path("/dev/shm")
-    return sorted(p.name for p in root.glob(SHM_PREFIX + "*")) if root.is_dir() else []
+    found = []
+    for path in sorted(root.glob(SHM_PREFIX + "*")) if root.is_dir() else []:
+        owner = path.name[len(SHM_PREFIX):].split("_", 1)[0]
+        pid = int(owner) if owner.isdigit() else -1
+        if (pid in pids) if pids is not None else not Path(f"/proc/{pid}").exists():
+            found.append(path.name)
+    return found

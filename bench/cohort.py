@@ -1,0 +1,518 @@
+"""Benchmark: cohort throughput (subjects/minute) three ways, for the legacy and the nnU-Net pipeline.
+
+A cohort of N subjects (a BIDS-like folder `sub-XX/anat/sub-XX_<suffix>.nii.gz` with
+dataset_description.json; each subject a copy of one real image with its intensities scaled by
+1 + 0.01 * i and small deterministic noise on its nonzero voxels, same geometry, so no two
+requests are byte-identical) is segmented, in one run:
+
+  a  SCT-style: one FRESH Python process per subject (`--sct-jobs` at a time; 1 = a shell loop),
+     as a researcher looping `sct_deepseg_lesion` / `sct_deepseg` over subjects does. Timed: the
+     whole loop, i.e. per subject interpreter start, imports, model load, reading the image,
+     segmenting and writing the output NIfTI files.
+       legacy: onnxruntime sessions on the very ONNX networks of the temporary repository (the
+               centerline net and the lesion net of `deepseg_lesion_t2s`), then
+               `lesionseg.server.lesion.segment_lesions` in process; writes SCT's three outputs
+               (_lesionseg, _RPI_seg, _res_RPI_seg). Conservative in SCT's favour: the real
+               `sct_deepseg_lesion` also imports the whole spinalcordtoolbox package (and, before SCT
+               switched these networks to ONNX in 2022, TensorFlow/Keras, much slower to import and
+               run than onnxruntime) and calls the external OptiC binary for the centerline.
+       nnU-Net: nnunetv2's `nnUNetPredictor` (initialize_from_trained_model_folder +
+               predict_single_npy_array; tile step 0.5, gaussian, no mirroring/TTA, CPU), which is
+               what `sct_deepseg` runs per subject; writes the mask.
+  b  lesionseg batch mode: ONE `lesionseg` CLI process on the whole cohort folder (`--jobs`
+     subjects in flight) against ONE warm embedded Triton server. Not timed: exporting the
+     repository, starting the server, one warm-up request. Timed: the CLI process from spawn to
+     exit (interpreter start, imports, input discovery, every subject's request, all outputs
+     including lesion-statistics and JSON sidecars, the summary table).
+  c  bare network: onnxruntime in this process running ONLY the network(s) on exactly the
+     tiles the pipeline sends for all N subjects (legacy: the centerline and the lesion network,
+     in the pipeline's BLS requests of `net_batch` items; nnU-Net: the sliding-window tiles, in
+     requests of 2), sequentially, with sessions configured like the server's
+     (`lesionseg.server.backend.onnx_net.make_session`). Tiles are captured once, untimed; no I/O,
+     no pre/post-processing.
+
+Printed per pipeline: seconds and subjects/minute of a, b, c; b/a (lesionseg speed-up over
+SCT-style) and c/b (bare network / lesionseg; <= 1.25 means serving costs <= 20 %); peak memory:
+the largest SCT-style process and the batch client process (each its own VmHWM, read by the child
+itself at exit through a small wrapper), and the server's process tree (tritonserver + Python-backend
+stubs, VmHWM summed, as in bench/legacy_pipeline.py); the batch client's own summary line (its
+timer starts after its imports, input discovery and output checks); how many mask voxels differ
+between a and b.
+
+    .venv/bin/python bench/cohort.py [--n 16] [--pipelines legacy,nnunet] [--jobs 2] [--sct-jobs 1]
+                                     [--transport auto|shm|grpc] [--shared ../shared]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from legacy_pipeline import peak_memory_mb  # noqa: E402  (bench/ is not a package)
+
+LEGACY_CONTRAST = "t2s"
+LEGACY_IMAGE = ("sct_testing_data/t2s/t2s.nii.gz", "T2star")
+NNUNET_IMAGE = ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "T2w")  # bench/nnunet.py's image
+NNUNET_TASK = "bench"  # bench/nnunet.py's task name
+NNUNET_TILES_PER_REQUEST = 2  # lesionseg.server.backend.nnunet_models.PredictModel's default
+
+# One subject, SCT-style, in a fresh interpreter: the last argument is a JSON object of arguments.
+# onnxruntime sessions with default options, as SCT creates them.
+LEGACY_RUNNER = """\
+import json, sys
+from pathlib import Path
+args = json.loads(sys.argv[-1])
+import numpy as np
+import onnxruntime as ort
+from lesionseg.client.nifti import load_volume, save_volume, stem
+from lesionseg.client.orientation import reorientation, sct_to_nib
+from lesionseg.server.lesion import CONTRASTS, segment_lesions
+from lesionseg.server.resampling import zoomed_affine
+
+def network(path, batch):
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: np.concatenate([session.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+ctr, lesion = network(args["ctr"], args["batch"]), network(args["lesion"], args["batch"])
+image = load_volume(args["image"])
+orient = reorientation(image.affine, image.data.shape, sct_to_nib("RPI"))
+data = np.ascontiguousarray(orient.forward(image.data), dtype=np.float32)
+spacing = np.asarray(orient.forward_spacing(image.spacing), np.float32).astype(np.float64)
+result = segment_lesions(data, tuple(spacing), CONTRASTS[args["contrast"]], ctr_predict=ctr, lesion_predict=lesion)
+out, name = Path(args["ofolder"]), stem(Path(args["image"]))
+rpi = orient.target_affine(image.affine)
+save_volume(result.res_prob, zoomed_affine(rpi, data.shape, result.res_prob.shape), out / f"{name}_res_RPI_seg.nii.gz", like=image.header)
+save_volume(result.prob, rpi, out / f"{name}_RPI_seg.nii.gz", like=image.header)
+save_volume(orient.backward(result.seg).astype(np.uint8), image.affine, out / f"{name}_lesionseg.nii.gz", like=image.header)
+"""
+
+NNUNET_RUNNER = """\
+import json, sys
+from pathlib import Path
+args = json.loads(sys.argv[-1])
+import numpy as np
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from lesionseg.client.nifti import load_volume, save_volume, stem
+from lesionseg.client.orientation import reorientation, sct_to_nib
+
+predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=torch.device("cpu"),
+                            verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+predictor.initialize_from_trained_model_folder(args["model"], use_folds=tuple(args["folds"]))
+image = load_volume(args["image"])
+orient = reorientation(image.affine, image.data.shape, sct_to_nib(args["orientation"]))
+data = orient.forward(image.data)
+spacing = orient.forward_spacing(image.spacing)
+seg = predictor.predict_single_npy_array(data.transpose(2, 1, 0)[None].astype(np.float32), {"spacing": list(spacing[::-1])})
+seg = orient.backward(np.asarray(seg).transpose(2, 1, 0)).astype(np.uint8)
+save_volume(seg, image.affine, Path(args["ofolder"]) / f"{stem(Path(args['image']))}{args['suffix']}.nii.gz", like=image.header)
+"""
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    description: str
+    n: int
+    sct_s: float = 0.0
+    sct_peak_mb: float = 0.0
+    batch_s: float = 0.0
+    client_peak_mb: float = 0.0
+    server_peak_mb: float = 0.0
+    bare_s: float = 0.0
+    tiles: str = ""
+    mask_diff: int = 0
+    mask_voxels: int = 0
+    batch_cmd: str = ""
+    client_summary: str = ""
+    note: str = ""
+
+
+# Every child runs under this wrapper: at exit it writes its own VmHWM (kB) to argv[1], then runs
+# `-m MODULE ARGS...` or `-c CODE ARGS...`. (wait4's / getrusage's ru_maxrss cannot be used: Linux
+# folds the high-water mark of the forked copy of this process into the child's at exec.)
+PEAK_WRAPPER = """\
+import atexit, runpy, sys
+peak_file, kind, target = sys.argv[1:4]
+sys.argv = [target if kind == "-m" else "-c", *sys.argv[4:]]
+
+def report():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            open(peak_file, "w").write(line.split()[1])
+
+atexit.register(report)
+if kind == "-m":
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    exec(compile(target, "<runner>", "exec"), {"__name__": "__main__"})
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Child:
+    seconds: float
+    returncode: int
+    peak_mb: float  # the child's own VmHWM at exit (nan when it did not report)
+    summary: str = ""  # the batch CLI's own totals line
+
+
+def run_child(kind: str, target: str, argv: list[str], log: Path) -> Child:
+    """Run `python -m target argv` or `python -c target argv` under PEAK_WRAPPER, stdout+stderr into
+    `log`; wall time from spawn to exit, exit code, peak memory of that process."""
+    peak_file = log.with_suffix(".peak")
+    cmd = [sys.executable, "-c", PEAK_WRAPPER, str(peak_file), kind, target, *argv]
+    with open(log, "wb") as handle:
+        t0 = time.perf_counter()
+        returncode = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        seconds = time.perf_counter() - t0
+    peak = int(peak_file.read_text()) / 1024 if peak_file.is_file() else float("nan")
+    return Child(seconds=seconds, returncode=returncode, peak_mb=peak)
+
+
+def check_child(child: Child, log: Path, what: str) -> None:
+    if child.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise SystemExit(f"{what} exited {child.returncode}:\n{tail}")
+
+
+def make_cohort(source: Path, suffix: str, root: Path, n: int) -> list[Path]:
+    """N variants of `source` as `root/sub-XX/anat/sub-XX_<suffix>.nii.gz` (float32, same geometry)."""
+    import nibabel as nib
+
+    image = nib.load(str(source))
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    sigma = 0.005 * float(data[data != 0].std())
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "lesionseg cohort benchmark", "BIDSVersion": "1.8.0"}))
+    width = max(2, len(str(n)))
+    paths = []
+    for i in range(n):
+        rng = np.random.default_rng(1000 + i)
+        variant = np.where(data != 0, data * (1 + 0.01 * i) + rng.normal(0.0, sigma, data.shape), 0).astype(np.float32)
+        header = image.header.copy()
+        header.set_data_dtype(np.float32)
+        out = nib.Nifti1Image(variant, image.affine, header)
+        out.header["scl_slope"], out.header["scl_inter"] = 1.0, 0.0
+        sub = f"sub-{i + 1:0{width}d}"
+        path = root / sub / "anat" / f"{sub}_{suffix}.nii.gz"
+        path.parent.mkdir(parents=True)
+        nib.save(out, str(path))
+        paths.append(path)
+    return paths
+
+
+def server_settings(repo: Path):
+    from lesionseg.server.embedded import ServerSettings, free_port
+
+    ports = sorted({free_port() for _ in range(6)})[:3]
+    return ServerSettings(repository=repo, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2])
+
+
+def ort_session(path: Path):
+    """An onnxruntime session configured like the server's networks (threads as the server reads them)."""
+    from lesionseg.server.backend.onnx_net import make_session
+
+    return make_session(path, intra_op_threads=int(os.environ.get("LESIONSEG_ORT_THREADS", "0")))
+
+
+def chunked(session, batch: int, store: list[np.ndarray] | None) -> Callable[[np.ndarray], np.ndarray]:
+    """A predict callable sending `batch` items per session.run (the pipeline's BLS requests),
+    recording every chunk into `store`."""
+    name = session.get_inputs()[0].name
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        outs = []
+        for i in range(0, len(x), batch):
+            chunk = np.ascontiguousarray(x[i : i + batch], dtype=np.float32)
+            if store is not None:
+                store.append(chunk)
+            outs.append(session.run(None, {name: chunk})[0])
+        return np.concatenate(outs)
+
+    return predict
+
+
+def time_bare(calls: list[tuple[object, np.ndarray]]) -> float:
+    """Run every captured (session, chunk) in order; wall seconds."""
+    names = {id(s): s.get_inputs()[0].name for s, _ in calls}
+    t0 = time.perf_counter()
+    for session, chunk in calls:
+        session.run(None, {names[id(session)]: chunk})
+    return time.perf_counter() - t0
+
+
+def run_sct_style(images: list[Path], runner: str, make_spec: Callable[[Path], dict], logs: Path, jobs: int) -> tuple[float, float]:
+    """Every subject in its own fresh process, `jobs` at a time; (wall seconds, largest peak MiB)."""
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def one(image: Path) -> Child:
+        log = logs / f"{image.name}.log"
+        child = run_child("-c", runner, [json.dumps(make_spec(image))], log)
+        check_child(child, log, f"SCT-style run on {image.name}")
+        return child
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        children = list(pool.map(one, images))
+    return time.perf_counter() - t0, max(c.peak_mb for c in children)
+
+
+def run_batch(argv: list[str], log: Path, expected: list[Path]) -> Child:
+    """`python -m lesionseg.client.cli ARGV` (under the wrapper), checked: exit 0 and every mask written."""
+    child = run_child("-m", "lesionseg.client.cli", argv, log)
+    check_child(child, log, "lesionseg batch CLI")
+    summary = [line for line in log.read_text(errors="replace").splitlines() if "subjects/min" in line]
+    child = dataclasses.replace(child, summary=summary[-1].strip() if summary else "(no summary line)")
+    missing = [p for p in expected if not p.is_file()]
+    if missing:
+        raise SystemExit(f"lesionseg batch CLI exited 0 but {len(missing)} masks are missing, e.g. {missing[0]}")
+    return child
+
+
+def mask_difference(a: list[Path], b: list[Path]) -> tuple[int, int]:
+    """(voxels that differ, total voxels) between two lists of masks."""
+    import nibabel as nib
+
+    diff = total = 0
+    for pa, pb in zip(a, b):
+        ma, mb = np.asarray(nib.load(str(pa)).dataobj), np.asarray(nib.load(str(pb)).dataobj)
+        diff += int(np.sum((ma > 0) != (mb > 0)))
+        total += ma.size
+    return diff, total
+
+
+def shown(argv: list[str], tmp: Path) -> str:
+    """The batch command line as printed: `lesionseg ...`, temporary paths as $TMP."""
+    return shlex.join(["lesionseg", *argv]).replace(str(tmp), "$TMP")
+
+
+def cli_tail(args: argparse.Namespace, url: str, ofolder: Path) -> list[str]:
+    tail = ["-ofolder", str(ofolder), "-url", url, "--jobs", str(args.jobs)]
+    return tail + (["--transport", args.transport] if args.transport else [])
+
+
+def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
+    import tritonclient.grpc as grpcclient
+
+    from lesionseg.client.lesion_client import _tensor, legacy_outputs
+    from lesionseg.client.nifti import load_volume
+    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.export.sct_legacy import export_sct_legacy
+    from lesionseg.server.embedded import EmbeddedServer
+    from lesionseg.server.legacy_repository import pipeline_name, pipeline_spec
+    from lesionseg.server.lesion import CONTRASTS, segment_lesions
+
+    contrast, params = LEGACY_CONTRAST, CONTRASTS[LEGACY_CONTRAST]
+    repo = tmp / "repo"
+    export_sct_legacy(args.shared / "sct_models", repo, contrast=contrast)
+    net_batch = int(pipeline_spec(contrast).parameters["net_batch"])
+    ctr_path = repo / f"deepseg_ctr_{params.ctr_contrast}_net" / "1" / "model.onnx"
+    lesion_path = repo / f"deepseg_lesion_{contrast}_net" / "1" / "model.onnx"
+    cohort = tmp / "cohort"
+    images = make_cohort(args.shared / LEGACY_IMAGE[0], LEGACY_IMAGE[1], cohort, args.n)
+    inputs = []
+    for path in images:
+        volume = load_volume(path)
+        orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))
+        inputs.append((np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32),
+                       np.asarray(orient.forward_spacing(volume.spacing), np.float32)))
+    result = Result(name="legacy", n=args.n,
+                    note="a is conservative in SCT's favour: onnxruntime without spinalcordtoolbox's imports or the OptiC "
+                         "binary (SCT before 2022 ran these networks in TensorFlow/Keras, slower still)",
+                    description=f"legacy sct_deepseg_lesion -c {contrast} ({pipeline_name(contrast)}), "
+                                f"{args.n} variants of {Path(LEGACY_IMAGE[0]).name} {list(inputs[0][0].shape)}")
+
+    # c: capture the network calls of every subject (untimed, real outputs: the lesion chunks
+    # follow the centerline), then time the networks alone
+    ctr_session, lesion_session = ort_session(ctr_path), ort_session(lesion_path)
+    calls: list[tuple[object, np.ndarray]] = []
+    for data, spacing in inputs:
+        ctr_chunks: list[np.ndarray] = []
+        lesion_chunks: list[np.ndarray] = []
+        segment_lesions(data, tuple(spacing.astype(np.float64)), params, ctr_predict=chunked(ctr_session, net_batch, ctr_chunks),
+                        lesion_predict=chunked(lesion_session, net_batch, lesion_chunks))
+        calls += [(ctr_session, c) for c in ctr_chunks] + [(lesion_session, c) for c in lesion_chunks]
+    n_ctr = sum(len(c) for s, c in calls if s is ctr_session)
+    n_lesion = sum(len(c) for s, c in calls if s is lesion_session)
+    result.tiles = (f"{n_ctr // args.n} centerline blocks 80x80 + {n_lesion // args.n} lesion chunks 48^3 per subject, "
+                    f"{net_batch} per request")
+    result.bare_s = time_bare(calls)
+    del calls, ctr_session, lesion_session
+
+    # a: SCT-style, a fresh process per subject
+    out_a, out_b = tmp / "out_sct", tmp / "out_lesionseg"
+
+    def spec(image: Path) -> dict:
+        return {"image": str(image), "ofolder": str(out_a / image.parent.relative_to(cohort)), "contrast": contrast,
+                "ctr": str(ctr_path), "lesion": str(lesion_path), "batch": net_batch}
+
+    result.sct_s, result.sct_peak_mb = run_sct_style(images, LEGACY_RUNNER, spec, tmp / "logs_sct", args.sct_jobs)
+
+    # b: one lesionseg CLI process on the cohort folder, one warm server
+    settings = server_settings(repo)
+    expected = [legacy_outputs(p, out_b / p.parent.relative_to(cohort))["lesionseg"] for p in images]
+    with EmbeddedServer(settings) as server:
+        with grpcclient.InferenceServerClient(settings.grpc_url) as client:  # warm-up, untimed
+            client.infer(pipeline_name(contrast), [_tensor("IMAGE", inputs[0][0]), _tensor("SPACING", inputs[0][1])])
+        argv = ["-q", "deepseg-lesion", "-i", str(cohort), "-c", contrast] + cli_tail(args, settings.grpc_url, out_b)
+        result.batch_cmd = shown(argv, tmp)
+        child = run_batch(argv, tmp / "batch.log", expected)
+        result.server_peak_mb = peak_memory_mb(server.pid)
+    result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
+    sct_masks = [legacy_outputs(p, out_a / p.parent.relative_to(cohort))["lesionseg"] for p in images]
+    result.mask_diff, result.mask_voxels = mask_difference(sct_masks, expected)
+    return result
+
+
+def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
+    import tritonclient.grpc as grpcclient
+
+    from lesionseg.client.deepseg_client import output_paths
+    from lesionseg.client.lesion_client import _tensor
+    from lesionseg.client.nifti import load_volume
+    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.client.tasks import task_info
+    from lesionseg.export.nnunet import export_nnunet
+    from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
+    from lesionseg.server import nnunet
+    from lesionseg.server.embedded import EmbeddedServer
+
+    folder = make_model(tmp / "model", REALISTIC)
+    repo = tmp / "repo"
+    plan = export_nnunet(folder, repo, task=NNUNET_TASK).plan
+    cohort = tmp / "cohort"
+    images = make_cohort(args.shared / NNUNET_IMAGE[0], NNUNET_IMAGE[1], cohort, args.n)
+    inputs = []
+    for path in images:
+        volume = load_volume(path)
+        orient = reorientation(volume.affine, volume.data.shape, sct_to_nib(plan.orientation))
+        inputs.append((np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32),
+                       np.asarray(orient.forward_spacing(volume.spacing), np.float32)))
+    result = Result(name="nnunet", n=args.n,
+                    note="a is conservative in SCT's favour: nnunetv2 and torch without spinalcordtoolbox's imports",
+                    description=f"nnU-Net seg_ms_lesion-sized model (patch {list(plan.patch_size)}, random weights, "
+                                f"task {NNUNET_TASK!r}), {args.n} variants of {Path(NNUNET_IMAGE[0]).name} {list(inputs[0][0].shape)}")
+
+    # c: the sliding window's tiles of every subject (untimed), then the fold networks alone
+    sessions = [ort_session(repo / net / "1" / "model.onnx") for net in plan.networks]
+    calls: list[tuple[object, np.ndarray]] = []
+    for data, spacing in inputs:
+        pre, _ = nnunet.preprocess(data, tuple(float(s) for s in spacing), plan)
+        captured: list[np.ndarray] = []
+        nnunet.sliding_window(pre, plan, lambda t: captured.append(t) or np.zeros((len(t), plan.num_classes, *plan.patch_size), np.float32))
+        tiles = np.concatenate(captured)
+        for session in sessions:
+            calls += [(session, np.ascontiguousarray(tiles[i : i + NNUNET_TILES_PER_REQUEST]))
+                      for i in range(0, len(tiles), NNUNET_TILES_PER_REQUEST)]
+    n_tiles = sum(len(c) for _, c in calls) // len(sessions)
+    result.tiles = (f"{n_tiles / args.n:g} tiles per subject x {len(sessions)} fold network(s), "
+                    f"{NNUNET_TILES_PER_REQUEST} per request")
+    for session in sessions:  # warm-up, untimed
+        session.run(None, {session.get_inputs()[0].name: calls[0][1]})
+    result.bare_s = time_bare(calls)
+    del calls, sessions
+
+    # a: SCT-style (sct_deepseg): nnUNetPredictor in a fresh process per subject
+    out_a, out_b = tmp / "out_sct", tmp / "out_lesionseg"
+    suffix = task_info(NNUNET_TASK).suffix
+    folds = [str(f) for f in REALISTIC.folds]
+
+    def spec(image: Path) -> dict:
+        return {"image": str(image), "ofolder": str(out_a / image.parent.relative_to(cohort)), "model": str(folder),
+                "folds": folds, "orientation": plan.orientation, "suffix": suffix}
+
+    result.sct_s, result.sct_peak_mb = run_sct_style(images, NNUNET_RUNNER, spec, tmp / "logs_sct", args.sct_jobs)
+
+    # b: one lesionseg CLI process on the cohort folder, one warm server
+    settings = server_settings(repo)
+
+    def masks(ofolder: Path) -> list[Path]:
+        return [next(iter(output_paths(p, NNUNET_TASK, plan.labels, None, ofolder=ofolder / p.parent.relative_to(cohort)).values()))
+                for p in images]
+
+    expected = masks(out_b)
+    with EmbeddedServer(settings) as server:
+        with grpcclient.InferenceServerClient(settings.grpc_url) as client:  # warm-up, untimed
+            client.infer(NNUNET_TASK, [_tensor("IMAGE", inputs[0][0]), _tensor("SPACING", inputs[0][1])],
+                         outputs=[grpcclient.InferRequestedOutput("SEG")])
+        argv = ["-q", "deepseg", "-i", str(cohort), "-task", NNUNET_TASK] + cli_tail(args, settings.grpc_url, out_b)
+        result.batch_cmd = shown(argv, tmp)
+        child = run_batch(argv, tmp / "batch.log", expected)
+        result.server_peak_mb = peak_memory_mb(server.pid)
+    result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
+    result.mask_diff, result.mask_voxels = mask_difference(masks(out_a), expected)
+    return result
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds * 60 if seconds > 0 else float("nan")
+
+
+def report(r: Result, args: argparse.Namespace) -> str:
+    a, b, c = rate(r.n, r.sct_s), rate(r.n, r.batch_s), rate(r.n, r.bare_s)
+    lines = [
+        r.description,
+        f"  {'':48} {'seconds':>8} {'subj/min':>9} {'peak MiB':>9}",
+        f"  {f'a SCT-style, fresh process per subject (x{args.sct_jobs})':48} {r.sct_s:8.1f} {a:9.1f} {r.sct_peak_mb:9.0f}  (largest process)",
+        f"  {f'b lesionseg batch CLI, warm server (--jobs {args.jobs})':48} {r.batch_s:8.1f} {b:9.1f} {r.client_peak_mb:9.0f}  (client process)",
+        f"  {'c bare network, onnxruntime in-process':48} {r.bare_s:8.1f} {c:9.1f} {'-':>9}",
+        f"  b/a = {b / a:5.2f}  (lesionseg speed-up over SCT-style)",
+        f"  c/b = {c / b:5.2f}  (bare network / lesionseg; <= 1.25 means serving costs <= 20 %)",
+        f"  server peak memory (tritonserver + Python-backend stubs, VmHWM summed): {r.server_peak_mb:.0f} MiB",
+        f"  c ran {r.tiles}",
+        f"  masks a vs b: {r.mask_diff} of {r.mask_voxels} voxels differ",
+        f"  b ran: {r.batch_cmd}",
+        f"  b's own summary: {r.client_summary}",
+        f"  note: {r.note}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=16, help="subjects in the cohort (default 16)")
+    parser.add_argument("--pipelines", default="legacy,nnunet", help="comma-separated: legacy, nnunet (default both)")
+    parser.add_argument("--jobs", type=int, default=2, help="lesionseg batch --jobs (default 2)")
+    parser.add_argument("--sct-jobs", type=int, default=1, help="SCT-style processes at once (default 1: a sequential loop)")
+    parser.add_argument("--transport", choices=("auto", "shm", "grpc"), help="passed to the lesionseg CLI (default: its own)")
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="folder with sct_models/ and sct_testing_data/")
+    args = parser.parse_args()
+    pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    unknown = sorted(set(pipelines) - {"legacy", "nnunet"})
+    if unknown or not pipelines:
+        parser.error(f"--pipelines: unknown {', '.join(unknown) or '(none given)'}; choose from legacy, nnunet")
+    if args.n < 1 or args.jobs < 1 or args.sct_jobs < 1:
+        parser.error("--n, --jobs and --sct-jobs must be at least 1")
+
+    print(f"cohort benchmark: {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}, {cpus} CPUs, N = {args.n} subjects, "
+          f"lesionseg --jobs {args.jobs}, SCT-style {args.sct_jobs} at a time, transport {args.transport or 'CLI default'}",
+          flush=True)
+    for name in pipelines:
+        with tempfile.TemporaryDirectory(prefix=f"lesionseg-cohort-{name}-") as tmp:
+            result = (bench_legacy if name == "legacy" else bench_nnunet)(args, Path(tmp))
+        print()
+        print(report(result, args), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

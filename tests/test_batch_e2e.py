@@ -1,0 +1,258 @@
+"""Batch mode and transports against the real embedded Triton server.
+
+Masks of a cohort run must equal the single-image run's masks voxel for voxel, whatever the
+transport; shared-memory regions must not outlive a run; a server restart mid-batch is survived.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lesionseg.client.cli import main
+from lesionseg.client.deepseg_client import infer_task
+from lesionseg.client.lesion_client import segment_legacy
+from lesionseg.client.nifti import load_volume
+from lesionseg.client.transport import Transport, TransportSettings, leaked_regions
+
+pytestmark = pytest.mark.server
+
+
+def mask(path: Path) -> np.ndarray:
+    return np.asanyarray(nib.load(str(path)).dataobj)
+
+
+def server_regions(url: str) -> list:
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url) as client:
+        return list(client.get_system_shared_memory_status().regions)
+
+
+def make_cohort(root: Path, source: Path, subjects: int, suffix: str = "T2star") -> Path:
+    """A BIDS dataset of `subjects` copies of `source` (plus one T2w image the filters must skip)."""
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "cohort", "BIDSVersion": "1.8.0"}')
+    for i in range(1, subjects + 1):
+        folder = root / f"sub-{i:02d}" / "anat"
+        folder.mkdir(parents=True)
+        shutil.copy(source, folder / f"sub-{i:02d}_{suffix}.nii.gz")
+    shutil.copy(source, root / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    return root
+
+
+@pytest.fixture(scope="module")
+def t2s(shared: Path) -> Path:
+    return shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def t2s_reference(legacy_server, t2s: Path, tmp_path_factory) -> dict[str, np.ndarray]:
+    """The single-image run's outputs over plain gRPC: the oracle every batch output must equal."""
+    out = tmp_path_factory.mktemp("reference")
+    with Transport(legacy_server.settings.grpc_url, TransportSettings(mode="grpc")) as link:
+        result = segment_legacy(t2s, "t2s", ofolder=out, url=None, transport=link)
+    assert result.lesion_voxels > 0
+    return {key: mask(result.files[key]) for key in ("lesionseg", "rpi_seg", "res_rpi_seg")}
+
+
+@pytest.mark.parametrize("settings", [TransportSettings(mode="shm"), TransportSettings(mode="grpc"),
+                                      TransportSettings(mode="grpc", compression="gzip")], ids=["shm", "grpc", "grpc-gzip"])
+def test_transports_give_identical_outputs(legacy_server, nnunet_server, t2s: Path, t2s_reference, tmp_path: Path, settings):
+    url = legacy_server.settings.grpc_url
+    with Transport(url, settings) as link:
+        assert link.mode == settings.mode
+        result = segment_legacy(t2s, "t2s", ofolder=tmp_path, url=None, transport=link)
+        seg, prob, _ = infer_task(load_volume(t2s), "seg_ms_lesion", probabilities=True, transport=link)
+    for key, expected in t2s_reference.items():
+        np.testing.assert_array_equal(mask(result.files[key]), expected)
+    with Transport(url, TransportSettings(mode="grpc")) as plain:
+        seg_ref, prob_ref, _ = infer_task(load_volume(t2s), "seg_ms_lesion", probabilities=True, transport=plain)
+    np.testing.assert_array_equal(seg, seg_ref)
+    np.testing.assert_array_equal(prob, prob_ref)
+    assert leaked_regions([os.getpid()]) == [] and server_regions(url) == []
+
+
+def test_auto_transport_uses_shared_memory_on_this_host(legacy_server):
+    with Transport(legacy_server.settings.grpc_url) as link:
+        assert link.mode == "shm"
+
+
+def test_bids_cohort_resume_and_summary(legacy_server, t2s: Path, t2s_reference, tmp_path: Path, capsys):
+    bids = make_cohort(tmp_path / "bids", t2s, 3)
+    out = tmp_path / "derivatives"
+    url = legacy_server.settings.grpc_url
+    args = ["deepseg-lesion", "-i", str(bids), "--bids", "suffix=T2star", "-c", "t2s", "-ofolder", str(out), "-url", url,
+            "-j", "2", "--summary", str(tmp_path / "summary.tsv")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "3 subjects: 3 ok, 0 skipped, 0 failed" in printed
+    for i in (1, 2, 3):
+        folder = out / f"sub-{i:02d}" / "anat"
+        np.testing.assert_array_equal(mask(folder / f"sub-{i:02d}_T2star_lesionseg.nii.gz"), t2s_reference["lesionseg"])
+        np.testing.assert_array_equal(mask(folder / f"sub-{i:02d}_T2star_RPI_seg.nii.gz"), t2s_reference["rpi_seg"])
+        assert (folder / f"sub-{i:02d}_T2star_lesionseg_lesions.tsv").is_file()
+    assert not list(out.rglob("*T2w*"))  # filtered out
+    rows = (tmp_path / "summary.tsv").read_text().splitlines()
+    assert len(rows) == 4 and all(r.split("\t")[1] == "ok" for r in rows[1:])
+
+    # again without --resume/--overwrite: refused before anything runs
+    assert main(args) == 2
+    assert "output exists" in capsys.readouterr().err
+    # --resume: nothing to do; then one damaged output makes only that subject run again
+    assert main(args + ["--resume"]) == 0
+    assert "3 subjects: 0 ok, 3 skipped, 0 failed" in capsys.readouterr().out
+    damaged = out / "sub-02" / "anat" / "sub-02_T2star_RPI_seg.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    assert main(args + ["--resume"]) == 0
+    assert "3 subjects: 1 ok, 2 skipped, 0 failed" in capsys.readouterr().out
+    np.testing.assert_array_equal(mask(damaged), t2s_reference["rpi_seg"])
+    assert leaked_regions([os.getpid()]) == [] and server_regions(url) == []
+
+
+def test_failed_subjects_do_not_stop_the_others(legacy_server, t2s: Path, tmp_path: Path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(t2s, folder / "a.nii.gz")
+    (folder / "b.nii.gz").write_bytes(t2s.read_bytes()[:500])
+    shutil.copy(t2s, folder / "c.nii.gz")
+    out = tmp_path / "out"
+    code = main(["deepseg-lesion", "-i", str(folder), str(tmp_path / "missing.nii.gz"), "-c", "t2s", "-ofolder", str(out),
+                 "-url", legacy_server.settings.grpc_url])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "4 subjects: 2 ok, 0 skipped, 2 failed" in captured.out
+    errors = [line for line in captured.err.splitlines() if line.startswith("lesionseg: error:")]
+    assert len(errors) == 2 and "b.nii.gz" in errors[0] + errors[1] and "missing.nii.gz" in errors[0] + errors[1]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{s}_{k}" for s in "ac" for k in ("lesionseg.nii.gz", "RPI_seg.nii.gz", "res_RPI_seg.nii.gz",
+                                            "lesionseg_lesions.tsv", "lesionseg_lesions.json"))
+
+
+def test_deepseg_batch_with_an_nnunet_task(nnunet_server, shared: Path, tmp_path: Path, capsys):
+    image = shared / "sct_testing_data" / "t2" / "t2.nii.gz"
+    for name in ("x", "y"):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        shutil.copy(image, tmp_path / "in" / f"{name}.nii.gz")
+    url = nnunet_server.settings.grpc_url
+    assert main(["deepseg", "-i", str(tmp_path / "in" / "*.nii.gz"), "-task", "seg_ms_lesion", "-ofolder", str(tmp_path / "out"),
+                 "-url", url, "--transport", "shm"]) == 0
+    assert "2 subjects: 2 ok" in capsys.readouterr().out
+    assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-o", str(tmp_path / "single.nii.gz"), "-url", url,
+                 "--transport", "grpc"]) == 0
+    for name in ("x", "y"):
+        np.testing.assert_array_equal(mask(tmp_path / "out" / f"{name}_lesion_seg.nii.gz"), mask(tmp_path / "single.nii.gz"))
+        assert (tmp_path / "out" / f"{name}_lesion_seg.json").is_file()
+    # -o names one file: refused with several inputs
+    assert main(["deepseg", "-i", str(image), str(image), "-task", "seg_ms_lesion", "-o", str(tmp_path / "o.nii.gz"), "-url", url]) == 2
+
+
+@pytest.mark.slow
+def test_eight_concurrent_clients_ten_images_each(legacy_server, t2s: Path, t2s_reference, tmp_path: Path):
+    url = legacy_server.settings.grpc_url
+    cohorts = []
+    for c in range(8):
+        folder = tmp_path / f"client{c}"
+        folder.mkdir()
+        for i in range(10):
+            shutil.copy(t2s, folder / f"c{c}_s{i}.nii.gz")
+        cohorts.append(folder)
+    clients = [subprocess.Popen([sys.executable, "-m", "lesionseg.client.cli", "deepseg-lesion", "-i", str(f), "-c", "t2s",
+                                 "-ofolder", str(f.with_name(f.name + "_out")), "-url", url, "-j", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in cohorts]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        outputs = list(pool.map(lambda p: p.communicate(timeout=600), clients))
+    runs = [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(clients, outputs)]
+    assert leaked_regions([p.pid for p in clients]) == [], [r.stderr for r in runs]
+    for folder, run in zip(cohorts, runs):
+        assert run.returncode == 0, run.stderr
+        assert "10 subjects: 10 ok, 0 skipped, 0 failed" in run.stdout
+        outputs = sorted(folder.with_name(folder.name + "_out").glob("*_lesionseg.nii.gz"))
+        assert len(outputs) == 10
+        for path in outputs:
+            np.testing.assert_array_equal(mask(path), t2s_reference["lesionseg"])
+    assert leaked_regions([os.getpid()]) == [] and server_regions(url) == []
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url) as client:
+        assert client.is_server_ready() and client.is_model_ready("deepseg_lesion_t2s")
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (tritonserver and its Python-backend stubs)."""
+    pids, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        pids.append(current)
+        children = Path(f"/proc/{current}/task/{current}/children")
+        if children.exists():
+            stack.extend(int(p) for p in children.read_text().split())
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_mid_batch(session_repository: Path, legacy_server, t2s: Path, t2s_reference,
+                                               tmp_path: Path):
+    """A server of its own (only the t2s pipeline), killed with SIGKILL while the batch runs and started
+    again on the same ports: the batch retries and finishes, every output complete and correct."""
+    from conftest import ports
+
+    from lesionseg.server.embedded import EmbeddedServer, ServerSettings
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for model in ("deepseg_lesion_t2s", "deepseg_lesion_t2s_net", "deepseg_ctr_t2s_net"):
+        (repo / model).symlink_to(session_repository / model)
+    settings = ServerSettings(repository=repo, startup_timeout=300, grace_period=5, **ports())
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(12):
+        shutil.copy(t2s, folder / f"s{i:02d}.nii.gz")
+    out = tmp_path / "out"
+    first = EmbeddedServer(settings)
+    first.start()
+    first.wait_ready()
+    batch = subprocess.Popen([sys.executable, "-m", "lesionseg.client.cli", "deepseg-lesion", "-i", str(folder), "-c", "t2s",
+                              "-ofolder", str(out), "-url", settings.grpc_url, "-j", "2", "--retry-seconds", "240",
+                              "--summary", str(tmp_path / "summary.tsv")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = EmbeddedServer(settings)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("*_lesionseg.nii.gz"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done_before = len(list(out.glob("*_lesionseg.nii.gz")))
+        assert 2 <= done_before < 12, "the batch must be under way when the server dies"
+        kill_tree(first.pid)
+        first.stop()
+        time.sleep(2)
+        second.start()
+        second.wait_ready()
+        stdout, stderr = batch.communicate(timeout=400)
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+        second.stop()
+    assert batch.returncode == 0, stderr
+    assert "12 subjects: 12 ok, 0 skipped, 0 failed" in stdout
+    attempts = [int(row.split("\t")[3]) for row in (tmp_path / "summary.tsv").read_text().splitlines()[1:]]
+    assert max(attempts) >= 2, "some subject must have been retried"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary leftovers
+    for i in range(12):
+        np.testing.assert_array_equal(mask(out / f"s{i:02d}_lesionseg.nii.gz"), t2s_reference["lesionseg"])
+        np.testing.assert_array_equal(mask(out / f"s{i:02d}_RPI_seg.nii.gz"), t2s_reference["rpi_seg"])
+    assert leaked_regions([batch.pid]) == []
