@@ -22,13 +22,17 @@ from lesionseg.server.backend.base import PythonModel, RequestError, _pb_utils
 logger = logging.getLogger(__name__)
 
 
-def make_session(path: Path, *, intra_op_threads: int = 0, inter_op_threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session for `path` (threads 0 = ONNX Runtime's default)."""
+def make_session(path: Path, *, intra_op_threads: int = 0, inter_op_threads: int = 1, spinning: bool = True) -> Any:
+    """An ONNX Runtime CPU session for `path` (threads 0 = ONNX Runtime's default: one per core;
+    `spinning` False makes idle pool threads sleep instead of busy-waiting, which matters when
+    several sessions and Python stubs share few cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
@@ -40,7 +44,8 @@ class OnnxNetModel(PythonModel):
         weights = self.parameters.get("weights", "model.onnx")
         self.path = Path(self._args["model_repository"]) / self._args["model_version"] / weights
         threads = int(self.parameters.get("intra_op_threads", os.environ.get("LESIONSEG_ORT_THREADS", "0")))
-        self.session = make_session(self.path, intra_op_threads=threads)
+        spinning = self.parameters.get("ort_spinning", os.environ.get("LESIONSEG_ORT_SPINNING", "1")) != "0"
+        self.session = make_session(self.path, intra_op_threads=threads, spinning=spinning)
         self.batched = int(config.get("max_batch_size", 0)) > 0
         logger.info("%s: loaded %s (threads=%s)", self.name, self.path, threads or "default")
 
