@@ -18,8 +18,12 @@ logger = logging.getLogger(__name__)
 
 def _centerline_on_grid(path: Path, image: Volume) -> np.ndarray:
     mask = load_volume(path, what="centerline", dtype=np.float32)
-    if mask.data.shape != image.data.shape or not np.allclose(mask.affine, image.affine, atol=1e-3):
+    if mask.data.shape != image.data.shape:
         raise InputError(f"{path}: centerline is not on the grid of {image.path} (shape {mask.data.shape} vs {image.data.shape})")
+    if not np.allclose(mask.affine, image.affine, atol=1e-3):
+        shift = float(np.abs(mask.affine[:3, 3] - image.affine[:3, 3]).max())
+        raise InputError(f"{path}: centerline is not on the grid of {image.path} (same shape, affines differ; "
+                         f"origins {shift:.2f} mm apart)")
     return (mask.data > 0).astype(np.uint8)
 
 

@@ -93,7 +93,10 @@ def load_volume(path: str | Path, *, what: str = "image", allow_empty: bool = Fa
         try:
             raw = np.asanyarray(image.dataobj)
         except Exception as exc:  # noqa: BLE001 - short read, broken gzip stream, bad scaling
-            raise InputError(f"{path}: {what} data is truncated or corrupt ({_reason(exc)})") from None
+            reason = _reason(exc)
+            if " bytes from " in reason:  # nibabel's "Expected N bytes, got M bytes from <file>": the file is named already
+                reason = reason.split(" bytes from ")[0] + " bytes"
+            raise InputError(f"{path}: {what} data is truncated or corrupt ({reason})") from None
     with np.errstate(over="ignore", invalid="ignore"):
         data = np.asarray(raw, dtype=dtype).reshape(shape)
     if not np.all(np.isfinite(data)):

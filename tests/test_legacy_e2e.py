@@ -174,7 +174,6 @@ def bad_inputs(root: Path, shared: Path) -> dict[str, tuple[Path, str]]:
         "complex": (_write(root / "complex.nii.gz", np.ones((10, 10, 4), np.complex64)), "complex values"),
         "zero spacing": (root / "zspace.nii", "zero or invalid voxel size"),
         "missing": (root / "missing.nii.gz", "does not exist"),
-        "directory": (root, "is a directory"),
     }
 
 
