@@ -91,6 +91,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", choices=("legacy", "nnunet"), default="legacy")
     parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="only the settings added last (legacy)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lesionseg-tuning-") as name:
@@ -106,7 +107,10 @@ def main() -> int:
                 return ["deepseg-lesion", "-i", str(inputs), "-c", "t2s", "-ofolder", str(out), "-url", url, "-j", str(jobs)]
             settings = [Setting(0, True, 1, 2, 2000, 2), Setting(0, False, 1, 2, 2000, 2), Setting(1, False, 2, 2, 2000, 2),
                         Setting(1, True, 2, 2, 2000, 2), Setting(1, False, 2, 2, 2000, 4), Setting(0, False, 1, 1, 2000, 2),
-                        Setting(0, False, 1, 2, 0, 2), Setting(2, False, 1, 2, 2000, 1)]
+                        Setting(0, False, 1, 2, 0, 2), Setting(2, False, 1, 2, 2000, 1), Setting(1, False, 1, 2, 2000, 2),
+                        Setting(1, False, 2, 2, 0, 2), Setting(1, False, 2, 3, 2000, 3), Setting(1, False, 2, 1, 2000, 2)]
+            if args.quick:
+                settings = settings[8:]
         else:
             from lesionseg.export import synthetic_nnunet
             from lesionseg.export.nnunet import export_nnunet

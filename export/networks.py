@@ -18,6 +18,13 @@ from lesionseg.server.modelconfig import DynamicBatching, ModelSpec, TensorSpec,
 from lesionseg.server.pymodel import write_model_py
 
 BACKENDS = ("python", "onnxruntime")
+#: CPU serving defaults, chosen by measurement (bench/tuning.py, numbers in bench/README.md): two
+#: instances of every network, each ONNX Runtime session on one intra-op thread whose idle workers
+#: sleep instead of spinning. On the 2-core machine this beat one instance using every core by
+#: 1.4x (legacy cohort) and 1.09x (nnU-Net) because two requests' networks run side by side
+#: without oversubscribing the cores.
+CPU_NETWORK_INSTANCES = 2
+CPU_INTRA_OP_THREADS = 1
 ONNX_NET_MODEL = "lesionseg.server.backend.onnx_net:OnnxNetModel"
 RECORD_NAME = "export.json"
 
@@ -33,23 +40,31 @@ class NetworkEntry:
     output_dims: tuple[int, ...]
     max_batch_size: int = 16
     queue_delay_us: int = 2000
-    instance_count: int = 1
+    instance_count: int = 0  # 0: CPU_NETWORK_INSTANCES on CPU, 1 on GPU
 
 
 def network_spec(entry: NetworkEntry, *, backend: str, instance_kind: str = "KIND_CPU") -> ModelSpec:
     if backend not in BACKENDS:
         raise ExportError(f"unknown serving backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    cpu = instance_kind == "KIND_CPU"
+    parameters: dict[str, str] = {}
+    if backend == "python":
+        # the python backend's entry point is model.py; the weights it loads must be there too
+        parameters["weights"] = "model.onnx"
+        if cpu:
+            parameters.update(intra_op_threads=str(CPU_INTRA_OP_THREADS), ort_spinning="0")
+    elif cpu:
+        parameters["intra_op_thread_count"] = str(CPU_INTRA_OP_THREADS)  # Triton's onnxruntime backend
     return ModelSpec(
         name=entry.name,
         backend=backend,
         max_batch_size=entry.max_batch_size,
         inputs=[TensorSpec(name=entry.input_name, dtype="FP32", dims=entry.input_dims)],
         outputs=[TensorSpec(name=n, dtype="FP32", dims=entry.output_dims) for n in entry.output_names],
-        instance_count=entry.instance_count,
+        instance_count=entry.instance_count or (CPU_NETWORK_INSTANCES if cpu else 1),
         instance_kind=instance_kind,
         dynamic_batching=DynamicBatching(max_queue_delay_us=entry.queue_delay_us),
-        # the python backend's entry point is model.py; the weights it loads must be there too
-        parameters={"weights": "model.onnx"} if backend == "python" else {},
+        parameters=parameters,
     )
 
 

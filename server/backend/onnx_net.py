@@ -43,8 +43,9 @@ class OnnxNetModel(PythonModel):
     def setup(self, config: Mapping[str, Any]) -> None:
         weights = self.parameters.get("weights", "model.onnx")
         self.path = Path(self._args["model_repository"]) / self._args["model_version"] / weights
-        threads = int(self.parameters.get("intra_op_threads", os.environ.get("LESIONSEG_ORT_THREADS", "0")))
-        spinning = self.parameters.get("ort_spinning", os.environ.get("LESIONSEG_ORT_SPINNING", "1")) != "0"
+        # an operator's environment (LESIONSEG_ORT_THREADS / _SPINNING) > the config's parameters > ORT's defaults
+        threads = int(os.environ.get("LESIONSEG_ORT_THREADS") or self.parameters.get("intra_op_threads", "0"))
+        spinning = (os.environ.get("LESIONSEG_ORT_SPINNING") or self.parameters.get("ort_spinning", "1")) != "0"
         self.session = make_session(self.path, intra_op_threads=threads, spinning=spinning)
         self.batched = int(config.get("max_batch_size", 0)) > 0
         logger.info("%s: loaded %s (threads=%s)", self.name, self.path, threads or "default")
