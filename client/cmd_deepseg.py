@@ -98,7 +98,7 @@ def segment_one(args: argparse.Namespace, options, link, image: Path, *, output:
         result = segment_task(image, args.task, output=output, options=options, overwrite=overwrite, transport=link,
                               ofolder=ofolder)
     extra: list[Path] = []
-    note = ", ".join(f"{name}: {int((m > 0.5).sum()) if m.dtype.kind == 'f' else int(m.sum())} vox" for name, m in result.masks.items())
+    note = ", ".join(f"{name}: {_foreground_voxels(m)} vox" for name, m in result.masks.items())
     cord, lesion = split_outputs(args.task, result.files)
     if lesion is not None:
         from lesionseg.client.lesion_stats import write_mask_sidecars
@@ -112,6 +112,13 @@ def segment_one(args: argparse.Namespace, options, link, image: Path, *, output:
 
         extra.append(write_mask_qc(image, cord, args.qc, lesion_path=lesion, command="deepseg", contrast=args.task))
     return result.files, extra, note
+
+
+def _foreground_voxels(mask) -> int:
+    """Voxels in a written mask: ones of a binary mask, >= the lesion statistics' soft threshold of a soft map."""
+    from lesionseg.client.lesion_stats import SOFT_THRESHOLD
+
+    return int((mask >= SOFT_THRESHOLD).sum()) if mask.dtype.kind == "f" else int((mask > 0).sum())
 
 
 def _run_batch(args: argparse.Namespace, options) -> int:

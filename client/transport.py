@@ -157,9 +157,7 @@ class _Region:
             _shm().destroy_shared_memory_region(self.handle)
         except Exception as exc:  # noqa: BLE001 - e.g. a view still exported; unlink the name anyway
             logger.warning("could not release shared-memory region %s cleanly: %s", self.key, exc)
-        path = Path("/dev/shm") / self.name
-        if path.exists():
-            path.unlink(missing_ok=True)
+            (Path("/dev/shm") / self.name).unlink(missing_ok=True)
 
 
 class Transport:

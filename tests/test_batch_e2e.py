@@ -88,6 +88,30 @@ def test_auto_transport_uses_shared_memory_on_this_host(legacy_server):
         assert link.mode == "shm"
 
 
+def test_registrations_of_a_killed_client_are_cleared(legacy_server):
+    """A region the server still maps whose /dev/shm file is gone (its client was killed between
+    register and unregister) is unregistered by the next client; live regions are left alone."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.utils.shared_memory as shm
+
+    url = legacy_server.settings.grpc_url
+    live = shm.create_shared_memory_region("lesionseg_live", "/lesionseg_live", 64)
+    dead = shm.create_shared_memory_region("lesionseg_0_0_dead", "/lesionseg_0_0_dead", 64)
+    with grpcclient.InferenceServerClient(url) as client:
+        client.register_system_shared_memory("lesionseg_live", "/lesionseg_live", 64)
+        client.register_system_shared_memory("lesionseg_0_0_dead", "/lesionseg_0_0_dead", 64)
+        shm.destroy_shared_memory_region(dead)  # the file goes, the server's registration stays
+        try:
+            assert sorted(server_regions(url)) == ["lesionseg_0_0_dead", "lesionseg_live"]
+            with Transport(url, TransportSettings(mode="shm")):
+                pass
+            assert server_regions(url) == ["lesionseg_live"]
+        finally:
+            client.unregister_system_shared_memory("lesionseg_live")
+            shm.destroy_shared_memory_region(live)
+    assert server_regions(url) == []
+
+
 def test_bids_cohort_resume_and_summary(legacy_server, t2s: Path, t2s_reference, tmp_path: Path, capsys):
     bids = make_cohort(tmp_path / "bids", t2s, 3)
     out = tmp_path / "derivatives"
@@ -102,6 +126,10 @@ def test_bids_cohort_resume_and_summary(legacy_server, t2s: Path, t2s_reference,
         np.testing.assert_array_equal(mask(folder / f"sub-{i:02d}_T2star_lesionseg.nii.gz"), t2s_reference["lesionseg"])
         np.testing.assert_array_equal(mask(folder / f"sub-{i:02d}_T2star_RPI_seg.nii.gz"), t2s_reference["rpi_seg"])
         assert (folder / f"sub-{i:02d}_T2star_lesionseg_lesions.tsv").is_file()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_file()}
+    assert modes == {oct(0o666 & ~umask)}  # what plain open() gives, not mkstemp's 0600
     assert not list(out.rglob("*T2w*"))  # filtered out
     rows = (tmp_path / "summary.tsv").read_text().splitlines()
     assert len(rows) == 4 and all(r.split("\t")[1] == "ok" for r in rows[1:])
@@ -188,22 +216,6 @@ def test_eight_concurrent_clients_ten_images_each(legacy_server, t2s: Path, t2s_
         assert client.is_server_ready() and client.is_model_ready("deepseg_lesion_t2s")
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants (tritonserver and its Python-backend stubs)."""
-    pids, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        pids.append(current)
-        children = Path(f"/proc/{current}/task/{current}/children")
-        if children.exists():
-            stack.extend(int(p) for p in children.read_text().split())
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 @pytest.mark.slow
 def test_server_killed_and_restarted_mid_batch(session_repository: Path, legacy_server, t2s: Path, t2s_reference,
                                                tmp_path: Path):
@@ -237,7 +249,7 @@ def test_server_killed_and_restarted_mid_batch(session_repository: Path, legacy_
             time.sleep(0.1)
         done_before = len(list(out.glob("*_lesionseg.nii.gz")))
         assert 2 <= done_before < 12, "the batch must be under way when the server dies"
-        kill_tree(first.pid)
+        os.killpg(first.pid, signal.SIGKILL)  # tritonserver and its Python-backend stubs: no clean shutdown
         first.stop()
         time.sleep(2)
         second.start()
