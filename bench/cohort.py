@@ -11,7 +11,7 @@ requests are byte-identical) is segmented, in one run:
      segmenting and writing the output NIfTI files.
        legacy: onnxruntime sessions on the very ONNX networks of the temporary repository (the
                centerline net and the lesion net of `deepseg_lesion_t2s`), then
-               `lesionseg.server.lesion.segment_lesions` in process; writes SCT's three outputs
+               `lesionseg.server.pipelines.legacy.segment_lesions` in process; writes SCT's three outputs
                (_lesionseg, _RPI_seg, _res_RPI_seg). Conservative in SCT's favour: the real
                `sct_deepseg_lesion` also imports the whole spinalcordtoolbox package (and, before SCT
                switched these networks to ONNX in 2022, TensorFlow/Keras, much slower to import and
@@ -28,7 +28,7 @@ requests are byte-identical) is segmented, in one run:
      tiles the pipeline sends for all N subjects (legacy: the centerline and the lesion network,
      in the pipeline's BLS requests of `net_batch` items; nnU-Net: the sliding-window tiles, in
      requests of 2), sequentially, with sessions configured like the server's
-     (`lesionseg.server.backend.onnx_net.make_session`). Tiles are captured once, untimed; no I/O,
+     (`lesionseg.server.backend.onnx_network.make_session`). Tiles are captured once, untimed; no I/O,
      no pre/post-processing.
 
 Printed per pipeline: seconds and subjects/minute of a, b, c; b/a (lesionseg speed-up over
@@ -69,7 +69,7 @@ LEGACY_CONTRAST = "t2s"
 LEGACY_IMAGE = ("sct_testing_data/t2s/t2s.nii.gz", "T2star")
 NNUNET_IMAGE = ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "T2w")  # bench/nnunet.py's image
 NNUNET_TASK = "bench"  # bench/nnunet.py's task name
-NNUNET_TILES_PER_REQUEST = 2  # lesionseg.server.backend.nnunet_models.PredictModel's default
+NNUNET_TILES_PER_REQUEST = 2  # lesionseg.server.backend.nnunet.PredictModel's default
 
 # One subject, SCT-style, in a fresh interpreter: the last argument is a JSON object of arguments.
 # onnxruntime sessions with default options, as SCT creates them.
@@ -81,8 +81,8 @@ import numpy as np
 import onnxruntime as ort
 from lesionseg.client.nifti import load_volume, save_volume, stem
 from lesionseg.client.orientation import reorientation, sct_to_nib
-from lesionseg.server.lesion import CONTRASTS, segment_lesions
-from lesionseg.server.resampling import zoomed_affine
+from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
+from lesionseg.core.grid import zoomed_affine
 
 def network(path, batch):
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -219,7 +219,7 @@ def make_cohort(source: Path, suffix: str, root: Path, n: int) -> list[Path]:
 
 
 def server_settings(repo: Path):
-    from lesionseg.server.embedded import ServerSettings, free_port
+    from lesionseg.server.launch.embedded import ServerSettings, free_port
 
     ports = sorted({free_port() for _ in range(6)})[:3]
     return ServerSettings(repository=repo, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2])
@@ -227,7 +227,7 @@ def server_settings(repo: Path):
 
 def ort_session(path: Path):
     """An onnxruntime session configured like the server's networks (threads as the server reads them)."""
-    from lesionseg.server.backend.onnx_net import make_session
+    from lesionseg.server.backend.onnx_network import make_session
 
     return make_session(path, intra_op_threads=int(os.environ.get("LESIONSEG_ORT_THREADS", "0")))
 
@@ -311,13 +311,13 @@ def cli_tail(args: argparse.Namespace, url: str, ofolder: Path) -> list[str]:
 def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     import tritonclient.grpc as grpcclient
 
-    from lesionseg.client.lesion_client import _tensor, legacy_outputs
+    from lesionseg.client.legacy import _tensor, legacy_outputs
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
-    from lesionseg.export.sct_legacy import export_sct_legacy
-    from lesionseg.server.embedded import EmbeddedServer
-    from lesionseg.server.legacy_repository import pipeline_name, pipeline_spec
-    from lesionseg.server.lesion import CONTRASTS, segment_lesions
+    from lesionseg.export.legacy import export_sct_legacy
+    from lesionseg.server.launch.embedded import EmbeddedServer
+    from lesionseg.server.repository.legacy import pipeline_name, pipeline_spec
+    from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
 
     contrast, params = LEGACY_CONTRAST, CONTRASTS[LEGACY_CONTRAST]
     repo = tmp / "repo"
@@ -384,15 +384,15 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
 def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
     import tritonclient.grpc as grpcclient
 
-    from lesionseg.client.deepseg_client import output_paths
-    from lesionseg.client.lesion_client import _tensor
+    from lesionseg.client.task import output_paths
+    from lesionseg.client.legacy import _tensor
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
-    from lesionseg.client.tasks import task_info
+    from lesionseg.core.catalogue import task_info
     from lesionseg.export.nnunet import export_nnunet
     from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
-    from lesionseg.server import nnunet
-    from lesionseg.server.embedded import EmbeddedServer
+    from lesionseg.server.pipelines import nnunet
+    from lesionseg.server.launch.embedded import EmbeddedServer
 
     folder = make_model(tmp / "model", REALISTIC)
     repo = tmp / "repo"

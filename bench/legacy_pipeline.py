@@ -52,12 +52,12 @@ def main() -> int:
     import onnxruntime as ort
     import tritonclient.grpc as grpcclient
 
-    from lesionseg.client.lesion_client import _tensor
+    from lesionseg.client.legacy import _tensor
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
-    from lesionseg.export.sct_legacy import export_sct_legacy
-    from lesionseg.server.embedded import EmbeddedServer, ServerSettings, free_port
-    from lesionseg.server.lesion import CONTRASTS, segment_lesions
+    from lesionseg.export.legacy import export_sct_legacy
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_port
+    from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"

@@ -36,13 +36,13 @@ def main() -> int:
     import tritonclient.grpc as grpcclient
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from lesionseg.client.lesion_client import _tensor
+    from lesionseg.client.legacy import _tensor
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
     from lesionseg.export.nnunet import export_nnunet
     from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
-    from lesionseg.server import nnunet
-    from lesionseg.server.embedded import EmbeddedServer, ServerSettings, free_port
+    from lesionseg.server.pipelines import nnunet
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_model(Path(tmp) / "model", REALISTIC)

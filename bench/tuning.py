@@ -72,7 +72,7 @@ def tuned_copy(source: Path, target: Path, setting: Setting) -> Path:
 
 
 def measure(repo: Path, images: list[Path], cohort: Path, argv_for, setting: Setting, tmp: Path) -> float:
-    from lesionseg.server.embedded import EmbeddedServer
+    from lesionseg.server.launch.embedded import EmbeddedServer
 
     settings = server_settings(repo)
     with EmbeddedServer(settings):
@@ -98,7 +98,7 @@ def main() -> int:
         tmp = Path(name)
         repo = tmp / "repo"
         if args.pipeline == "legacy":
-            from lesionseg.export.sct_legacy import export_sct_legacy
+            from lesionseg.export.legacy import export_sct_legacy
 
             export_sct_legacy(args.shared / "sct_models", repo, contrast="t2s")
             source, suffix = args.shared / "sct_testing_data" / "t2s" / "t2s.nii.gz", "T2star"

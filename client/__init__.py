@@ -1,6 +1,6 @@
-"""lesionseg client: command line, NIfTI I/O, orientation, cropping, gRPC calls, QC reports.
+"""lesionseg client: runs where the user is. NIfTI I/O, orientation, cropping, the connection to
+a Triton server, the requests of each model family, batches and QC reports; `cli/` is the
+`lesionseg` command on top of them.
 
 Importing this package is cheap: heavy modules are imported where they are used.
 """
-
-__version__ = "0.1.0"

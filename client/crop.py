@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lesionseg.client.errors import InputError, UsageError
+from lesionseg.core.errors import InputError, UsageError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionseg.client.errors import InputError
+from lesionseg.core.errors import InputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MAX_VOXELS = 512 * 512 * 1024
@@ -221,7 +221,7 @@ def refuse_existing(paths, *, overwrite: bool) -> None:
         return
     for path in paths:
         if Path(path).exists():
-            from lesionseg.client.errors import OutputExistsError
+            from lesionseg.core.errors import OutputExistsError
 
             raise OutputExistsError(f"{path}: output exists (use --overwrite to replace it)")
 

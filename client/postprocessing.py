@@ -10,7 +10,7 @@ import re
 import numpy as np
 from scipy import ndimage
 
-from lesionseg.client.errors import UsageError
+from lesionseg.core.errors import UsageError
 
 _STRUCTURE = ndimage.generate_binary_structure(3, 1)  # 6-connectivity, as SCT's label-based tools
 

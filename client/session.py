@@ -7,8 +7,8 @@ import logging
 import sys
 from typing import Iterator
 
-from lesionseg.client.connection import connect, resolve_url
-from lesionseg.client.errors import ModelNotFoundError, ServerUnavailableError
+from lesionseg.client.status import connect, resolve_url
+from lesionseg.core.errors import ModelNotFoundError, ServerUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +28,14 @@ def server_for_run(url: str | None, *, repository: str | None = None) -> Iterato
     try:
         connect(address, timeout=3).close()
     except ServerUnavailableError:
-        from lesionseg.client.transport import is_local_address
+        from lesionseg.client.connection import is_local_address
 
         if not is_local_address(address):  # an embedded server here would not be the one asked for
             raise
     else:
         yield address
         return
-    from lesionseg.server.embedded import EmbeddedServer, ServerSettings, free_port
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_port
 
     chosen: set[int] = set()
     while len(chosen) < 3:
@@ -58,7 +58,7 @@ def open_transport(url: str | None, transport=None, *, settings=None) -> Iterato
     if transport is not None:
         yield transport
         return
-    from lesionseg.client.transport import Transport
+    from lesionseg.client.connection import Transport
 
     with server_for_run(url) as address, Transport(address, settings) as opened:
         yield opened

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from lesionseg.client.errors import InputError, LesionsegError, ModelNotFoundError
+from lesionseg.core.errors import InputError, LesionsegError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A member is a folder `<name>/` holding `<name>.onnx` and `<name>.json` (ivadomed
 ensemble is a folder with several members below it (SCT: `seed1/<name>/`, `seed2/<name>/`, ...).
 Each member's ONNX file is served as it is (`<task>_member<i>_net`, dynamic batching over its
 `length_3D` patches); its JSON config becomes a `MemberPlan`; the pipeline model `<task>` runs
-`lesionseg.server.ivadomed_seg`. A config this implementation does not reproduce is refused.
+`lesionseg.server.pipelines.ivadomed`. A config this implementation does not reproduce is refused.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lesionseg.client.errors import ExportError, InputError, ModelNotFoundError
+from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.export.networks import NetworkEntry, sha256, write_network
-from lesionseg.server.ivadomed_seg import IvadomedPlan, MemberPlan, UnsupportedConfig
+from lesionseg.server.pipelines.ivadomed import IvadomedPlan, MemberPlan, UnsupportedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def export_ivadomed(model_dir: Path | Sequence[Path], repository: Path, *, task:
                     source: str | None = None) -> IvadomedExport:
     """Export the members found in `model_dir` (or in each of several folders: an ensemble
     released as one zip per member) as the task `task`."""
-    from lesionseg.server.pipeline_repository import pipeline_spec, write_pipeline
+    from lesionseg.server.repository.pipeline import pipeline_spec, write_pipeline
 
     folders = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(p) for p in model_dir]
     members = [m for folder in folders for m in find_members(folder)]
@@ -114,6 +114,6 @@ def export_ivadomed(model_dir: Path | Sequence[Path], repository: Path, *, task:
     spec = pipeline_spec(task, plan_json=plan.to_json(), orientation=plan.orientation, kind="ivadomed",
                          source=source or str(model_dir), extra={"member_input": input_name, "member_output": output_name,
                                                                  "default_output": "soft"})
-    write_pipeline(repository, task, spec, "lesionseg.server.backend.ivadomed_model:IvadomedSegModel")
+    write_pipeline(repository, task, spec, "lesionseg.server.backend.ivadomed:IvadomedSegModel")
     logger.info("%s: %d ivadomed members from %s", task, len(members), model_dir)
     return IvadomedExport(task=task, plan=plan, members=tuple(members))

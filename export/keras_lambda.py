@@ -14,7 +14,7 @@ import math
 import struct
 from typing import Any
 
-from lesionseg.client.errors import ExportError
+from lesionseg.core.errors import ExportError
 
 # Python 2.7 opcodes: LOAD_FAST 0, LOAD_DEREF 0, BINARY_DIVIDE, RETURN_VALUE
 _DIVIDE_BY_CLOSURE = b"|\x00\x00\x88\x00\x00\x1bS"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lesionseg.client.errors import ExportError, InputError
+from lesionseg.core.errors import ExportError, InputError
 from lesionseg.export.keras_lambda import lambda_divisor
 
 logger = logging.getLogger(__name__)

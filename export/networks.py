@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from lesionseg.client.errors import ExportError
-from lesionseg.server.modelconfig import DynamicBatching, ModelSpec, TensorSpec, write_config
-from lesionseg.server.pymodel import write_model_py
+from lesionseg.core.errors import ExportError
+from lesionseg.server.repository.modelconfig import DynamicBatching, ModelSpec, TensorSpec, write_config
+from lesionseg.server.repository.pymodel import write_model_py
 
 BACKENDS = ("python", "onnxruntime")
 #: CPU serving defaults, chosen by measurement (bench/tuning.py, numbers in bench/README.md): two
@@ -25,7 +25,7 @@ BACKENDS = ("python", "onnxruntime")
 #: without oversubscribing the cores.
 CPU_NETWORK_INSTANCES = 2
 CPU_INTRA_OP_THREADS = 1
-ONNX_NET_MODEL = "lesionseg.server.backend.onnx_net:OnnxNetModel"
+ONNX_NET_MODEL = "lesionseg.server.backend.onnx_network:OnnxNetModel"
 RECORD_NAME = "export.json"
 
 

@@ -25,9 +25,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lesionseg.client.errors import ExportError, InputError, ModelNotFoundError, UsageError
+from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, UsageError
 from lesionseg.export.networks import NetworkEntry, sha256, write_network
-from lesionseg.server.nnunet import NORMALISATIONS, NnunetPlan
+from lesionseg.server.pipelines.nnunet import NORMALISATIONS, NnunetPlan
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ def export_nnunet(
     mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None, source: str | None = None,
 ) -> NnunetExport:
     """Export an nnU-Net model folder as the `<task>` ensemble and its networks."""
-    from lesionseg.server.nnunet_repository import write_task
+    from lesionseg.server.repository.nnunet import write_task
 
     if target not in ("cpu", "gpu"):
         raise UsageError(f"unknown target {target!r} (cpu or gpu)")

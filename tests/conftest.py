@@ -21,7 +21,7 @@ SELFTEST_REPOSITORY = TESTS / "model_repository"
 
 
 def ports() -> dict[str, int]:
-    from lesionseg.server.embedded import free_port
+    from lesionseg.server.launch.embedded import free_port
 
     chosen: set[int] = set()
     while len(chosen) < 3:
@@ -58,7 +58,7 @@ def session_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for model in SELFTEST_REPOSITORY.iterdir():
         shutil.copytree(model, repo / model.name)
     if (SHARED / "sct_models").is_dir():
-        from lesionseg.export.sct_legacy import export_sct_legacy
+        from lesionseg.export.legacy import export_sct_legacy
 
         models = legacy_models_dir(tmp_path_factory.mktemp("legacy_models"))
         export_sct_legacy(models, repo, contrast="all")
@@ -69,7 +69,7 @@ def session_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for task, (variant, options) in NNUNET_TASKS.items():
             folder = nnunet_models.make_model(root / task, variant)
             export_nnunet(folder, repo, task=task, **options)
-        from lesionseg.export.monai_ckpt import export_monai
+        from lesionseg.export.monai import export_monai
 
         export_monai(make_monai_checkpoint(tmp_path_factory.mktemp("monai") / "best_model.ckpt"), repo, task=MONAI_TASK)
     if HAVE_IVADOMED:
@@ -115,7 +115,7 @@ def make_monai_checkpoint(path: Path, seed: int = 0) -> Path:
     """A Lightning-style checkpoint of SCT's contrast-agnostic network with random weights."""
     import torch
 
-    from lesionseg.export.monai_ckpt import build_network
+    from lesionseg.export.monai import build_network
 
     torch.manual_seed(seed)
     net = build_network(len(MONAI_FEATURES), MONAI_FEATURES)
@@ -160,7 +160,7 @@ def legacy_server(server, shared: Path):
 @pytest.fixture(scope="session")
 def server(session_repository: Path):
     """The one real embedded Triton server of the test session."""
-    from lesionseg.server.embedded import EmbeddedServer, ServerSettings
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings
 
     settings = ServerSettings(repository=session_repository, startup_timeout=300, grace_period=10, **ports())
     with EmbeddedServer(settings) as running:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lesionseg.server.modelconfig import EnsembleStep, ModelSpec, TensorSpec, write_config
-from lesionseg.server.pymodel import write_model_py
+from lesionseg.server.repository.modelconfig import EnsembleStep, ModelSpec, TensorSpec, write_config
+from lesionseg.server.repository.pymodel import write_model_py
 
 REPOSITORY = Path(__file__).parent / "model_repository"
 

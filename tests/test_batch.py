@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lesionseg.client.batch import (
+from lesionseg.client.batch.runner import (
     FAILED,
     OK,
     SKIPPED,
@@ -25,9 +25,9 @@ from lesionseg.client.batch import (
     summary_table,
     write_summary_tsv,
 )
-from lesionseg.client.errors import InputError, ServerUnavailableError, UsageError
-from lesionseg.client.inputs import InputImage, collect_inputs, entities, is_batch, parse_bids_filters
-from lesionseg.client.transport import TransportSettings, is_local_address
+from lesionseg.core.errors import InputError, ServerUnavailableError, UsageError
+from lesionseg.client.batch.inputs import InputImage, collect_inputs, entities, is_batch, parse_bids_filters
+from lesionseg.client.connection import TransportSettings, is_local_address
 
 
 def nifti(path: Path, shape=(4, 5, 6), dtype=np.float32) -> Path:

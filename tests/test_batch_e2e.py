@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from lesionseg.client.cli import main
-from lesionseg.client.deepseg_client import infer_task
-from lesionseg.client.lesion_client import segment_legacy
+from lesionseg.client.task import infer_task
+from lesionseg.client.legacy import segment_legacy
 from lesionseg.client.nifti import load_volume
-from lesionseg.client.transport import Transport, TransportSettings, leaked_regions
+from lesionseg.client.connection import Transport, TransportSettings, leaked_regions
 
 pytestmark = pytest.mark.server
 
@@ -223,7 +223,7 @@ def test_server_killed_and_restarted_mid_batch(session_repository: Path, legacy_
     again on the same ports: the batch retries and finishes, every output complete and correct."""
     from conftest import ports
 
-    from lesionseg.server.embedded import EmbeddedServer, ServerSettings
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -105,7 +105,7 @@ def test_install_nnunet_task_from_its_release_url(http_root, tmp_path: Path, mon
     """`models install seg_ms_lesion_mp2rage` fetches the task's real release path (served here),
     verifies and extracts the zip, and exports the nnU-Net model folder it holds."""
     pytest.importorskip("torch")
-    from lesionseg.client.tasks import TASKS
+    from lesionseg.core.catalogue import TASKS
     from lesionseg.export.install import task_release
     from lesionseg.export.synthetic_nnunet import Variant, make_model
 
@@ -125,7 +125,7 @@ def test_install_nnunet_task_from_its_release_url(http_root, tmp_path: Path, mon
     assert "installed seg_ms_lesion_mp2rage (seg_ms_lesion_mp2rage_fold3_net)" in capsys.readouterr().out
     assert (repo / "seg_ms_lesion_mp2rage" / "config.pbtxt").exists()
     assert (repo / "seg_ms_lesion_mp2rage_fold3_net" / "1" / "model.onnx").exists()
-    from lesionseg.server.modelconfig import parameters, read_config
+    from lesionseg.server.repository.modelconfig import parameters, read_config
 
     assert parameters(read_config(repo / "seg_ms_lesion_mp2rage" / "config.pbtxt"))["source"] == TASKS["seg_ms_lesion_mp2rage"].url
     # a zip that is not an nnU-Net model is refused before anything is exported
@@ -143,9 +143,9 @@ def test_install_monai_release(http_root, tmp_path: Path, monkeypatch: pytest.Mo
     (served here) and exports the checkpoint it holds; an unknown release is a usage error."""
     pytest.importorskip("torch")
     from conftest import make_monai_checkpoint
-    from lesionseg.client.tasks import TASKS, release_url
+    from lesionseg.core.catalogue import TASKS, release_url
     from lesionseg.export.install import task_release
-    from lesionseg.server.modelconfig import parameters, read_config
+    from lesionseg.server.repository.modelconfig import parameters, read_config
 
     root, base = http_root
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import IVADOMED_TASK, run_ivadomed_oracle
 from lesionseg.client.cli import main
-from lesionseg.client.deepseg_client import infer_task
+from lesionseg.client.task import infer_task
 from lesionseg.client.nifti import load_volume
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from lesionseg.client.cli import main
-from lesionseg.client.errors import ExportError, InputError, ModelNotFoundError
+from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.export.ivadomed import export_ivadomed, find_members
-from lesionseg.server.ivadomed_seg import IvadomedPlan, centre_crop, patch_starts, uncrop
+from lesionseg.server.pipelines.ivadomed import IvadomedPlan, centre_crop, patch_starts, uncrop
 
 sys.path.insert(0, str(Path(__file__).parent / "ivadomed_oracle"))
 from oracle import CONFIG, NAME  # noqa: E402  (the oracle's config, plain data)
@@ -51,7 +51,7 @@ def test_members_found_and_exported(tmp_path: Path) -> None:
     assert (member.slice_axis, member.spacing, member.crop, member.length, member.stride) == (2, (1.0, 1.0, 1.0), (32, 64, 128), (32, 64, 64), (1, 1, 64))
     assert [name for name, _ in member.postprocessing] == ["remove_noise", "binarize_prediction", "remove_small"]
     assert IvadomedPlan.from_json(result.plan.to_json()) == result.plan
-    from lesionseg.server.modelconfig import parameters, read_config
+    from lesionseg.server.repository.modelconfig import parameters, read_config
 
     params = parameters(read_config(tmp_path / "repo" / "t" / "config.pbtxt"))
     assert (params["kind"], params["orientation"], params["default_output"]) == ("ivadomed", "LPI", "soft")
@@ -112,7 +112,7 @@ def test_install_release_of_member_zips(http_root, tmp_path: Path, monkeypatch: 
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """`models install seg_ms_lesion_mp2rage --release r20230210` fetches SCT 6.x's five seed zips
     (at their real release paths, served here) and exports the ensemble."""
-    from lesionseg.client.tasks import TASKS, release_url
+    from lesionseg.core.catalogue import TASKS, release_url
     from lesionseg.export.install import task_release
 
     root, base = http_root

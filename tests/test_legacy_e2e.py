@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lesionseg.client.cli import main
-from lesionseg.client.lesion_client import segment_legacy
+from lesionseg.client.legacy import segment_legacy
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 
@@ -233,7 +233,7 @@ def test_missing_model_and_embedded_server_for_the_run(tmp_path: Path, shared: P
     """No server at the URL: the command starts the embedded server itself (and says so); a
     repository without the contrast's pipeline gives a clear error."""
     from conftest import SELFTEST_REPOSITORY
-    from lesionseg.server.embedded import free_port
+    from lesionseg.server.launch.embedded import free_port
 
     repo = tmp_path / "repo"
     shutil.copytree(SELFTEST_REPOSITORY, repo)

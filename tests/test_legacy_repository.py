@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lesionseg.export.sct_legacy import model_name, write_entries
-from lesionseg.server.modelconfig import parameters, read_config
-from lesionseg.server.repository import check_repository
+from lesionseg.export.legacy import model_name, write_entries
+from lesionseg.server.repository.modelconfig import parameters, read_config
+from lesionseg.server.repository.check import check_repository
 
 COMMITTED = Path(__file__).parent.parent / "model_repository"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lesionseg.server import centerline as ctr
-from lesionseg.server.lesion import (
+from lesionseg.server.pipelines import legacy_centerline as ctr
+from lesionseg.server.pipelines.legacy import (
     CONTRASTS,
     PERCENTILES,
     _exp_model,
@@ -16,7 +16,7 @@ from lesionseg.server.lesion import (
     segment_chunks,
     uncrop,
 )
-from lesionseg.server.resampling import new_shape_for, resample_to_shape, zoomed_affine
+from lesionseg.core.grid import new_shape_for, resample_to_shape, zoomed_affine
 
 
 def test_landmarks_map_percentiles_onto_the_learned_values() -> None:

@@ -531,7 +531,7 @@ def test_input_naming_no_image_is_a_usage_error(name: str, build: str | None, pr
 
 def test_oblique_but_orthogonal_images_are_accepted(tmp_path: Path, shared: Path) -> None:
     """Rotated (oblique) acquisitions are legitimate: only a shear is refused."""
-    from lesionseg.client.errors import InputError
+    from lesionseg.core.errors import InputError
     from lesionseg.client.nifti import load_volume
 
     real = _real(shared)

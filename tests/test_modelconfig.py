@@ -9,7 +9,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 import selftest_repo
-from lesionseg.server.modelconfig import (
+from lesionseg.server.repository.modelconfig import (
     DynamicBatching,
     ModelSpec,
     TensorSpec,
@@ -21,7 +21,7 @@ from lesionseg.server.modelconfig import (
     to_text,
     write_config,
 )
-from lesionseg.server.pymodel import model_source, write_model_py
+from lesionseg.server.repository.pymodel import model_source, write_model_py
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import MONAI_FEATURES, MONAI_TASK
 from lesionseg.client.cli import main
-from lesionseg.client.deepseg_client import infer_task
+from lesionseg.client.task import infer_task
 from lesionseg.client.nifti import load_volume
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
@@ -27,7 +27,7 @@ def monai_oracle(image_path: Path) -> np.ndarray:
     from monai import transforms as T
     from monai.inferers import sliding_window_inference
 
-    from lesionseg.export.monai_ckpt import build_network
+    from lesionseg.export.monai import build_network
 
     torch.manual_seed(0)  # the weights make_monai_checkpoint saved
     net = build_network(len(MONAI_FEATURES), MONAI_FEATURES)

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import NNUNET_TASKS
 from lesionseg.client.cli import main
-from lesionseg.client.deepseg_client import infer_task
+from lesionseg.client.task import infer_task
 from lesionseg.client.nifti import load_volume
 from lesionseg.client.orientation import reorientation, sct_to_nib
 
@@ -142,7 +142,7 @@ def test_threshold_uses_probabilities(nnunet_server, shared: Path, tmp_path: Pat
 def test_crop_to_cord_workflow_matches_manual_crop(nnunet_server, shared: Path, tmp_path: Path) -> None:
     """--crop-to-cord == (cord task -> crop 30/30/5 mm -> lesion task on the crop -> paste back)."""
     from lesionseg.client.crop import cropped_affine, mask_box, uncrop
-    from lesionseg.client.crop_workflow import dilation_for
+    from lesionseg.client.crop_to_cord import dilation_for
     from lesionseg.client.nifti import Volume
 
     image_path = shared / "sct_testing_data" / "t2" / "t2_fake_lesion.nii.gz"

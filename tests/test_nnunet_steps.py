@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionseg.client.errors import ExportError, ModelNotFoundError
-from lesionseg.server import nnunet
-from lesionseg.server.nnunet_resample import compute_new_shape, resample
+from lesionseg.core.errors import ExportError, ModelNotFoundError
+from lesionseg.server.pipelines import nnunet
+from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resample
 
 nnunetv2 = pytest.importorskip("nnunetv2", reason="nnunetv2 (the oracle) is in the test extra")
 torch = pytest.importorskip("torch")
@@ -80,7 +80,7 @@ def test_plan_round_trip_and_parameters(tmp_path: Path) -> None:
     assert plan.transpose_forward == (0, 2, 1) and plan.transpose_backward == (0, 2, 1)
     assert plan.orientation == "LPI" and plan.num_classes == 3 and plan.use_mask_for_norm == (True,)
     assert plan.networks == ("t_fold0_net", "t_fold1_net") and plan.mirror_axes == (0, 1, 2) and not plan.use_mirroring
-    from lesionseg.server.modelconfig import parameters, read_config
+    from lesionseg.server.repository.modelconfig import parameters, read_config
 
     ensemble = parameters(read_config(tmp_path / "repo" / "t" / "config.pbtxt"))
     assert ensemble["orientation"] == "LPI" and nnunet.NnunetPlan.from_json(ensemble["plan"]) == plan

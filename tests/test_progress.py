@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lesionseg.client.progress import shown, step
+from lesionseg.client.cli.progress import shown, step
 
 
 def test_shown_only_on_a_terminal_and_not_quiet() -> None:

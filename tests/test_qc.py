@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionseg.client.png import encode_png
-from lesionseg.client.qc import QcEntry, axial_mosaic, build_index, load_entries, subject_and_dataset, write_entry
+from lesionseg.client.qc.png import encode_png
+from lesionseg.client.qc.report import QcEntry, axial_mosaic, build_index, load_entries, subject_and_dataset, write_entry
 
 
 def decode_png(data: bytes) -> tuple[int, int, int, bytes]:

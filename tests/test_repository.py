@@ -9,7 +9,7 @@ import pytest
 
 from conftest import SELFTEST_REPOSITORY
 from lesionseg.client.cli import main
-from lesionseg.server.repository import check_repository
+from lesionseg.server.repository.check import check_repository
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import SELFTEST_REPOSITORY, ports
 from lesionseg.client.cli import main
-from lesionseg.client.errors import ServerStartError
-from lesionseg.server.embedded import EmbeddedServer, ServerSettings, summarize_failure
+from lesionseg.core.errors import ServerStartError
+from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, summarize_failure
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from lesionseg.client.errors import UsageError
-from lesionseg.client.settings import port, setting
-from lesionseg.server.embedded import ServerSettings, default_repository
+from lesionseg.core.errors import UsageError
+from lesionseg.core.settings import port, setting
+from lesionseg.server.launch.embedded import ServerSettings, default_repository
 
 
 def test_argument_beats_environment_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lesionseg.client.cli import main
-from lesionseg.server.embedded import free_port
+from lesionseg.server.launch.embedded import free_port
 
 
 def test_unreachable_server_exits_3(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,1 @@
+"""Many images in one run: which images (`inputs`), and running them against one server (`runner`)."""

@@ -1,0 +1,232 @@
+"""Running a cohort: many subjects, N requests in flight against one server, per-subject outcomes.
+
+Each subject is one input image and the output files it must end with. A subject's failure is
+recorded and the others go on. When the server goes away mid-batch (a restart, a rolling update)
+the affected subjects wait for it to be ready again and are retried, for up to `retry_seconds`.
+With `resume`, subjects whose outputs exist and are readable are skipped. Outputs are written
+by the per-subject work (atomically: temporary file + rename), so an interrupted run leaves
+complete files or none.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, LesionsegError, ServerUnavailableError, UsageError
+from lesionseg.client.batch.inputs import InputImage
+from lesionseg.core.settings import setting
+
+logger = logging.getLogger(__name__)
+
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchOptions:
+    """`jobs`: subjects in flight at once; `retry_seconds`: how long a subject waits for an
+    unavailable server before it fails. Precedence: argument > LESIONSEG_JOBS / LESIONSEG_RETRY_SECONDS > default."""
+
+    jobs: int = 2
+    resume: bool = False
+    overwrite: bool = False
+    retry_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise UsageError(f"--jobs {self.jobs} must be at least 1")
+        if self.retry_seconds < 0:
+            raise UsageError(f"--retry-seconds {self.retry_seconds} must not be negative")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume keeps valid outputs and --overwrite replaces them; give one")
+
+    @classmethod
+    def resolve(cls, *, jobs: int | None = None, resume: bool = False, overwrite: bool = False,
+                retry_seconds: float | None = None) -> "BatchOptions":
+        return cls(jobs=setting("JOBS", jobs, 2, int), resume=resume, overwrite=overwrite,
+                   retry_seconds=setting("RETRY_SECONDS", retry_seconds, 300.0, float))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Subject:
+    """One image and its outputs: `grid_outputs` are NIfTI files on the input's grid, `other_outputs`
+    any other file the work writes (sidecars, other grids). Both decide whether --resume skips it."""
+
+    image: InputImage
+    grid_outputs: tuple[Path, ...]
+    other_outputs: tuple[Path, ...] = ()
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        return self.grid_outputs + self.other_outputs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What happened to one subject; `note` is the work's one-line result (e.g. lesion count)."""
+
+    subject: Subject
+    status: str
+    seconds: float = 0.0
+    attempts: int = 0
+    note: str = ""
+    unavailable: bool = False
+
+
+def outputs_valid(subject: Subject) -> str | None:
+    """None when every output of `subject` exists, is newer than the input, and its NIfTI files read
+    completely (grid outputs with the input's shape); else the reason they do not."""
+    import nibabel as nib
+    import numpy as np
+
+    try:
+        newest_input = subject.image.path.stat().st_mtime
+    except OSError:
+        return "input missing"
+    for path in subject.outputs:
+        if not path.is_file() or path.stat().st_size == 0:
+            return f"{path.name} missing"
+        if path.stat().st_mtime < newest_input:
+            return f"{path.name} is older than its input"
+    try:
+        shape = nib.load(str(subject.image.path)).shape[:3]
+        for path in subject.outputs:
+            if path.name.endswith((".nii", ".nii.gz")):
+                image = nib.load(str(path))
+                np.asanyarray(image.dataobj)  # reads (and decompresses) everything
+                if path in subject.grid_outputs and image.shape[:3] != shape:
+                    return f"{path.name} has shape {image.shape[:3]}, input {shape}"
+    except Exception as exc:  # noqa: BLE001 - any unreadable file means "run again"
+        return f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return None
+
+
+def check_outputs(subjects: Sequence[Subject], options: BatchOptions) -> None:
+    """Refuse, before any work, outputs shared by two subjects and (without --overwrite or --resume)
+    outputs that exist already.
+
+    Raises:
+        UsageError: the message names the first clash or existing file and how many there are.
+    """
+    owners: dict[Path, Path] = {}
+    for subject in subjects:
+        for path in subject.outputs:
+            other = owners.setdefault(path.resolve(), subject.image.path)
+            if other != subject.image.path:
+                raise UsageError(f"{subject.image.path} and {other} would both write {path}; use -ofolder with a BIDS "
+                                 "dataset or folder (the layout is mirrored) or rename one")
+    if options.overwrite or options.resume:
+        return
+    existing = [p for s in subjects for p in s.outputs if p.exists()]
+    if existing:
+        raise UsageError(f"{existing[0]}: output exists ({len(existing)} existing output files); "
+                         "use --resume to skip finished subjects or --overwrite to replace them")
+
+
+Work = Callable[[Subject], str]
+
+
+def run_batch(subjects: Sequence[Subject], work: Work, *, options: BatchOptions,
+              wait_ready: Callable[[float], bool] = lambda timeout: False,
+              on_done: Callable[[Outcome], None] = lambda outcome: None) -> list[Outcome]:
+    """Run `work` on every subject, `options.jobs` at a time; outcomes in the subjects' order.
+
+    `work(subject)` writes the subject's outputs and returns a one-line note; a `LesionsegError`
+    fails that subject only. On `ServerUnavailableError` the subject waits (`wait_ready(seconds)`
+    returns True when the server is back) and is retried until `options.retry_seconds` pass.
+    """
+    outcomes: list[Outcome | None] = [None] * len(subjects)
+    pending: list[int] = []
+    for i, subject in enumerate(subjects):
+        if options.resume:
+            reason = outputs_valid(subject)
+            if reason is None:
+                outcomes[i] = Outcome(subject=subject, status=SKIPPED, note="outputs exist")
+                on_done(outcomes[i])
+                continue
+            if any(p.exists() for p in subject.outputs):
+                logger.info("%s: running again (%s)", subject.image.path, reason)
+        pending.append(i)
+    lock = threading.Lock()
+
+    def one(i: int) -> Outcome:
+        outcome = _attempt(subjects[i], work, options, wait_ready)
+        with lock:
+            on_done(outcome)
+        return outcome
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=options.jobs, thread_name_prefix="lesionseg") as pool:
+        futures = {pool.submit(one, i): i for i in pending}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                outcomes[futures[future]] = future.result()
+        except BaseException:  # KeyboardInterrupt: drop what has not started, let running ones finish
+            for future in futures:
+                future.cancel()
+            raise
+    return [o for o in outcomes if o is not None]
+
+
+def _attempt(subject: Subject, work: Work, options: BatchOptions, wait_ready) -> Outcome:
+    start = time.monotonic()
+    deadline: float | None = None
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            note = work(subject)
+            return Outcome(subject=subject, status=OK, seconds=time.monotonic() - start, attempts=attempts, note=note)
+        except ServerUnavailableError as exc:
+            now = time.monotonic()
+            deadline = deadline if deadline is not None else now + options.retry_seconds
+            logger.warning("%s: server unavailable (attempt %d); waiting for it", subject.image.path, attempts)
+            if now >= deadline or not wait_ready(max(deadline - now, 0.0)):
+                return Outcome(subject=subject, status=FAILED, seconds=time.monotonic() - start, attempts=attempts,
+                               note=str(exc), unavailable=True)
+        except LesionsegError as exc:
+            return Outcome(subject=subject, status=FAILED, seconds=time.monotonic() - start, attempts=attempts, note=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one subject's bug must not stop the cohort
+            logger.debug("%s failed", subject.image.path, exc_info=True)
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            return Outcome(subject=subject, status=FAILED, seconds=time.monotonic() - start, attempts=attempts,
+                           note=f"{subject.image.path}: {type(exc).__name__}: {text}")
+
+
+def exit_code(outcomes: Sequence[Outcome]) -> int:
+    """0 when no subject failed; 3 when the failures are all the server's absence; else 1."""
+    failed = [o for o in outcomes if o.status == FAILED]
+    if not failed:
+        return EXIT_OK
+    return EXIT_UNAVAILABLE if all(o.unavailable for o in failed) else EXIT_FAILURE
+
+
+def summary_table(outcomes: Sequence[Outcome], elapsed: float) -> str:
+    """A plain-text table (one row per subject) and a totals line with subjects/minute."""
+    rows = [("#", "image", "status", "seconds", "tries", "result")]
+    for n, o in enumerate(outcomes, 1):
+        rows.append((str(n), o.subject.image.label, o.status, f"{o.seconds:.1f}", str(o.attempts), o.note))
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+    counts = {s: sum(o.status == s for o in outcomes) for s in (OK, SKIPPED, FAILED)}
+    done = counts[OK]
+    rate = f"{done / elapsed * 60:.1f} subjects/min" if elapsed > 0 and done else "nothing segmented"
+    lines.append(f"{len(outcomes)} subjects: {counts[OK]} ok, {counts[SKIPPED]} skipped, {counts[FAILED]} failed "
+                 f"in {elapsed:.1f} s ({rate})")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def write_summary_tsv(outcomes: Sequence[Outcome], path: Path) -> Path:
+    """The summary as TSV (image, status, seconds, attempts, result, outputs), written atomically."""
+    from lesionseg.client.nifti import atomic_write_text
+
+    lines = ["image\tstatus\tseconds\tattempts\tresult\toutputs"]
+    for o in outcomes:
+        outputs = ",".join(str(p) for p in o.subject.outputs) if o.status != FAILED else ""
+        note = o.note.replace("\t", " ").replace("\n", " ")
+        lines.append(f"{o.subject.image.path}\t{o.status}\t{o.seconds:.2f}\t{o.attempts}\t{note}\t{outputs}")
+    return atomic_write_text(path, "\n".join(lines) + "\n")

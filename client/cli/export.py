@@ -1,0 +1,142 @@
+"""`lesionseg export`: turn checkpoints into ONNX networks and Triton repository entries."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lesionseg.core.errors import EXIT_OK
+
+HELP = """\
+examples:
+  lesionseg export sct-legacy --models-dir ../shared/sct_models --repository model_repository
+  lesionseg export sct-legacy --models-dir ~/sct/data --repository repo --contrast t2s --backend onnxruntime
+
+--backend python (default) serves the ONNX networks from Python-backend models with onnxruntime,
+as the embedded server needs; --backend onnxruntime writes configs for Triton's own ONNX Runtime
+backend (NGC images, GPU).
+"""
+
+
+def _repository_argument(parser: argparse.ArgumentParser, *, target: bool = False) -> None:
+    """--repository (and --target) as every export kind takes them."""
+    parser.add_argument("--repository", type=Path, metavar="REPO",
+                        help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
+    if target:
+        parser.add_argument("--target", default="cpu", choices=("cpu", "gpu"),
+                            help="cpu: embedded server (Python backend + onnxruntime); gpu: Triton's onnxruntime backend on GPU")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("export", help="convert models into a Triton model repository",
+                            epilog="examples:\n  lesionseg export sct-legacy --models-dir ../shared/sct_models --contrast all\n"
+                                   "  lesionseg export nnunet --model-dir Dataset101/ --task seg_ms_lesion\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", parser_class=type(parser))
+    kinds.required = True
+    legacy = kinds.add_parser(
+        "sct-legacy", help="SCT's legacy deepseg_lesion / deepseg_sc centerline models (.h5 or .onnx)",
+        epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    legacy.add_argument("--models-dir", required=True, type=Path, metavar="DIR", help="folder holding *_lesion / *_ctr .h5 or .onnx files")
+    _repository_argument(legacy)
+    legacy.add_argument("--contrast", default="all", choices=("t2", "t2_ax", "t2s", "all"), help="which pipeline(s) (default all present)")
+    legacy.add_argument("--backend", default="python", choices=("python", "onnxruntime"), help="how the networks are served")
+    legacy.add_argument("--golden", type=Path, metavar="DIR", help="Keras golden outputs <model>.npz for parity (default: <models-dir>/golden)")
+    legacy.set_defaults(run=run_legacy)
+    nnunet = kinds.add_parser(
+        "nnunet", help="an nnU-Net v2 model folder (plans.json, dataset.json, fold_N/checkpoint_final.pth)",
+        epilog=NNUNET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    nnunet.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="the model folder (or a folder above it)")
+    nnunet.add_argument("--task", required=True, metavar="NAME", help="Triton name of the task ensemble, e.g. seg_ms_lesion")
+    _repository_argument(nnunet, target=True)
+    nnunet.add_argument("--folds", default="all", metavar="all|0,1", help="folds to use (default: every fold_* present)")
+    nnunet.add_argument("--mirroring", action="store_true", help="test-time mirroring over the checkpoint's allowed axes (SCT: off)")
+    nnunet.add_argument("--merge-folds", action="store_true", help="one ONNX graph averaging every fold instead of one network per fold")
+    nnunet.add_argument("--configuration", metavar="NAME", help="plans configuration (default: from the folder name, else 3d_fullres)")
+    nnunet.set_defaults(run=run_nnunet)
+    monai = kinds.add_parser(
+        "monai", help="SCT 6.5's contrast-agnostic MONAI checkpoint (.ckpt, PlainConvUNet)",
+        epilog="example:\n  lesionseg export monai --ckpt model_contrast-agnostic_20240930-1002/ --task seg_sc_contrast_agnostic\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    monai.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="the .ckpt file or a folder holding one")
+    monai.add_argument("--task", default="seg_sc_contrast_agnostic", metavar="NAME", help="Triton name of the task (default seg_sc_contrast_agnostic)")
+    _repository_argument(monai, target=True)
+    monai.set_defaults(run=run_monai)
+    ivadomed = kinds.add_parser(
+        "ivadomed", help="an ivadomed model or ensemble (NAME/NAME.onnx + NAME.json per member; SCT 6.0-6.3 MP2RAGE lesions)",
+        epilog="example:\n  lesionseg export ivadomed --model-dir model_seg_ms_lesion_mp2rage/ --task seg_ms_lesion_mp2rage\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ivadomed.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="a member folder, or a folder holding several (seed1/NAME/, ...)")
+    ivadomed.add_argument("--task", default="seg_ms_lesion_mp2rage", metavar="NAME", help="Triton name of the task (default seg_ms_lesion_mp2rage)")
+    _repository_argument(ivadomed, target=True)
+    ivadomed.set_defaults(run=run_ivadomed)
+
+
+NNUNET_HELP = """\
+examples:
+  lesionseg export nnunet --model-dir model_seg_ms_lesion/ --task seg_ms_lesion
+  lesionseg export nnunet --model-dir mp2rage/ --task seg_ms_lesion_mp2rage --folds 3 --target gpu
+"""
+
+
+def run_nnunet(args: argparse.Namespace) -> int:
+    from lesionseg.core.settings import setting
+    from lesionseg.export.nnunet import export_nnunet
+    from lesionseg.server.launch.embedded import default_repository
+
+    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    folds = None if args.folds == "all" else [f.strip() for f in args.folds.split(",") if f.strip()]
+    result = export_nnunet(args.model_dir, repository, task=args.task, folds=folds, target=args.target,
+                           mirroring=args.mirroring, merge_folds=args.merge_folds, configuration=args.configuration)
+    for name, record in result.networks.items():
+        print(f"{name}: ONNX vs PyTorch max abs logits difference {record['parity']['max_abs_diff']:.2g} on random tiles")
+    print(f"task {result.task} written to {repository} (patch {list(result.plan.patch_size)}, spacing "
+          f"{list(result.plan.spacing)}, orientation {result.plan.orientation}, labels {result.plan.labels})")
+    return EXIT_OK
+
+
+def run_monai(args: argparse.Namespace) -> int:
+    from lesionseg.core.settings import setting
+    from lesionseg.export.monai import export_monai
+    from lesionseg.server.launch.embedded import default_repository
+
+    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    result = export_monai(args.ckpt, repository, task=args.task, target=args.target)
+    print(f"{result.plan.network}: {result.record['stages']} stages, features {result.record['features']}; ONNX vs PyTorch "
+          f"max abs difference {result.record['parity']['max_abs_diff']:.2g} on random windows")
+    print(f"task {result.task} written to {repository}")
+    return EXIT_OK
+
+
+def run_ivadomed(args: argparse.Namespace) -> int:
+    from lesionseg.core.settings import setting
+    from lesionseg.export.ivadomed import export_ivadomed
+    from lesionseg.server.launch.embedded import default_repository
+
+    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    result = export_ivadomed(args.model_dir, repository, task=args.task, target=args.target)
+    print(f"task {result.task} written to {repository}: {len(result.members)} members, patches {list(result.plan.members[0].length)}")
+    return EXIT_OK
+
+
+def run_legacy(args: argparse.Namespace) -> int:
+    from lesionseg.core.settings import setting
+    from lesionseg.export.legacy import export_sct_legacy
+    from lesionseg.server.launch.embedded import default_repository
+
+    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    result = export_sct_legacy(args.models_dir, repository, contrast=args.contrast, backend=args.backend, golden_dir=args.golden)
+    for network, record in result.networks.items():
+        parity = record.get("parity")
+        measured = (f"max abs {parity['compared']} difference {parity['max_abs_diff']:.2g} vs Keras golden outputs"
+                    if parity else "parity not measured (no golden outputs)")
+        print(f"{network}: {record['source_format']} -> {repository}; {measured}")
+    for contrast in result.contrasts:
+        print(f"pipeline deepseg_lesion_{contrast} written")
+    for contrast in result.skipped:
+        print(f"skipped contrast {contrast}: its models are not in {args.models_dir}")
+    return EXIT_OK

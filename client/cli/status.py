@@ -1,0 +1,48 @@
+"""`lesionseg status`: is the server live and ready, and what state is each model in."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from lesionseg.client.status import resolve_url, server_state
+from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK
+
+HELP = """\
+examples:
+  lesionseg status
+  lesionseg status --url triton.example.org:8001 --json
+
+exit codes: 0 server ready, 1 live but not ready, 3 unreachable
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "status", help="report a Triton server's health and models", epilog=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--url", "-url", help="server gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    state = server_state(resolve_url(args.url), timeout=args.timeout)
+    if args.json:
+        json.dump(dataclasses.asdict(state), sys.stdout, indent=2)
+        print()
+    else:
+        print(f"server {state.url}: live, {'ready' if state.ready else 'NOT ready'} (Triton {state.version})")
+        if state.models:
+            width = max(len(m.name) for m in state.models)
+            print(f"  {'MODEL':<{width}}  VERSION  STATE")
+            for m in state.models:
+                reason = f"  ({m.reason})" if m.reason else ""
+                print(f"  {m.name:<{width}}  {m.version:<7}  {m.state}{reason}")
+        else:
+            print("  no models")
+    return EXIT_OK if state.ready else EXIT_FAILURE

@@ -1,0 +1,1 @@
+"""Starting and stopping the `tritonserver` bundled in the nvidia-pytriton wheel."""

@@ -1,0 +1,235 @@
+"""nnU-Net v2 inference (`nnUNetPredictor`) as pure numpy steps the Triton models delegate to.
+
+Orientation contract: the client sends the volume reoriented to the plan's `orientation` (SCT's
+code; `dataset.json["image_orientation"]` or LPI), as an (x, y, z) array with its spacing. Like
+SCT, `preprocess` transposes it to (z, y, x) with reversed spacing before nnU-Net's own steps:
+`transpose_forward`, crop to the nonzero region, normalisation, resampling to the plan spacing.
+`sliding_window` runs the network over `patch_size` tiles (step 0.5, gaussian weighting, optional
+mirroring); `postprocess` resamples the logits back, takes the argmax, pastes the crop box,
+applies `transpose_backward` and returns to (x, y, z).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resample
+
+NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NnunetPlan:
+    """What inference needs from plans.json, dataset.json and the checkpoints (all from the export).
+
+    Spacings and shapes are in nnU-Net's transposed axis order.
+    """
+
+    orientation: str
+    transpose_forward: tuple[int, ...]
+    transpose_backward: tuple[int, ...]
+    spacing: tuple[float, ...]
+    patch_size: tuple[int, ...]
+    normalization: tuple[str, ...]
+    use_mask_for_norm: tuple[bool, ...]
+    intensity_properties: tuple[dict[str, float], ...]
+    resampling_data: dict[str, Any]
+    resampling_probabilities: dict[str, Any]
+    num_classes: int
+    labels: dict[str, int]
+    mirror_axes: tuple[int, ...] = ()
+    use_mirroring: bool = False
+    tile_step_size: float = 0.5
+    use_gaussian: bool = True
+    networks: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "NnunetPlan":
+        raw = json.loads(text)
+        for key in ("transpose_forward", "transpose_backward", "spacing", "patch_size", "normalization",
+                    "use_mask_for_norm", "intensity_properties", "mirror_axes", "networks"):
+            raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Properties:
+    """What postprocessing needs to undo preprocessing; shapes and spacing in transposed order."""
+
+    shape_before_cropping: tuple[int, int, int]
+    bbox: tuple[tuple[int, int], ...]
+    shape_after_cropping: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+
+    def pack(self) -> tuple[np.ndarray, np.ndarray]:
+        ints = np.array([*self.shape_before_cropping, *[v for b in self.bbox for v in b], *self.shape_after_cropping], np.int64)
+        return ints, np.asarray(self.spacing, np.float64)
+
+    @classmethod
+    def unpack(cls, ints: np.ndarray, spacing: np.ndarray) -> "Properties":
+        v = [int(i) for i in ints]
+        return cls(shape_before_cropping=tuple(v[0:3]), bbox=((v[3], v[4]), (v[5], v[6]), (v[7], v[8])),
+                   shape_after_cropping=tuple(v[9:12]), spacing=tuple(float(s) for s in spacing))  # type: ignore[arg-type]
+
+
+def nonzero_bbox(data: np.ndarray) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
+    """nnU-Net's `create_nonzero_mask` (holes filled) and its half-open bounding box."""
+    mask = data[0] != 0
+    for c in range(1, data.shape[0]):
+        mask |= data[c] != 0
+    mask = ndimage.binary_fill_holes(mask)
+    bbox = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        bbox.append((int(present[0]), int(present[-1]) + 1) if present.size else (0, mask.shape[axis]))
+    return mask, tuple(bbox)
+
+
+def normalise(image: np.ndarray, scheme: str, *, mask: np.ndarray | None, props: Mapping[str, float]) -> np.ndarray:
+    """One channel, nnU-Net's normalisation schemes (float32)."""
+    image = image.astype(np.float32, copy=True)
+    eps = 1e-8
+    if scheme == "ZScoreNormalization":
+        if mask is not None:
+            mean, std = image[mask].mean(), image[mask].std()
+            image[mask] = (image[mask] - mean) / max(std, eps)
+        else:
+            image -= image.mean()
+            image /= max(image.std(), eps)
+    elif scheme == "CTNormalization":
+        np.clip(image, props["percentile_00_5"], props["percentile_99_5"], out=image)
+        image -= props["mean"]
+        image /= max(props["std"], eps)
+    elif scheme == "RescaleTo01Normalization":
+        image -= image.min()
+        image /= max(float(image.max()), eps)
+    elif scheme != "NoNormalization":
+        raise ValueError(f"normalisation scheme {scheme!r} is not supported")
+    return image
+
+
+def preprocess(image_xyz: np.ndarray, spacing_xyz: Sequence[float], plan: NnunetPlan) -> tuple[np.ndarray, Properties]:
+    """(x, y, z) volume -> network input (C, Z', Y', X') float32 at the plan spacing, and Properties."""
+    data = np.ascontiguousarray(image_xyz.transpose(2, 1, 0))[None].astype(np.float32)  # SCT: (z, y, x)
+    spacing = tuple(float(s) for s in spacing_xyz)[::-1]
+    data = data.transpose([0, *[i + 1 for i in plan.transpose_forward]])
+    spacing_t = tuple(spacing[i] for i in plan.transpose_forward)
+    shape_before = tuple(int(s) for s in data.shape[1:])
+    mask, bbox = nonzero_bbox(data)
+    crop = tuple(slice(a, b) for a, b in bbox)
+    data = data[(slice(None), *crop)]
+    mask = mask[crop]
+    shape_after = tuple(int(s) for s in data.shape[1:])
+    new_shape = compute_new_shape(shape_after, spacing_t, plan.spacing)
+    for c in range(data.shape[0]):
+        use_mask = plan.use_mask_for_norm[c] and plan.normalization[c] == "ZScoreNormalization"
+        data[c] = normalise(data[c], plan.normalization[c], mask=mask if use_mask else None,
+                            props=plan.intensity_properties[c] if plan.intensity_properties else {})
+    data = resample(data, new_shape, spacing_t, plan.spacing, **plan.resampling_data).astype(np.float32)
+    return data, Properties(shape_before_cropping=shape_before, bbox=bbox, shape_after_cropping=shape_after, spacing=spacing_t)  # type: ignore[arg-type]
+
+
+def steps_for_sliding_window(image_size: Sequence[int], tile_size: Sequence[int], step: float) -> list[list[int]]:
+    """nnU-Net's tile starts per axis: ceil((size - tile) / (tile * step)) + 1 steps, spread evenly."""
+    steps = []
+    for size, tile in zip(image_size, tile_size):
+        n = int(np.ceil((size - tile) / (tile * step))) + 1
+        actual = (size - tile) / (n - 1) if n > 1 else 99999999999
+        steps.append([int(np.round(actual * i)) for i in range(n)])
+    return steps
+
+
+def gaussian_map(tile_size: Sequence[int], sigma_scale: float = 1.0 / 8, value_scaling_factor: float = 10.0) -> np.ndarray:
+    """nnU-Net's importance map: a centred gaussian (sigma = tile/8) scaled to max 10, no zeros."""
+    tmp = np.zeros(tile_size)
+    tmp[tuple(i // 2 for i in tile_size)] = 1
+    g = ndimage.gaussian_filter(tmp, [i * sigma_scale for i in tile_size], 0, mode="constant", cval=0)
+    g = g / (g.max() / value_scaling_factor)
+    g[g == 0] = g[g != 0].min()
+    return g.astype(np.float32)
+
+
+def pad_to_patch(data: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Zero padding up to the patch size (difference // 2 before), and the slicer undoing it."""
+    old = data.shape[1:]
+    new = [max(p, o) for p, o in zip(patch, old)]
+    below = [(n - o) // 2 for n, o in zip(new, old)]
+    above = [(n - o) - b for n, o, b in zip(new, old, below)]
+    padded = np.pad(data, [(0, 0), *zip(below, above)], mode="constant")
+    return padded, tuple(slice(b, b + o) for b, o in zip(below, old))
+
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def mirror_variants(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """All non-empty combinations of the spatial mirroring axes (nnU-Net's TTA)."""
+    return [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+
+
+def sliding_window(data: np.ndarray, plan: NnunetPlan, predict: Predict) -> np.ndarray:
+    """Gaussian-weighted average of the network's logits over all tiles.
+
+    Args:
+        data: (C, Z, Y, X) preprocessed input.
+        predict: runs the network (all folds averaged) on (N, C, *patch) tiles and returns
+            (N, num_classes, *patch) logits.
+    Returns:
+        (num_classes, Z, Y, X) float32 logits.
+    """
+    patch = tuple(plan.patch_size)
+    padded, unpad = pad_to_patch(data, patch)
+    steps = steps_for_sliding_window(padded.shape[1:], patch, plan.tile_step_size)
+    starts = list(itertools.product(*steps))
+    tiles = np.stack([padded[(slice(None), *[slice(s, s + p) for s, p in zip(start, patch)])] for start in starts])
+    flips = mirror_variants([a + 2 for a in plan.mirror_axes]) if plan.use_mirroring else []
+    batch = np.concatenate([tiles, *[np.flip(tiles, axis) for axis in flips]]) if flips else tiles
+    logits = predict(np.ascontiguousarray(batch, dtype=np.float32))
+    n = len(tiles)
+    tile_logits = logits[:n].astype(np.float32)
+    for k, axis in enumerate(flips, start=1):
+        tile_logits += np.flip(logits[k * n : (k + 1) * n], axis)
+    tile_logits /= len(flips) + 1
+    weight = gaussian_map(patch) if plan.use_gaussian else np.ones(patch, np.float32)
+    total = np.zeros((plan.num_classes, *padded.shape[1:]), np.float32)
+    counts = np.zeros(padded.shape[1:], np.float32)
+    for start, tile in zip(starts, tile_logits):
+        window = tuple(slice(s, s + p) for s, p in zip(start, patch))
+        total[(slice(None), *window)] += tile * weight
+        counts[window] += weight
+    total /= counts
+    return total[(slice(None), *unpad)]
+
+
+def _to_client_grid(volume: np.ndarray, props: Properties, plan: NnunetPlan) -> np.ndarray:
+    """Paste a cropped (Z', Y', X') volume into its box, undo transpose_forward, go back to (x, y, z)."""
+    full = np.zeros(props.shape_before_cropping, volume.dtype)
+    full[tuple(slice(a, b) for a, b in props.bbox)] = volume
+    full = full.transpose(plan.transpose_backward)
+    return np.ascontiguousarray(full.transpose(2, 1, 0))  # (z, y, x) -> (x, y, z)
+
+
+def postprocess(logits: np.ndarray, props: Properties, plan: NnunetPlan, *, probabilities: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(num_classes, Z', Y', X') logits -> uint8 label map on the client's (x, y, z) grid and,
+    with `probabilities`, the softmax of each foreground class as uint8 (probability x 255),
+    shaped (num_classes - 1, x, y, z). Outside the crop box the label is 0 and probabilities 0."""
+    resampled = resample(logits.astype(np.float32), props.shape_after_cropping, plan.spacing, props.spacing,
+                         **plan.resampling_probabilities)
+    seg = _to_client_grid(np.argmax(resampled, axis=0).astype(np.uint8), props, plan)
+    if not probabilities:
+        return seg, None
+    shifted = np.exp(resampled - resampled.max(axis=0, keepdims=True))
+    soft = shifted / shifted.sum(axis=0, keepdims=True)
+    quantised = np.clip(np.rint(soft[1:] * 255), 0, 255).astype(np.uint8)
+    return seg, np.stack([_to_client_grid(q, props, plan) for q in quantised])
