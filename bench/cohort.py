@@ -219,10 +219,10 @@ def make_cohort(source: Path, suffix: str, root: Path, n: int) -> list[Path]:
 
 
 def server_settings(repo: Path):
-    from lesionseg.server.launch.embedded import ServerSettings, free_port
+    from lesionseg.server.launch.embedded import ServerSettings, free_ports
 
-    ports = sorted({free_port() for _ in range(6)})[:3]
-    return ServerSettings(repository=repo, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2])
+    grpc, http, metrics = free_ports(3)
+    return ServerSettings(repository=repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
 
 
 def ort_session(path: Path):
@@ -309,14 +309,14 @@ def cli_tail(args: argparse.Namespace, url: str, ofolder: Path) -> list[str]:
 
 
 def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
-    import tritonclient.grpc as grpcclient
-
-    from lesionseg.client.legacy import _tensor, legacy_outputs
+    from lesionseg.client.connection import Connection, ConnectionSettings
+    from lesionseg.client.legacy import legacy_outputs
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
     from lesionseg.export.legacy import export_sct_legacy
     from lesionseg.server.launch.embedded import EmbeddedServer
-    from lesionseg.server.repository.legacy import pipeline_name, pipeline_spec
+    from lesionseg.core.catalogue import legacy_model
+    from lesionseg.server.repository.legacy import pipeline_spec
     from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
 
     contrast, params = LEGACY_CONTRAST, CONTRASTS[LEGACY_CONTRAST]
@@ -336,7 +336,7 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     result = Result(name="legacy", n=args.n,
                     note="a is conservative in SCT's favour: onnxruntime without spinalcordtoolbox's imports or the OptiC "
                          "binary (SCT before 2022 ran these networks in TensorFlow/Keras, slower still)",
-                    description=f"legacy sct_deepseg_lesion -c {contrast} ({pipeline_name(contrast)}), "
+                    description=f"legacy sct_deepseg_lesion -c {contrast} ({legacy_model(contrast)}), "
                                 f"{args.n} variants of {Path(LEGACY_IMAGE[0]).name} {list(inputs[0][0].shape)}")
 
     # c: capture the network calls of every subject (untimed, real outputs: the lesion chunks
@@ -369,8 +369,8 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     settings = server_settings(repo)
     expected = [legacy_outputs(p, out_b / p.parent.relative_to(cohort))["lesionseg"] for p in images]
     with EmbeddedServer(settings) as server:
-        with grpcclient.InferenceServerClient(settings.grpc_url) as client:  # warm-up, untimed
-            client.infer(pipeline_name(contrast), [_tensor("IMAGE", inputs[0][0]), _tensor("SPACING", inputs[0][1])])
+        with Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:  # warm-up, untimed
+            link.infer(legacy_model(contrast), {"IMAGE": inputs[0][0], "SPACING": inputs[0][1]}, ["SEG"], source=images[0])
         argv = ["-q", "deepseg-lesion", "-i", str(cohort), "-c", contrast] + cli_tail(args, settings.grpc_url, out_b)
         result.batch_cmd = shown(argv, tmp)
         child = run_batch(argv, tmp / "batch.log", expected)
@@ -382,12 +382,10 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
 
 
 def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
-    import tritonclient.grpc as grpcclient
-
-    from lesionseg.client.task import output_paths
-    from lesionseg.client.legacy import _tensor
+    from lesionseg.client.connection import Connection, ConnectionSettings
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.client.task import output_paths
     from lesionseg.core.catalogue import task_info
     from lesionseg.export.nnunet import export_nnunet
     from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
@@ -449,9 +447,8 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
 
     expected = masks(out_b)
     with EmbeddedServer(settings) as server:
-        with grpcclient.InferenceServerClient(settings.grpc_url) as client:  # warm-up, untimed
-            client.infer(NNUNET_TASK, [_tensor("IMAGE", inputs[0][0]), _tensor("SPACING", inputs[0][1])],
-                         outputs=[grpcclient.InferRequestedOutput("SEG")])
+        with Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:  # warm-up, untimed
+            link.infer(NNUNET_TASK, {"IMAGE": inputs[0][0], "SPACING": inputs[0][1]}, ["SEG"], source=images[0])
         argv = ["-q", "deepseg", "-i", str(cohort), "-task", NNUNET_TASK] + cli_tail(args, settings.grpc_url, out_b)
         result.batch_cmd = shown(argv, tmp)
         child = run_batch(argv, tmp / "batch.log", expected)

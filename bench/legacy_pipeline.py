@@ -50,27 +50,26 @@ def main() -> int:
     args = parser.parse_args()
 
     import onnxruntime as ort
-    import tritonclient.grpc as grpcclient
 
-    from lesionseg.client.legacy import _tensor
+    from lesionseg.client.connection import Connection, ConnectionSettings
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
     from lesionseg.export.legacy import export_sct_legacy
-    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_port
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
     from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         export_sct_legacy(args.shared / "sct_models", repo, contrast="all")
-        ports = sorted({free_port() for _ in range(6)})[:3]
-        settings = ServerSettings(repository=repo, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2])
+        grpc, http, metrics = free_ports(3)
+        settings = ServerSettings(repository=repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
 
         def session(name: str):
             s = ort.InferenceSession(str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
             return lambda x: np.concatenate([s.run(None, {"input_1": x[i : i + 8]})[0] for i in range(0, len(x), 8)])
 
         rows = []
-        with EmbeddedServer(settings) as server, grpcclient.InferenceServerClient(settings.grpc_url) as client:
+        with EmbeddedServer(settings) as server, Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:
             for rel, contrast in IMAGES:
                 volume = load_volume(args.shared / rel)
                 orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))
@@ -78,13 +77,13 @@ def main() -> int:
                 spacing = np.asarray(orient.forward_spacing(volume.spacing), np.float32)
                 params = CONTRASTS[contrast]
                 ctr, les = session(f"deepseg_ctr_{params.ctr_contrast}_net"), session(f"deepseg_lesion_{contrast}_net")
-                inputs = [_tensor("IMAGE", data), _tensor("SPACING", spacing)]
+                inputs = {"IMAGE": np.ascontiguousarray(data, np.float32), "SPACING": spacing}
                 triton, local = [], []
-                client.infer(f"deepseg_lesion_{contrast}", inputs)  # warm-up
+                link.infer(f"deepseg_lesion_{contrast}", inputs, ["SEG"], source=rel)  # warm-up
                 segment_lesions(data, spacing, params, ctr_predict=ctr, lesion_predict=les)
                 for _ in range(args.repeats):
                     t0 = time.perf_counter()
-                    served = client.infer(f"deepseg_lesion_{contrast}", inputs).as_numpy("SEG")
+                    served = link.infer(f"deepseg_lesion_{contrast}", inputs, ["SEG"], source=rel)["SEG"]
                     triton.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     direct = segment_lesions(data, spacing, params, ctr_predict=ctr, lesion_predict=les)

@@ -33,16 +33,15 @@ def main() -> int:
 
     import onnxruntime as ort
     import torch
-    import tritonclient.grpc as grpcclient
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from lesionseg.client.legacy import _tensor
+    from lesionseg.client.connection import Connection, ConnectionSettings
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
     from lesionseg.export.nnunet import export_nnunet
     from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
     from lesionseg.server.pipelines import nnunet
-    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_port
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_model(Path(tmp) / "model", REALISTIC)
@@ -71,13 +70,13 @@ def main() -> int:
         def oracle() -> None:
             predictor.predict_single_npy_array(data.transpose(2, 1, 0)[None].astype(np.float32), {"spacing": list(spacing[::-1])})
 
-        ports = sorted({free_port() for _ in range(6)})[:3]
-        settings = ServerSettings(repository=repo, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2])
-        with EmbeddedServer(settings), grpcclient.InferenceServerClient(settings.grpc_url) as client:
-            inputs = [_tensor("IMAGE", data), _tensor("SPACING", np.asarray(spacing, np.float32))]
+        grpc, http, metrics = free_ports(3)
+        settings = ServerSettings(repository=repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
+        with EmbeddedServer(settings), Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:
+            inputs = {"IMAGE": np.ascontiguousarray(data, np.float32), "SPACING": np.asarray(spacing, np.float32)}
 
             def triton() -> None:
-                client.infer("bench", inputs, outputs=[grpcclient.InferRequestedOutput("SEG")])
+                link.infer("bench", inputs, ["SEG"], source=args.image)
 
             timings = {}
             for name, fn in (("triton", triton), ("nnunetv2", oracle), ("bare", bare)):

@@ -3,7 +3,8 @@
 The box is computed per array axis of the image as stored (no reorientation, no resampling),
 widened by A, B, C voxels (or millimetres, converted with the voxel size and rounded up) on each
 side, and clipped to the image. The cropped image keeps world positions: its affine is the input
-affine shifted to the box origin.
+affine shifted to the box origin. `crop_image` is `lesionseg crop`; `cord_dilation` is the
+`--crop-to-cord` workflow's widening around the cord.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from lesionseg.core.errors import InputError, UsageError
+
+#: SCT's recipe crops MP2RAGE images (~1 mm) with `-dilate 30x30x5` voxels: here 30 mm left-right,
+#: 30 mm antero-posterior and 5 mm along the cord, so it means the same on any resolution.
+CORD_DILATION_MM = {"LR": 30.0, "AP": 30.0, "SI": 5.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +85,42 @@ def uncrop(data: np.ndarray, box: Box, shape: Sequence[int]) -> np.ndarray:
     out = np.zeros(tuple(shape), data.dtype)
     out[box.slices] = data
     return out
+
+
+def cord_dilation(affine: np.ndarray, spacing: Sequence[float]) -> tuple[int, int, int]:
+    """Voxels per array axis of an image (`affine`, `spacing` mm) for `CORD_DILATION_MM`: 30 mm
+    (R-L), 30 mm (A-P), 5 mm (S-I), along the axes those directions map to in its array."""
+    from lesionseg.client.orientation import axcodes
+
+    out = []
+    for code, size in zip(axcodes(affine), spacing):
+        direction = "LR" if code in "LR" else ("AP" if code in "AP" else "SI")
+        out.append(int(np.ceil(CORD_DILATION_MM[direction] / size - 1e-9)))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def crop_image(image_path: Path, mask_path: Path, dilation: Sequence[float], *, unit: str = "vox",
+               output: Path | None = None, overwrite: bool = False) -> Path:
+    """`sct_crop_image -i IMG -m MASK -dilate AxBxC`: write the image cropped to the mask's box,
+    its voxels as stored (dtype and scaling kept); default output `<in>_crop.nii.gz`. Returns it.
+
+    Raises:
+        InputError: unreadable files, a mask not on the image's grid, an empty mask.
+        OutputExistsError: the output exists and not `overwrite`.
+    """
+    import nibabel as nib
+
+    from lesionseg.client.nifti import load_volume, refuse_existing, save_volume, stem
+
+    image = load_volume(image_path)
+    mask = load_volume(mask_path, what="mask", allow_empty=True)
+    if mask.data.shape != image.data.shape or not np.allclose(mask.affine, image.affine, atol=1e-3):
+        raise InputError(f"{mask_path}: mask is not on the grid of {image_path} (shape {mask.data.shape} vs {image.data.shape})")
+    try:
+        box = mask_box(mask.data, dilation_voxels(dilation, unit, image.spacing))
+    except InputError as exc:
+        raise InputError(f"{mask_path}: {exc}") from None
+    output = output or image_path.parent / f"{stem(image_path)}_crop.nii.gz"
+    refuse_existing([output], overwrite=overwrite)
+    raw = np.asanyarray(nib.load(str(image_path)).dataobj).reshape(image.data.shape)
+    return save_volume(np.ascontiguousarray(raw[box.slices]), cropped_affine(image.affine, box), output, like=image.header)

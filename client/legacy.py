@@ -1,4 +1,10 @@
-"""Client side of the legacy pipeline: load, reorient, one gRPC call, write SCT's outputs."""
+"""The legacy family on the client: `sct_deepseg_lesion` through the `deepseg_lesion_<contrast>` models.
+
+One image: load it, send it in the model's orientation (SCT's RPI) with an optional centerline
+mask (`lesionseg.client.inference`), write SCT's three outputs, the lesion statistics and,
+with `qc`, a QC entry whose cord is the centerline the server used. `LegacyJob` is the same for a
+batch: each subject's outputs, and a per-subject centerline file from a pattern.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionseg.core.errors import InferenceError, InputError
+from lesionseg.client.batch.inputs import InputImage, subject_file
+from lesionseg.client.batch.runner import Subject
+from lesionseg.client.connection import Connection
+from lesionseg.client.inference import infer_volume
 from lesionseg.client.nifti import Volume, load_volume, refuse_existing, save_volume, stem
-from lesionseg.client.orientation import Reorientation, reorientation, sct_to_nib
+from lesionseg.client.orientation import Reorientation
+from lesionseg.core.catalogue import legacy_model
+from lesionseg.core.errors import InputError
 from lesionseg.core.grid import zoomed_affine
+from lesionseg.core.wire import from_uint8
 
 logger = logging.getLogger(__name__)
+
+ORIENTATION = "RPI"  # SCT's code, what the pipeline models expect when their config names none
 
 
 def _centerline_on_grid(path: Path, image: Volume) -> np.ndarray:
@@ -52,67 +66,80 @@ def legacy_outputs(image_path: Path, ofolder: Path) -> dict[str, Path]:
     }
 
 
-def segment_legacy(
-    image_path: Path, contrast: str, *, ofolder: Path, url: str | None, centerline_file: Path | None = None,
-    qc: Path | None = None, overwrite: bool = False, transport=None,
-) -> LegacyResult:
-    """Segment lesions in one image with `deepseg_lesion_<contrast>`.
+def segment_legacy(link: Connection, image_path: Path, contrast: str, *, ofolder: Path, centerline_file: Path | None = None,
+                   qc: Path | None = None, overwrite: bool = False) -> LegacyResult:
+    """Segment lesions in one image with `deepseg_lesion_<contrast>` on the server behind `link`.
 
     Outputs are written only after the server answered; each is written atomically.
     """
-    from lesionseg.client.session import open_transport
+    from lesionseg.client.lesion_stats import load_lesion_mask, write_mask_sidecars
 
     image = load_volume(image_path)
     outputs = legacy_outputs(image_path, ofolder)
     refuse_existing(outputs.values(), overwrite=overwrite)
-    centerline = _centerline_on_grid(centerline_file, image) if centerline_file is not None else None
-    model = f"deepseg_lesion_{contrast}"
-    with open_transport(url, transport) as link:
-        params = link.parameters(model)
-        orient = reorientation(image.affine, image.data.shape, sct_to_nib(params.get("orientation", "RPI")))
-        data = np.ascontiguousarray(orient.forward(image.data), dtype=np.float32)
-        spacing = np.asarray(orient.forward_spacing(image.spacing), np.float32)
-        inputs = {"IMAGE": data, "SPACING": spacing}
-        if centerline is not None:
-            inputs["CENTERLINE"] = np.ascontiguousarray(orient.forward(centerline))
-        result = link.infer(model, inputs, ["SEG", "PROB", "RES_PROB", "CENTERLINE_XYZ"], source=image_path,
-                            output_shapes={"SEG": (data.shape, np.uint8), "PROB": (data.shape, np.uint8),
-                                           "CENTERLINE_XYZ": ((data.shape[2], 3), np.float32)})
-    seg_rpi = result["SEG"]
-    prob_rpi = result["PROB"].astype(np.float32) / 255.0
-    res_prob = result["RES_PROB"].astype(np.float32) / 255.0
-    if seg_rpi.shape != data.shape:
-        raise InferenceError(f"{image_path}: server returned a mask of shape {seg_rpi.shape}, expected {data.shape}")
+    extra = {"CENTERLINE": _centerline_on_grid(centerline_file, image)} if centerline_file is not None else None
+    reply = infer_volume(link, legacy_model(contrast), image, default_orientation=ORIENTATION,
+                         outputs=["SEG", "PROB", "RES_PROB", "CENTERLINE_XYZ"], grid_outputs=("SEG", "PROB"),
+                         extra_inputs=extra, output_shapes=lambda shape: {"CENTERLINE_XYZ": ((shape[2], 3), np.float32)})
+    orient, data = reply.orient, reply.data
+    seg_rpi = reply.outputs["SEG"]
+    res_prob = from_uint8(reply.outputs["RES_PROB"])
     rpi_affine = orient.target_affine(image.affine)
     save_volume(res_prob, zoomed_affine(rpi_affine, data.shape, res_prob.shape), outputs["res_rpi_seg"], like=image.header)
-    save_volume(prob_rpi, rpi_affine, outputs["rpi_seg"], like=image.header)
+    save_volume(from_uint8(reply.outputs["PROB"]), rpi_affine, outputs["rpi_seg"], like=image.header)
     save_volume(orient.backward(seg_rpi).astype(np.uint8), image.affine, outputs["lesionseg"], like=image.header)
-    from lesionseg.client.lesion_stats import stats_record, write_mask_sidecars
-
-    outputs["lesions_tsv"], outputs["lesions_json"], stats = write_mask_sidecars(outputs["lesionseg"])
+    lesion = load_lesion_mask(outputs["lesionseg"])
+    outputs["lesions_tsv"], outputs["lesions_json"], stats = write_mask_sidecars(lesion)
     logger.info("%s: %d lesions, %d lesion voxels", image_path, stats.count, int(seg_rpi.sum()))
-    centerline_rpi = result["CENTERLINE_XYZ"]
+    centerline_rpi = reply.outputs["CENTERLINE_XYZ"]
     if qc is not None:
-        from lesionseg.client.qc.report import QcEntry, axial_mosaic, write_entry
+        from lesionseg.client.qc.masks import write_qc
 
-        cord = np.zeros(data.shape, np.uint8)
+        cord_rpi = np.zeros(data.shape, np.uint8)
         xs = np.clip(np.rint(centerline_rpi[:, 0]).astype(int), 0, data.shape[0] - 1)
         ys = np.clip(np.rint(centerline_rpi[:, 1]).astype(int), 0, data.shape[1] - 1)
-        cord[xs, ys, np.arange(data.shape[2])] = 1
-        background, overlay = axial_mosaic(data, spacing, centerline_rpi[:, :2], lesion=seg_rpi, cord=cord)
-        folder = write_entry(qc, QcEntry(command="deepseg-lesion", contrast=contrast, fname_in=image_path,
-                                         fname_seg=outputs["lesionseg"],
-                                         extra={"lesions": stats_record(stats, mask_path=outputs["lesionseg"])}),
-                             background, overlay)
-        outputs["qc"] = folder
+        cord_rpi[xs, ys, np.arange(data.shape[2])] = 1
+        outputs["qc"] = write_qc(qc, image, cord=orient.backward(cord_rpi), cord_source="the centerline", lesion=lesion,
+                                 command="deepseg-lesion", contrast=contrast)
     return LegacyResult(files=outputs, centerline_rpi=centerline_rpi, rpi=orient, lesion_voxels=int(seg_rpi.sum()),
                         lesions=stats.count, lesion_volume_mm3=stats.total_volume_mm3)
 
 
-def _tensor(name: str, array: np.ndarray):
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import np_to_triton_dtype
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LegacyJob:
+    """`segment_legacy` for every image of a batch: outputs in `ofolder` (mirroring each image's
+    place in its dataset), and the centerline from `centerline`, a per-subject pattern
+    (`lesionseg.client.batch.inputs.subject_file`) or None for the CNN's."""
 
-    tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-    tensor.set_data_from_numpy(np.ascontiguousarray(array))
-    return tensor
+    contrast: str
+    ofolder: Path
+    centerline: str | None = None
+    qc: Path | None = None
+
+    @property
+    def model(self) -> str:
+        return legacy_model(self.contrast)
+
+    @property
+    def description(self) -> str:
+        return f"deepseg-lesion {self.contrast}"
+
+    def folder(self, image: InputImage) -> Path:
+        return self.ofolder / image.relative
+
+    def plan(self, link: Connection, image: InputImage) -> Subject:
+        """The subject's outputs; the model must be served before anything starts."""
+        from lesionseg.client.lesion_stats import sidecar_paths
+
+        link.parameters(self.model)
+        files = legacy_outputs(image.path, self.folder(image))
+        return Subject(image=image, grid_outputs=(files["lesionseg"], files["rpi_seg"]),
+                       other_outputs=(files["res_rpi_seg"], *sidecar_paths(files["lesionseg"])))
+
+    def run(self, link: Connection, subject: Subject) -> str:
+        """Segment one subject (its existing outputs were refused, or accepted with --resume /
+        --overwrite, before the batch started); returns the summary's note."""
+        centerline = subject_file(self.centerline, subject.image, what="centerline") if self.centerline else None
+        result = segment_legacy(link, subject.image.path, self.contrast, ofolder=self.folder(subject.image),
+                                centerline_file=centerline, qc=self.qc, overwrite=True)
+        return f"{result.lesions} lesions, {result.lesion_volume_mm3:.1f} mm3"

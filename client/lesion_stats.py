@@ -20,7 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from lesionseg.client.nifti import Volume, atomic_write_text, stem
+from lesionseg.client.nifti import Volume, stem
+from lesionseg.core.files import atomic_write_text
 
 CONNECTIVITY = 26
 TSV_COLUMNS = (
@@ -198,10 +199,19 @@ def mask_stats(mask: Volume) -> LesionStats:
     return lesion_stats(lesion_voxels(mask), mask.spacing, axis_codes=axcodes(mask.affine))
 
 
-def write_mask_sidecars(mask_path: Path) -> tuple[Path, Path, LesionStats]:
-    """Lesion statistics of a written lesion mask (see `lesion_voxels`), as sidecars next to it."""
+def load_lesion_mask(path: Path) -> Volume:
+    """A written or given lesion mask (it may be empty).
+
+    Raises:
+        InputError: the file is missing or not a readable 3D NIfTI volume.
+    """
     from lesionseg.client.nifti import load_volume
 
-    stats = mask_stats(load_volume(mask_path, what="lesion mask", allow_empty=True))
-    tsv, js = write_sidecars(stats, mask_path)
+    return load_volume(path, what="lesion mask", allow_empty=True)
+
+
+def write_mask_sidecars(mask: Volume) -> tuple[Path, Path, LesionStats]:
+    """Lesion statistics of a loaded lesion mask (see `lesion_voxels`), as sidecars next to its file."""
+    stats = mask_stats(mask)
+    tsv, js = write_sidecars(stats, mask.path)
     return tsv, js, stats

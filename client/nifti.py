@@ -8,17 +8,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from lesionseg.core.errors import InputError
+from lesionseg.core.errors import InputError, OutputExistsError
+from lesionseg.core.files import atomic_path
+from lesionseg.core.wire import MAX_VOXELS
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-MAX_VOXELS = 512 * 512 * 1024
 
 
 def stem(path: Path) -> str:
@@ -185,49 +184,17 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)  # read once, at import (before any worker thread creates files)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def _file_mode() -> int:
-    """0666 less the process umask: what a plain open() would have created."""
-    return 0o666 & ~_UMASK
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` to a temporary file in `path`'s folder, then rename it onto `path` (mode 0644:
-    reports and sidecars are read by others)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, _file_mode())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def refuse_existing(paths, *, overwrite: bool) -> None:
     """Raise OutputExistsError naming the first of `paths` that exists, unless `overwrite`."""
     if overwrite:
         return
     for path in paths:
         if Path(path).exists():
-            from lesionseg.core.errors import OutputExistsError
-
             raise OutputExistsError(f"{path}: output exists (use --overwrite to replace it)")
 
 
 def save_volume(data: np.ndarray, affine: np.ndarray, path: Path, *, like: object | None = None) -> Path:
-    """Write `data` with `affine` to `path` atomically (temporary file in the same folder + rename).
+    """Write `data` with `affine` to `path` atomically (`lesionseg.core.files.atomic_path`).
 
     With `like` (a NIfTI header), its qform/sform codes and units are kept.
     """
@@ -243,13 +210,6 @@ def save_volume(data: np.ndarray, affine: np.ndarray, path: Path, *, like: objec
         image.set_sform(affine, code=int(header["sform_code"]) or 1)
         image.header["scl_slope"], image.header["scl_inter"] = 1.0, 0.0
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(image, tmp)
-        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; outputs are read by others (PACS, QC viewers)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=suffix) as tmp:
+        nib.save(image, str(tmp))
     return path

@@ -1,4 +1,14 @@
-"""Client side of `lesionseg deepseg`: one gRPC call to a task ensemble, SCT-style outputs."""
+"""The sct_deepseg task family on the client: `sct_deepseg -task ...` through a task model.
+
+A task model (an nnU-Net ensemble, or a MONAI or ivadomed pipeline model: the same interface)
+takes IMAGE (x, y, z) FP32 in its orientation and SPACING, and answers SEG (labels) and PROB
+(uint8 class probabilities); its `plan` parameter names the labels. One image: send it
+(`lesionseg.client.inference`), make each class's mask (soft map, probability > -thr, or the
+labels; then -fill-holes, -remove-small, -largest), write SCT's names with JSON sidecars, the
+lesion statistics and, with -qc, a QC entry. With `crop_to_cord`, the cord is segmented first
+and the task runs on the image cropped around it (SCT's MP2RAGE recipe), the result pasted back.
+`TaskJob` is the same for a batch.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +21,22 @@ from pathlib import Path
 import numpy as np
 
 from lesionseg.client import postprocessing
+from lesionseg.client.batch.inputs import InputImage
+from lesionseg.client.batch.runner import Subject
+from lesionseg.client.connection import Connection
+from lesionseg.client.crop import Box, cord_dilation, cropped_affine, mask_box, uncrop
+from lesionseg.client.inference import infer_volume
+from lesionseg.client.nifti import Volume, load_volume, refuse_existing, save_volume, stem
 from lesionseg.core import __version__
-from lesionseg.core.errors import InferenceError, UsageError
-from lesionseg.client.nifti import Volume, atomic_write_text, load_volume, refuse_existing, save_volume, stem
-from lesionseg.client.orientation import reorientation, sct_to_nib
 from lesionseg.core.catalogue import task_info
+from lesionseg.core.errors import InferenceError, UsageError
+from lesionseg.core.files import atomic_write_text
+from lesionseg.core.wire import UINT8_SCALE, from_uint8
 
 logger = logging.getLogger(__name__)
+
+ORIENTATION = "LPI"  # SCT's default for nnU-Net models whose config names none
+CORD_TASK = "seg_sc_contrast_agnostic"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,33 +71,28 @@ class PostOptions:
 class TaskResult:
     files: dict[str, Path]  # label name -> mask file
     labels: dict[str, int]
-    masks: dict[str, np.ndarray]  # label name -> uint8 mask on the input grid
+    masks: dict[str, np.ndarray]  # label name -> uint8 mask (float32 soft map) on the input grid
 
 
-def infer_task(image: Volume, task: str, url: str | None = None, *, probabilities: bool = False, transport=None
+def infer_task(link: Connection, image: Volume, task: str, *, probabilities: bool = False
                ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str]]:
-    """Send `image` to the `task` ensemble (through `transport`, else a server for `url`); returns
-    (labels (x, y, z) uint8, class probabilities (C, x, y, z) uint8 0-255 or None, model parameters),
-    both on the input's own grid and orientation."""
-    from lesionseg.client.session import open_transport
+    """Send `image` to the `task` model; returns (labels (x, y, z) uint8, class probabilities
+    (C, x, y, z) uint8 0-255 or None, model parameters), both on the input's own grid and orientation.
 
-    with open_transport(url, transport) as link:
-        params = link.parameters(task)
-        if "plan" not in params:
-            raise UsageError(f"model {task!r} is not an nnU-Net task ensemble (use deepseg-lesion for the legacy models)")
-        orient = reorientation(image.affine, image.data.shape, sct_to_nib(params.get("orientation", "LPI")))
-        data = np.ascontiguousarray(orient.forward(image.data), dtype=np.float32)
-        spacing = np.asarray(orient.forward_spacing(image.spacing), np.float32)
-        outputs = ["SEG", "PROB"] if probabilities else ["SEG"]
-        result = link.infer(task, {"IMAGE": data, "SPACING": spacing}, outputs, source=image.path,
-                            output_shapes={"SEG": (data.shape, np.uint8)})
-    seg = result["SEG"]
-    if seg.shape != data.shape:
-        raise InferenceError(f"{image.path}: server returned a mask of shape {seg.shape}, expected {data.shape}")
-    prob = None
-    if probabilities:
-        prob = np.stack([orient.backward(p) for p in result["PROB"]])
-    return orient.backward(seg), prob, params
+    Raises:
+        UsageError: `task` is not a task model (e.g. a legacy pipeline).
+    """
+    if "plan" not in link.parameters(task):
+        raise UsageError(f"model {task!r} is not an nnU-Net task ensemble (use deepseg-lesion for the legacy models)")
+    reply = infer_volume(link, task, image, default_orientation=ORIENTATION,
+                         outputs=["SEG", "PROB"] if probabilities else ["SEG"])
+    prob = np.stack([reply.orient.backward(p) for p in reply.outputs["PROB"]]) if probabilities else None
+    return reply.orient.backward(reply.outputs["SEG"]), prob, reply.parameters
+
+
+def task_labels(parameters: dict[str, str]) -> dict[str, int]:
+    """The label name -> value map of a task model (from its `plan` parameter)."""
+    return json.loads(parameters["plan"])["labels"]
 
 
 def output_paths(image_path: Path, task: str, labels: dict[str, int], output: Path | None, *,
@@ -93,6 +107,16 @@ def output_paths(image_path: Path, task: str, labels: dict[str, int], output: Pa
             return {foreground[0]: output}
         return {foreground[0]: folder / f"{base}{task_info(task).suffix}.nii.gz"}
     return {name: folder / f"{base}_{name}_seg.nii.gz" for name in foreground}
+
+
+def split_outputs(task: str, files: dict[str, Path]) -> tuple[Path | None, Path | None]:
+    """(cord mask, lesion mask) among a task's outputs, by class name (one class: by SCT's suffix)."""
+    if len(files) == 1:
+        ((name, path),) = files.items()
+        return (None, path) if "lesion" in name or "lesion" in task_info(task).suffix else (path, None)
+    lesion = next((p for name, p in files.items() if "lesion" in name), None)
+    cord = next((p for name, p in files.items() if "lesion" not in name and ("cord" in name or name == "sc")), None)
+    return cord, lesion
 
 
 def sidecar(path: Path, *, task: str, params: dict[str, str], image_path: Path, argv: list[str] | None) -> Path:
@@ -115,7 +139,7 @@ def class_masks(seg: np.ndarray, prob: np.ndarray | None, params: dict[str, str]
     """The mask written for each class: SCT's soft map (-thr 0, or ivadomed ensembles by default),
     the probability > -thr, or the server's labels; `to_grid` maps a mask onto the input's grid
     before the morphological options."""
-    labels = json.loads(params["plan"])["labels"]
+    labels = task_labels(params)
     soft = options.threshold == 0 or (options.threshold is None and params.get("default_output") == "soft")
     if soft and (options.largest or options.fill_holes or options.remove_small):
         raise UsageError(f"{task} writes a soft map by default; give -thr to binarise it before -largest, -fill-holes or -remove-small")
@@ -123,37 +147,136 @@ def class_masks(seg: np.ndarray, prob: np.ndarray | None, params: dict[str, str]
     for name in paths:
         value = labels[name]
         if soft:
-            masks[name] = to_grid(prob[value - 1].astype(np.float32) / 255.0)
+            masks[name] = to_grid(from_uint8(prob[value - 1]))
             continue
         if options.threshold is not None:
-            mask = postprocessing.threshold(prob[value - 1], options.threshold * 255)
+            mask = postprocessing.threshold(prob[value - 1], options.threshold * UINT8_SCALE)
         else:
             mask = (seg == value).astype(np.uint8)
         masks[name] = options.apply(to_grid(mask), spacing)
     return masks
 
 
-def write_outputs(masks: dict[str, np.ndarray], paths: dict[str, Path], image: Volume, *, task: str,
-                  params: dict[str, str], argv: list[str] | None) -> None:
-    """Every mask and its JSON sidecar (all masks computed before: a failure leaves no partial output)."""
-    for name, path in paths.items():
-        save_volume(masks[name], image.affine, path, like=image.header)
-        sidecar(path, task=task, params=params, image_path=image.path, argv=argv)
+def cord_box(link: Connection, image: Volume, cord_task: str = CORD_TASK) -> Box:
+    """The box of `image` around its cord (`cord_task`'s mask widened by `cord_dilation`).
+
+    Raises:
+        InferenceError: the cord task found no cord.
+    """
+    cord, _, _ = infer_task(link, image, cord_task)
+    if not np.any(cord):
+        raise InferenceError(f"{image.path}: {cord_task} found no spinal cord; cannot crop around it")
+    return mask_box(cord, cord_dilation(image.affine, image.spacing))
 
 
-def segment_task(image_path: Path, task: str, *, output: Path | None = None, url: str | None = None,
+def segment_task(link: Connection, image_path: Path, task: str, *, output: Path | None = None,
                  options: PostOptions = PostOptions(), argv: list[str] | None = None, overwrite: bool = False,
-                 transport=None, ofolder: Path | None = None) -> TaskResult:
+                 ofolder: Path | None = None, crop_to_cord: bool = False, cord_task: str = CORD_TASK) -> TaskResult:
     """Segment one image with a `sct_deepseg` task and write the masks (+ JSON sidecars).
 
-    Masks go to `output`, else SCT's names in `ofolder`, else next to the input."""
+    Masks go to `output`, else SCT's names in `ofolder`, else next to the input. With
+    `crop_to_cord`, `task` runs on the image cropped around the cord (`cord_box`) and its masks
+    are pasted back into the input grid. Every mask is computed before the first is written.
+    """
     image = load_volume(image_path)
     if output is not None:
         refuse_existing([output], overwrite=overwrite)
-    seg, prob, params = infer_task(image, task, url, probabilities=True, transport=transport)
-    labels = json.loads(params["plan"])["labels"]
+    target, to_grid = image, (lambda m: m)
+    if crop_to_cord:
+        box = cord_box(link, image, cord_task)
+        target = Volume(path=image.path, data=np.ascontiguousarray(image.data[box.slices]),
+                        affine=cropped_affine(image.affine, box), header=image.header)
+        to_grid = lambda m: uncrop(m, box, image.data.shape)  # noqa: E731
+    seg, prob, params = infer_task(link, target, task, probabilities=True)
+    labels = task_labels(params)
     paths = output_paths(image_path, task, labels, output, ofolder=ofolder)
     refuse_existing(paths.values(), overwrite=overwrite)
-    masks = class_masks(seg, prob, params, paths, task=task, options=options, spacing=image.spacing)
-    write_outputs(masks, paths, image, task=task, params=params, argv=argv)
+    masks = class_masks(seg, prob, params, paths, task=task, options=options, spacing=image.spacing, to_grid=to_grid)
+    if crop_to_cord:
+        params = {**params, "source": params.get("source", "") + f" (cropped around {cord_task})"}
+    for name, path in paths.items():
+        save_volume(masks[name], image.affine, path, like=image.header)
+        sidecar(path, task=task, params=params, image_path=image.path, argv=argv)
     return TaskResult(files=paths, labels=labels, masks=masks)
+
+
+def _foreground_voxels(mask: np.ndarray) -> int:
+    """Voxels in a written mask: ones of a binary mask, >= the lesion statistics' soft threshold of a soft map."""
+    from lesionseg.client.lesion_stats import SOFT_THRESHOLD
+
+    return int((mask >= SOFT_THRESHOLD).sum()) if mask.dtype.kind == "f" else int((mask > 0).sum())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Segmented:
+    """What one image's `TaskJob.segment` wrote: masks by class, other files (lesion statistics,
+    the QC entry), and a one-line note for a batch summary."""
+
+    masks: dict[str, Path]
+    other: list[Path]
+    note: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TaskJob:
+    """`sct_deepseg -task` for one image or every image of a batch: masks, sidecars, lesion
+    statistics and (with `qc`) a QC entry; in a batch, outputs in `ofolder` mirroring each image's
+    place in its dataset."""
+
+    task: str
+    options: PostOptions = PostOptions()
+    crop_to_cord: bool = False
+    qc: Path | None = None
+    ofolder: Path | None = None
+
+    @property
+    def model(self) -> str:
+        return self.task
+
+    @property
+    def description(self) -> str:
+        return f"deepseg {self.task}"
+
+    def folder(self, image: InputImage) -> Path | None:
+        return None if self.ofolder is None else self.ofolder / image.relative
+
+    def segment(self, link: Connection, image: Path, *, output: Path | None = None, ofolder: Path | None = None,
+                overwrite: bool = False) -> Segmented:
+        """Segment `image`; write masks, sidecars, lesion statistics and (with `qc`) the QC entry."""
+        from lesionseg.client.lesion_stats import load_lesion_mask, write_mask_sidecars
+
+        result = segment_task(link, image, self.task, output=output, options=self.options, overwrite=overwrite,
+                              ofolder=ofolder, crop_to_cord=self.crop_to_cord)
+        other: list[Path] = []
+        note = ", ".join(f"{name}: {_foreground_voxels(m)} vox" for name, m in result.masks.items())
+        cord, lesion = split_outputs(self.task, result.files)
+        if lesion is not None:
+            tsv, _, stats = write_mask_sidecars(load_lesion_mask(lesion))
+            other.append(tsv)
+            note = f"{stats.count} lesions, {stats.total_volume_mm3:.1f} mm3"
+            logger.info("%s: %s", lesion, note)
+        if self.qc is not None:
+            from lesionseg.client.qc.masks import write_mask_qc
+
+            other.append(write_mask_qc(image, cord, self.qc, lesion_path=lesion, command="deepseg", contrast=self.task))
+        return Segmented(masks=result.files, other=other, note=note)
+
+    def plan(self, link: Connection, image: InputImage) -> Subject:
+        """The subject's outputs, from the served model's labels (it must be a task model)."""
+        from lesionseg.client.lesion_stats import sidecar_paths
+
+        params = link.parameters(self.task)
+        labels = json.loads(params.get("plan", "{}")).get("labels")
+        if not labels:
+            raise UsageError(f"model {self.task!r} is not an nnU-Net task ensemble (use deepseg-lesion for the legacy models)")
+        paths = output_paths(image.path, self.task, labels, None, ofolder=self.folder(image))
+        other = [p.with_name(stem(p) + ".json") for p in paths.values()]
+        _, lesion = split_outputs(self.task, paths)
+        if lesion is not None:
+            other += list(sidecar_paths(lesion))
+        return Subject(image=image, grid_outputs=tuple(paths.values()), other_outputs=tuple(other))
+
+    def run(self, link: Connection, subject: Subject) -> str:
+        """Segment one subject (its existing outputs were refused, or accepted with --resume /
+        --overwrite, before the batch started); returns the summary's note."""
+        return self.segment(link, subject.image.path, ofolder=self.folder(subject.image), overwrite=True).note

@@ -1,8 +1,11 @@
-"""The sct_deepseg tasks lesionseg knows: output suffix, and where SCT publishes the model."""
+"""The models lesionseg knows, by the names client and server share: the sct_deepseg tasks (output
+suffix, where SCT publishes each model) and the legacy sct_deepseg_lesion pipelines."""
 
 from __future__ import annotations
 
 import dataclasses
+
+from lesionseg.core.errors import UsageError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,8 +51,6 @@ def release_url(task: Task, release: str | None) -> str | tuple[str, ...]:
     if release is None:
         return task.url
     if release not in task.releases:
-        from lesionseg.core.errors import UsageError
-
         known = ", ".join(task.releases) or "only the default"
         raise UsageError(f"{task.name} has no release {release!r} ({known})")
     return task.releases[release]
@@ -58,3 +59,12 @@ def release_url(task: Task, release: str | None) -> str | tuple[str, ...]:
 def task_info(name: str) -> Task:
     """A known task, or a generic one for any other exported task (suffix `_seg`)."""
     return TASKS.get(name) or Task(name=name, suffix="_seg", url="", description="exported model")
+
+
+#: sct_deepseg_lesion's contrasts (-c); each is served by the pipeline model `legacy_model(contrast)`.
+LEGACY_CONTRASTS = ("t2", "t2_ax", "t2s")
+
+
+def legacy_model(contrast: str) -> str:
+    """The served pipeline model of a legacy contrast: deepseg_lesion_<contrast>."""
+    return f"deepseg_lesion_{contrast}"

@@ -10,7 +10,6 @@ checksum is pinned or was recorded by an earlier download, checked against it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -20,9 +19,11 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from lesionseg.core.errors import InputError, LesionsegError, ModelNotFoundError
+from lesionseg.core.errors import InputError, LesionsegError, ModelNotFoundError, UsageError
+from lesionseg.core.files import sha256
+from lesionseg.core.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +69,6 @@ class DownloadError(LesionsegError):
     """A model archive could not be fetched or failed verification."""
 
 
-def cache_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "lesionseg"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download(url: str, target: Path, *, progress: Callable[[int, int | None], None] | None = None, timeout: float = 60) -> Path:
     """Fetch `url` into `target` atomically (a `.part` file renamed when complete)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,15 +99,15 @@ def download(url: str, target: Path, *, progress: Callable[[int, int | None], No
     return target
 
 
-def verify_zip(path: Path, members: tuple[str, ...], *, sha256: str | None = None, record: bool = True) -> str:
+def verify_zip(path: Path, members: tuple[str, ...], *, expected_sha256: str | None = None, record: bool = True) -> str:
     """Check an archive: pinned or recorded checksum, zip integrity, expected members.
 
     With `record`, the checksum of the first verified download is recorded next to it
     (`<zip>.sha256`) and a later copy must match it. Returns the archive's sha256.
     """
-    digest = file_sha256(path)
+    digest = sha256(path)
     recorded = path.with_name(path.name + ".sha256")
-    expected = sha256 or (recorded.read_text().strip() if recorded.exists() else None)
+    expected = expected_sha256 or (recorded.read_text().strip() if recorded.exists() else None)
     if expected and digest != expected:
         raise DownloadError(f"{path}: checksum mismatch (sha256 {digest[:12]}..., expected {expected[:12]}...)")
     try:
@@ -167,7 +155,7 @@ def fetch_release(release: Release, *, base_url: str | None = None, refresh: boo
         logger.info("downloading %s", url)
         download(url, archive, progress=progress)
     try:
-        verify_zip(archive, release.members, sha256=release.sha256)
+        verify_zip(archive, release.members, expected_sha256=release.sha256)
     except DownloadError:
         archive.unlink(missing_ok=True)  # never keep a bad archive in the cache
         raise
@@ -234,3 +222,69 @@ def _merge(folders: list[Path]) -> Path:
             if not link.exists():
                 link.symlink_to(file)
     return merged
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Installed:
+    """What `install_legacy` / `install_task` wrote: the served `models`, a short description of
+    what they hold, where they came from, and the legacy contrasts skipped for lack of models."""
+
+    models: tuple[str, ...]
+    description: str
+    source: str
+    skipped: tuple[str, ...] = ()
+
+
+def install_legacy(source: str | None, repository: Path, *, contrast: str = "all", backend: str = "python",
+                   progress: Callable[[int, int | None], None] | None = None) -> Installed:
+    """`lesionseg models install sct-legacy`: SCT's legacy networks from `source` (see
+    `resolve_source`; None: SCT's release URLs) exported as the `deepseg_lesion_<contrast>` pipelines."""
+    from lesionseg.core.catalogue import legacy_model
+    from lesionseg.export.legacy import export_sct_legacy
+
+    folder = resolve_source(source, progress=progress)
+    result = export_sct_legacy(folder, repository, contrast=contrast, backend=backend)
+    models = tuple(legacy_model(c) for c in result.contrasts)
+    return Installed(models=models, description=", ".join(models), source=str(folder), skipped=result.skipped)
+
+
+def install_task(name: str, repository: Path, *, release: str | None = None, source: str | None = None,
+                 folds: Sequence[str] | None = None, target: str = "cpu",
+                 progress: Callable[[int, int | None], None] | None = None) -> Installed:
+    """`lesionseg models install <task>`: a sct_deepseg task's release (or `source`), verified and
+    exported in its format: an nnU-Net model folder, SCT 6.5's MONAI checkpoint or SCT 6.0-6.3's
+    ivadomed ensemble (recognised by the files it holds).
+
+    Raises:
+        UsageError: unknown task or release; DownloadError, InputError, ExportError.
+    """
+    from lesionseg.core.catalogue import TASKS, release_url
+
+    if name not in TASKS:
+        raise UsageError(f"unknown task {name!r} (choose from {', '.join(TASKS)})")
+    task = TASKS[name]
+    if source is None:
+        url = release_url(task, release)
+        members = ("plans.json", "dataset.json") if url == task.url else ()
+        urls = url if isinstance(url, tuple) else (url,)
+        folders = [fetch_release(task_release(u, members), progress=progress) for u in urls]
+        source = " ".join(urls)
+    else:
+        folders = [resolve_source(source, progress=progress)]
+    folder = folders[0]
+    nnunet = any(folder.rglob("plans.json"))
+    if not nnunet and any(next(f.rglob("*.onnx"), None) for f in folders):  # SCT 6.0-6.3's ivadomed models
+        from lesionseg.export.ivadomed import export_ivadomed
+
+        ivadomed = export_ivadomed(folders, repository, task=task.name, target=target, source=source)
+        return Installed(models=(ivadomed.task,), description=f"{ivadomed.task} ({len(ivadomed.members)} ivadomed members)",
+                         source=source)
+    if not nnunet and any(folder.rglob("*.ckpt")):  # SCT 6.5's MONAI model
+        from lesionseg.export.monai import export_monai
+
+        monai = export_monai(folder, repository, task=task.name, target=target, source=source)
+        return Installed(models=(monai.task,), description=f"{monai.task} ({monai.plan.network}, MONAI checkpoint)", source=source)
+    from lesionseg.export.nnunet import export_nnunet
+
+    result = export_nnunet(folder, repository, task=task.name, folds=folds, target=target, source=source)
+    return Installed(models=(result.task,), description=f"{result.task} ({', '.join(result.plan.networks)})", source=source)

@@ -18,8 +18,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
-from lesionseg.export.networks import NetworkEntry, sha256, write_network
+from lesionseg.core.files import sha256
+from lesionseg.export.networks import target_options, write_network
 from lesionseg.server.pipelines.ivadomed import IvadomedPlan, MemberPlan, UnsupportedConfig
+from lesionseg.server.repository.ivadomed import write_ivadomed_task
+from lesionseg.server.repository.networks import NetworkEntry
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +86,6 @@ def export_ivadomed(model_dir: Path | Sequence[Path], repository: Path, *, task:
                     source: str | None = None) -> IvadomedExport:
     """Export the members found in `model_dir` (or in each of several folders: an ensemble
     released as one zip per member) as the task `task`."""
-    from lesionseg.server.repository.pipeline import pipeline_spec, write_pipeline
-
     folders = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(p) for p in model_dir]
     members = [m for folder in folders for m in find_members(folder)]
     model_dir = folders[0] if len(folders) == 1 else folders[0].parent
@@ -108,12 +109,8 @@ def export_ivadomed(model_dir: Path | Sequence[Path], repository: Path, *, task:
                              input_dims=(1, *plan.length), output_dims=(1, *plan.length), max_batch_size=16, queue_delay_us=2000)
         record = {"source": str(folder), "onnx_source_sha256": sha256(folder / f"{folder.name}.onnx"),
                   "parity": {"reference": "the member's own ONNX file", "compared": "served unchanged", "max_abs_diff": 0.0}}
-        write_network(entry, model, repository, backend="python" if target == "cpu" else "onnxruntime", record=record,
-                      instance_kind="KIND_GPU" if target == "gpu" else "KIND_CPU")
+        write_network(entry, model, repository, record=record, **target_options(target))
     plan = IvadomedPlan(members=tuple(plans))
-    spec = pipeline_spec(task, plan_json=plan.to_json(), orientation=plan.orientation, kind="ivadomed",
-                         source=source or str(model_dir), extra={"member_input": input_name, "member_output": output_name,
-                                                                 "default_output": "soft"})
-    write_pipeline(repository, task, spec, "lesionseg.server.backend.ivadomed:IvadomedSegModel")
+    write_ivadomed_task(repository, task, plan, input_name=input_name, output_name=output_name, source=source or str(model_dir))
     logger.info("%s: %d ivadomed members from %s", task, len(members), model_dir)
     return IvadomedExport(task=task, plan=plan, members=tuple(members))

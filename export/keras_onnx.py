@@ -22,13 +22,12 @@ import numpy as np
 
 from lesionseg.core.errors import ExportError, InputError
 from lesionseg.export.keras_lambda import lambda_divisor
+from lesionseg.server.repository.legacy import INPUT_NAME, OUTPUT_NAME
 
 logger = logging.getLogger(__name__)
 
 OPSET = 17
 IR_VERSION = 8  # widely loadable (onnxruntime, TensorRT)
-INPUT_NAME = "input_1"
-OUTPUT_NAME = "predictions"
 LOGITS_NAME = "logits"
 
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}

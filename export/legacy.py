@@ -11,40 +11,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
-from lesionseg.export.keras_onnx import INPUT_NAME, LOGITS_NAME, OUTPUT_NAME, convert_keras_h5
-from lesionseg.export.networks import NetworkEntry, sha256, write_network, write_network_entry
+from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, UsageError
+from lesionseg.core.files import sha256
+from lesionseg.export.keras_onnx import LOGITS_NAME, convert_keras_h5
+from lesionseg.export.networks import write_network
+from lesionseg.server.pipelines.legacy import CONTRASTS
+from lesionseg.server.repository.legacy import (
+    EXTRA_CENTERLINE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    network_entry,
+    networks_of,
+    write_pipeline,
+)
 
 logger = logging.getLogger(__name__)
 
-#: contrast -> (lesion network, centerline network); t2_ax uses the t2 centerline model as in SCT.
-CONTRASTS: dict[str, tuple[str, str]] = {
-    "t2": ("t2_lesion", "t2_ctr"),
-    "t2_ax": ("t2_ax_lesion", "t2_ctr"),
-    "t2s": ("t2s_lesion", "t2s_ctr"),
-}
-#: centerline networks exported when present even if no lesion pipeline uses them.
-EXTRA_CENTERLINE = ("dwi_ctr",)
 PARITY_TOLERANCE = 1e-3  # max abs difference of logits vs Keras golden outputs
-
-LESION_DIMS = (1, 48, 48, 48)  # channels-first 48^3 chunk
-CTR_DIMS = (80, 80, 1)  # channels-last 80x80 axial block
-
-
-def model_name(network: str) -> str:
-    """Triton model name of a network file stem: t2s_lesion -> deepseg_lesion_t2s_net."""
-    contrast, kind = network.rsplit("_", 1)
-    return f"deepseg_{'ctr' if kind == 'ctr' else 'lesion'}_{contrast}_net"
-
-
-def network_entry(network: str) -> NetworkEntry:
-    dims = CTR_DIMS if network.endswith("_ctr") else LESION_DIMS
-    return NetworkEntry(name=model_name(network), input_name=INPUT_NAME, output_names=(OUTPUT_NAME,),
-                        input_dims=dims, output_dims=dims, max_batch_size=32 if network.endswith("_ctr") else 8)
 
 
 def find_network(models_dir: Path, network: str) -> Path | None:
@@ -151,8 +138,6 @@ def select_contrasts(contrast: str) -> list[str]:
     if contrast == "all":
         return list(CONTRASTS)
     if contrast not in CONTRASTS:
-        from lesionseg.core.errors import UsageError
-
         raise UsageError(f"unknown contrast {contrast!r} (choose from {', '.join(CONTRASTS)}, all)")
     return [contrast]
 
@@ -166,14 +151,12 @@ def export_sct_legacy(
     With "all", contrasts whose lesion model is absent are skipped (and reported); with one
     contrast, a missing model is an error naming what was looked for.
     """
-    from lesionseg.server.repository.legacy import write_pipeline
-
     if not models_dir.is_dir():
         raise InputError(f"{models_dir}: models folder does not exist")
     wanted = select_contrasts(contrast)
     chosen, skipped, lacking = [], [], []
     for name in wanted:
-        missing = [n for n in CONTRASTS[name] if find_network(models_dir, n) is None]
+        missing = [n for n in networks_of(name) if find_network(models_dir, n) is None]
         if missing:
             if contrast != "all":
                 raise ModelNotFoundError(
@@ -185,7 +168,7 @@ def export_sct_legacy(
         chosen.append(name)
     if not chosen:
         raise ModelNotFoundError(f"{models_dir}: no complete legacy pipeline ({'; '.join(lacking)})")
-    networks = sorted({n for c in chosen for n in CONTRASTS[c]} | {n for n in EXTRA_CENTERLINE if find_network(models_dir, n)})
+    networks = sorted({n for c in chosen for n in networks_of(c)} | {n for n in EXTRA_CENTERLINE if find_network(models_dir, n)})
     records: dict[str, dict[str, Any]] = {}
     repository.mkdir(parents=True, exist_ok=True)
     for network in networks:
@@ -197,20 +180,3 @@ def export_sct_legacy(
     for name in chosen:
         write_pipeline(repository, name)
     return ExportResult(contrasts=tuple(chosen), networks=records, skipped=tuple(skipped))
-
-
-def write_entries(repository: Path, *, contrasts: Iterable[str] = tuple(CONTRASTS), backend: str = "python") -> None:
-    """Write every config and thin model.py of the legacy pipelines, without weights (the
-    committed `model_repository/` is this; `export_sct_legacy` adds the networks' model.onnx)."""
-    from lesionseg.server.repository.legacy import write_pipeline
-
-    contrasts = list(contrasts)
-    networks = sorted({n for c in contrasts for n in CONTRASTS[c]} | set(EXTRA_CENTERLINE))
-    for network in networks:
-        write_network_entry(network_entry(network), repository, backend=backend)
-    for contrast in contrasts:
-        write_pipeline(repository, contrast)
-
-
-def available_contrasts(models_dir: Path) -> Iterable[str]:
-    return [c for c, nets in CONTRASTS.items() if all(find_network(models_dir, n) for n in nets)]

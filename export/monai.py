@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
-from lesionseg.export.networks import NetworkEntry, sha256, write_network
+from lesionseg.core.files import sha256
+from lesionseg.export.networks import target_options, write_network
+from lesionseg.export.torch_onnx import INPUT_NAME, OUTPUT_NAME, load_checkpoint, to_onnx, torch_module
 from lesionseg.server.pipelines.monai import MonaiPlan
+from lesionseg.server.repository.monai import write_monai_task
+from lesionseg.server.repository.networks import NetworkEntry
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +43,6 @@ def find_checkpoint(path: Path) -> Path:
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
-    from lesionseg.export.nnunet import load_checkpoint
-
     checkpoint = load_checkpoint(path)
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
@@ -61,7 +63,7 @@ def architecture(state: dict[str, Any]) -> tuple[int, list[int]]:
 
 
 def build_network(n_stages: int, features: list[int]) -> Any:
-    import torch
+    torch = torch_module()
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
     strides = [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 2) + [[1, 2, 2]]
@@ -82,9 +84,6 @@ class MonaiExport:
 
 
 def export_monai(ckpt: Path, repository: Path, *, task: str, target: str = "cpu", source: str | None = None) -> MonaiExport:
-    from lesionseg.export.nnunet import INPUT_NAME, OUTPUT_NAME, to_onnx
-    from lesionseg.server.repository.monai import write_monai_task
-
     path = find_checkpoint(ckpt)
     state = load_state_dict(path)
     n_stages, features = architecture(state)
@@ -99,7 +98,6 @@ def export_monai(ckpt: Path, repository: Path, *, task: str, target: str = "cpu"
                          output_dims=(1, *plan.roi_size), max_batch_size=4, queue_delay_us=5000)
     record = {"source": str(path), "checkpoint_sha256": sha256(path), "stages": n_stages, "features": features,
               "parity": {"reference": "pytorch", "compared": "output on random windows", "max_abs_diff": diff}}
-    write_network(entry, model, repository, backend="python" if target == "cpu" else "onnxruntime", record=record,
-                  instance_kind="KIND_GPU" if target == "gpu" else "KIND_CPU")
+    write_network(entry, model, repository, record=record, **target_options(target))
     write_monai_task(repository, task, plan, source=source or str(path))
     return MonaiExport(task=task, plan=plan, record=record)

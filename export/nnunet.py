@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import json
 import logging
 import pydoc
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, UsageError
-from lesionseg.export.networks import NetworkEntry, sha256, write_network
+from lesionseg.core.files import sha256
+from lesionseg.export.networks import target_options, write_network
+from lesionseg.export.torch_onnx import INPUT_NAME, OUTPUT_NAME, load_checkpoint, to_onnx, torch_module
 from lesionseg.server.pipelines.nnunet import NORMALISATIONS, NnunetPlan
+from lesionseg.server.repository.networks import NetworkEntry
+from lesionseg.server.repository.nnunet import write_task
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +46,6 @@ CLASS_ALIASES = {
         "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
 }
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
-PARITY_TOLERANCE = 1e-3  # relative to the largest logit magnitude
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise ExportError("exporting nnU-Net models needs torch: pip install 'lesionseg-triton[export]' torch==2.13.0") from None
-    return torch
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -183,18 +173,6 @@ def input_channels(dataset: dict[str, Any]) -> int:
     return len(dataset.get("channel_names") or dataset.get("modality") or {})
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    torch = _torch()
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - nnU-Net checkpoints may hold objects outside the safe list
-        logger.warning("%s needs full unpickling; only export checkpoints you trust", path)
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
-
-
 def build_network(folder: NnunetFolder) -> Any:
     """The PyTorch network of the plans, deep supervision off, in eval mode."""
     arch = folder.configuration["architecture"]
@@ -224,7 +202,7 @@ class _FoldAverage:
 
     @staticmethod
     def make(networks: list[Any]) -> Any:
-        torch = _torch()
+        torch = torch_module()
 
         class FoldAverage(torch.nn.Module):
             def __init__(self, nets: list[Any]) -> None:
@@ -238,31 +216,6 @@ class _FoldAverage:
                 return out / len(self.nets)
 
         return FoldAverage(networks).eval()
-
-
-def to_onnx(module: Any, patch: Sequence[int], channels: int) -> tuple[Any, float]:
-    """Export with static spatial dims and a dynamic batch; returns (onnx model, max abs diff vs torch)."""
-    import onnx
-    import onnxruntime as ort
-
-    torch = _torch()
-    example = torch.randn(2, channels, *patch)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, opset_version=17, dynamo=False)
-    model = onnx.load_from_string(buffer.getvalue())
-    onnx.checker.check_model(model)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    probe = torch.randn(3, channels, *patch, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = module(probe).numpy()
-    got = session.run(None, {INPUT_NAME: probe.numpy()})[0]
-    diff = float(np.abs(got - expected).max())
-    if diff > PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max())):
-        raise ExportError(f"ONNX differs from PyTorch by {diff:.3g} on random tiles")
-    return model, diff
 
 
 def make_plan(folder: NnunetFolder, *, networks: Sequence[str], mirror_axes: Sequence[int], use_mirroring: bool) -> NnunetPlan:
@@ -322,8 +275,6 @@ def export_nnunet(
     mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None, source: str | None = None,
 ) -> NnunetExport:
     """Export an nnU-Net model folder as the `<task>` ensemble and its networks."""
-    from lesionseg.server.repository.nnunet import write_task
-
     if target not in ("cpu", "gpu"):
         raise UsageError(f"unknown target {target!r} (cpu or gpu)")
     folder = load_folder(model_dir, folds, configuration)
@@ -344,7 +295,6 @@ def export_nnunet(
         fold_modules[fold] = net.eval()
         if mirror_axes is None:
             mirror_axes = tuple(checkpoint.get("inference_allowed_mirroring_axes") or ())
-    backend = "python" if target == "cpu" else "onnxruntime"
     modules = {f"{task}_net": _FoldAverage.make(list(fold_modules.values()))} if merge_folds else \
         {f"{task}_fold{fold}_net": module for fold, module in fold_modules.items()}
     records: dict[str, dict[str, Any]] = {}
@@ -355,7 +305,7 @@ def export_nnunet(
         record = {"source": str(folder.path), "folds": list(folder.checkpoints) if merge_folds else [name.split("_fold")[-1][:-4]],
                   "checkpoints": {f: sha256(p) for f, p in folder.checkpoints.items()},
                   "parity": {"reference": "pytorch", "compared": "logits on 3 random tiles", "max_abs_diff": diff}}
-        write_network(entry, model, repository, backend=backend, record=record, instance_kind="KIND_GPU" if target == "gpu" else "KIND_CPU")
+        write_network(entry, model, repository, record=record, **target_options(target))
         records[name] = record
     plan = make_plan(folder, networks=list(modules), mirror_axes=mirror_axes or (), use_mirroring=mirroring)
     write_task(repository, task, plan, source=source or str(folder.path))

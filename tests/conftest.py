@@ -21,12 +21,9 @@ SELFTEST_REPOSITORY = TESTS / "model_repository"
 
 
 def ports() -> dict[str, int]:
-    from lesionseg.server.launch.embedded import free_port
+    from lesionseg.server.launch.embedded import free_ports
 
-    chosen: set[int] = set()
-    while len(chosen) < 3:
-        chosen.add(free_port())
-    grpc, http, metrics = sorted(chosen)
+    grpc, http, metrics = free_ports(3)
     return {"grpc_port": grpc, "http_port": http, "metrics_port": metrics}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from lesionseg.server.backend.selftest import ScaleModel, SumModel
 from lesionseg.server.repository.modelconfig import EnsembleStep, ModelSpec, TensorSpec, write_config
 from lesionseg.server.repository.pymodel import write_model_py
 
@@ -42,10 +43,7 @@ SPECS = [
     ),
 ]
 
-PYTHON_MODELS = {
-    "selftest_scale": "lesionseg.server.backend.selftest:ScaleModel",
-    "selftest_sum": "lesionseg.server.backend.selftest:SumModel",
-}
+PYTHON_MODELS = {"selftest_scale": ScaleModel, "selftest_sum": SumModel}
 
 
 def write(repository: Path = REPOSITORY) -> Path:
@@ -54,8 +52,8 @@ def write(repository: Path = REPOSITORY) -> Path:
         if spec.platform == "ensemble":
             (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)
             (repository / spec.name / "1" / ".gitkeep").touch()
-    for name, target in PYTHON_MODELS.items():
-        write_model_py(repository, name, target)
+    for name, model_class in PYTHON_MODELS.items():
+        write_model_py(repository, name, model_class)
     return repository
 
 

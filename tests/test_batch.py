@@ -27,7 +27,8 @@ from lesionseg.client.batch.runner import (
 )
 from lesionseg.core.errors import InputError, ServerUnavailableError, UsageError
 from lesionseg.client.batch.inputs import InputImage, collect_inputs, entities, is_batch, parse_bids_filters
-from lesionseg.client.connection import TransportSettings, is_local_address
+from lesionseg.client.address import is_local_address
+from lesionseg.client.connection import ConnectionSettings
 
 
 def nifti(path: Path, shape=(4, 5, 6), dtype=np.float32) -> Path:
@@ -239,15 +240,15 @@ def test_unavailable_server_is_waited_for_and_retried(tmp_path: Path):
 
 
 def test_transport_settings(monkeypatch):
-    assert TransportSettings.resolve() == TransportSettings(mode="auto", compression="none")
+    assert ConnectionSettings.resolve() == ConnectionSettings(transport="auto", compression="none")
     monkeypatch.setenv("LESIONSEG_TRANSPORT", "grpc")
     monkeypatch.setenv("LESIONSEG_COMPRESSION", "gzip")
-    assert TransportSettings.resolve() == TransportSettings(mode="grpc", compression="gzip")
-    assert TransportSettings.resolve(mode="shm").mode == "shm"
+    assert ConnectionSettings.resolve() == ConnectionSettings(transport="grpc", compression="gzip")
+    assert ConnectionSettings.resolve(transport="shm").transport == "shm"
     with pytest.raises(UsageError, match="transport 'tcp'"):
-        TransportSettings(mode="tcp")
+        ConnectionSettings(transport="tcp")
     with pytest.raises(UsageError, match="compression 'zip'"):
-        TransportSettings(compression="zip")
+        ConnectionSettings(compression="zip")
 
 
 @pytest.mark.parametrize("address, local", [

@@ -23,7 +23,8 @@ from lesionseg.client.cli import main
 from lesionseg.client.task import infer_task
 from lesionseg.client.legacy import segment_legacy
 from lesionseg.client.nifti import load_volume
-from lesionseg.client.connection import Transport, TransportSettings, leaked_regions
+from lesionseg.client.connection import Connection, ConnectionSettings
+from lesionseg.client.shm import leaked_regions
 
 pytestmark = pytest.mark.server
 
@@ -60,32 +61,32 @@ def t2s(shared: Path) -> Path:
 def t2s_reference(legacy_server, t2s: Path, tmp_path_factory) -> dict[str, np.ndarray]:
     """The single-image run's outputs over plain gRPC: the oracle every batch output must equal."""
     out = tmp_path_factory.mktemp("reference")
-    with Transport(legacy_server.settings.grpc_url, TransportSettings(mode="grpc")) as link:
-        result = segment_legacy(t2s, "t2s", ofolder=out, url=None, transport=link)
+    with Connection(legacy_server.settings.grpc_url, ConnectionSettings(transport="grpc")) as link:
+        result = segment_legacy(link, t2s, "t2s", ofolder=out)
     assert result.lesion_voxels > 0
     return {key: mask(result.files[key]) for key in ("lesionseg", "rpi_seg", "res_rpi_seg")}
 
 
-@pytest.mark.parametrize("settings", [TransportSettings(mode="shm"), TransportSettings(mode="grpc"),
-                                      TransportSettings(mode="grpc", compression="gzip")], ids=["shm", "grpc", "grpc-gzip"])
+@pytest.mark.parametrize("settings", [ConnectionSettings(transport="shm"), ConnectionSettings(transport="grpc"),
+                                      ConnectionSettings(transport="grpc", compression="gzip")], ids=["shm", "grpc", "grpc-gzip"])
 def test_transports_give_identical_outputs(legacy_server, nnunet_server, t2s: Path, t2s_reference, tmp_path: Path, settings):
     url = legacy_server.settings.grpc_url
-    with Transport(url, settings) as link:
-        assert link.mode == settings.mode
-        result = segment_legacy(t2s, "t2s", ofolder=tmp_path, url=None, transport=link)
-        seg, prob, _ = infer_task(load_volume(t2s), "seg_ms_lesion", probabilities=True, transport=link)
+    with Connection(url, settings) as link:
+        assert link.transport == settings.transport
+        result = segment_legacy(link, t2s, "t2s", ofolder=tmp_path)
+        seg, prob, _ = infer_task(link, load_volume(t2s), "seg_ms_lesion", probabilities=True)
     for key, expected in t2s_reference.items():
         np.testing.assert_array_equal(mask(result.files[key]), expected)
-    with Transport(url, TransportSettings(mode="grpc")) as plain:
-        seg_ref, prob_ref, _ = infer_task(load_volume(t2s), "seg_ms_lesion", probabilities=True, transport=plain)
+    with Connection(url, ConnectionSettings(transport="grpc")) as plain:
+        seg_ref, prob_ref, _ = infer_task(plain, load_volume(t2s), "seg_ms_lesion", probabilities=True)
     np.testing.assert_array_equal(seg, seg_ref)
     np.testing.assert_array_equal(prob, prob_ref)
     assert leaked_regions([os.getpid()]) == [] and server_regions(url) == []
 
 
 def test_auto_transport_uses_shared_memory_on_this_host(legacy_server):
-    with Transport(legacy_server.settings.grpc_url) as link:
-        assert link.mode == "shm"
+    with Connection(legacy_server.settings.grpc_url) as link:
+        assert link.transport == "shm"
 
 
 def test_registrations_of_a_killed_client_are_cleared(legacy_server):
@@ -103,7 +104,7 @@ def test_registrations_of_a_killed_client_are_cleared(legacy_server):
         shm.destroy_shared_memory_region(dead)  # the file goes, the server's registration stays
         try:
             assert sorted(server_regions(url)) == ["lesionseg_0_0_dead", "lesionseg_live"]
-            with Transport(url, TransportSettings(mode="shm")):
+            with Connection(url, ConnectionSettings(transport="shm")):
                 pass
             assert server_regions(url) == ["lesionseg_live"]
         finally:
@@ -146,6 +147,39 @@ def test_bids_cohort_resume_and_summary(legacy_server, t2s: Path, t2s_reference,
     assert "3 subjects: 1 ok, 2 skipped, 0 failed" in capsys.readouterr().out
     np.testing.assert_array_equal(mask(damaged), t2s_reference["rpi_seg"])
     assert leaked_regions([os.getpid()]) == [] and server_regions(url) == []
+
+
+def test_batch_takes_each_subjects_cord_segmentation_from_bids_derivatives(legacy_server, shared: Path, t2s: Path,
+                                                                         tmp_path: Path, capsys):
+    """`-centerline file -file_centerline bids` in a batch: each subject's centerline is its cord
+    segmentation in derivatives/labels; the run equals the single-image run with that file, and a
+    subject without one fails with an error naming it while the others go on."""
+    bids = make_cohort(tmp_path / "bids", t2s, 2)
+    cord = shared / "sct_testing_data" / "t2s" / "t2s_seg.nii.gz"
+    labels = bids / "derivatives" / "labels" / "sub-01" / "anat"
+    labels.mkdir(parents=True)
+    shutil.copy(cord, labels / "sub-01_T2star_seg.nii.gz")
+    url = legacy_server.settings.grpc_url
+    single = tmp_path / "single"
+    assert main(["deepseg-lesion", "-i", str(t2s), "-c", "t2s", "-ofolder", str(single), "-url", url,
+                 "-centerline", "file", "-file_centerline", str(cord)]) == 0
+    out = tmp_path / "derivatives"
+    code = main(["deepseg-lesion", "-i", str(bids), "--bids", "suffix=T2star", "-c", "t2s", "-ofolder", str(out),
+                 "-url", url, "-centerline", "file", "-file_centerline", "bids"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "2 subjects: 1 ok, 0 skipped, 1 failed" in captured.out
+    errors = [line for line in captured.err.splitlines() if line.startswith("lesionseg: error:")]
+    assert errors == [f"lesionseg: error: sub-02/anat/sub-02_T2star.nii.gz: centerline file "
+                      f"{bids / 'derivatives' / 'labels' / 'sub-02' / 'anat' / 'sub-02_T2star_seg.nii.gz'} does not exist "
+                      "(from 'bids')"]
+    for key in ("lesionseg.nii.gz", "RPI_seg.nii.gz", "res_RPI_seg.nii.gz"):
+        np.testing.assert_array_equal(mask(out / "sub-01" / "anat" / f"sub-01_T2star_{key}"), mask(single / f"t2s_{key}"))
+    assert not (out / "sub-02").exists()
+    # the cord file changes the result: the CNN centerline's run differs from it somewhere
+    cnn = tmp_path / "cnn"
+    assert main(["deepseg-lesion", "-i", str(t2s), "-c", "t2s", "-ofolder", str(cnn), "-url", url]) == 0
+    assert not np.array_equal(mask(cnn / "t2s_res_RPI_seg.nii.gz"), mask(single / "t2s_res_RPI_seg.nii.gz"))
 
 
 def test_failed_subjects_do_not_stop_the_others(legacy_server, t2s: Path, tmp_path: Path, capsys):

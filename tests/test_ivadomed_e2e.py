@@ -18,6 +18,7 @@ import pytest
 
 from conftest import IVADOMED_TASK, run_ivadomed_oracle
 from lesionseg.client.cli import main
+from lesionseg.client.connection import connect
 from lesionseg.client.task import infer_task
 from lesionseg.client.nifti import load_volume
 
@@ -34,7 +35,8 @@ def members(session_repository: Path) -> Path:
 @pytest.mark.parametrize("image", ["t2/t2.nii.gz", "t2s/t2s.nii.gz", "t1/t1w.nii.gz"])
 def test_ensemble_matches_ivadomed(ivadomed_server, shared: Path, members: Path, tmp_path: Path, image: str) -> None:
     path = shared / "sct_testing_data" / image
-    seg, prob, params = infer_task(load_volume(path), IVADOMED_TASK, ivadomed_server.settings.grpc_url, probabilities=True)
+    with connect(ivadomed_server.settings.grpc_url) as link:
+        seg, prob, params = infer_task(link, load_volume(path), IVADOMED_TASK, probabilities=True)
     run_ivadomed_oracle("segment", str(members), str(path), str(tmp_path / "oracle.npy"))
     reference = np.load(tmp_path / "oracle.npy")
     mean = prob[0] / 255.0

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lesionseg.client.cli import main
+from lesionseg.client.connection import connect
 from lesionseg.client.legacy import segment_legacy
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
@@ -76,7 +77,8 @@ CASES = [
 @pytest.mark.parametrize(("image", "contrast", "mask", "mask_image"), CASES, ids=[c[0] for c in CASES])
 def test_pipeline_end_to_end(legacy_server, shared: Path, tmp_path: Path, image: str, contrast: str, mask: str, mask_image: str) -> None:
     data = shared / DATA
-    result = segment_legacy(data / image, contrast, ofolder=tmp_path, url=legacy_server.settings.grpc_url)
+    with connect(legacy_server.settings.grpc_url) as link:
+        result = segment_legacy(link, data / image, contrast, ofolder=tmp_path)
     source = nib.load(data / image)
     name = Path(image).name.removesuffix(".nii.gz")
     sidecars = ("_lesionseg_lesions.tsv", "_lesionseg_lesions.json")
@@ -129,8 +131,9 @@ def test_t2_wiring_with_a_stand_in_model(legacy_server, shared: Path, tmp_path: 
 
 def test_centerline_from_a_file(legacy_server, shared: Path, tmp_path: Path) -> None:
     data = shared / DATA / "t2"
-    result = segment_legacy(data / "t2.nii.gz", "t2_ax", ofolder=tmp_path, url=legacy_server.settings.grpc_url,
-                            centerline_file=data / "t2_centerline-manual.nii.gz")
+    with connect(legacy_server.settings.grpc_url) as link:
+        result = segment_legacy(link, data / "t2.nii.gz", "t2_ax", ofolder=tmp_path,
+                                centerline_file=data / "t2_centerline-manual.nii.gz")
     manual = result.rpi.forward(np.asanyarray(nib.load(data / "t2_centerline-manual.nii.gz").dataobj) > 0)
     for z in range(manual.shape[2]):
         if manual[:, :, z].any():

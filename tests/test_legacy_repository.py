@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lesionseg.export.legacy import model_name, write_entries
 from lesionseg.server.repository.modelconfig import parameters, read_config
 from lesionseg.server.repository.check import check_repository
+from lesionseg.server.repository.legacy import network_model, write_entries
 
 COMMITTED = Path(__file__).parent.parent / "model_repository"
 
@@ -53,6 +53,6 @@ def test_pipeline_config_carries_sct_constants(contrast: str) -> None:
 
 def test_network_entries_batch_dynamically() -> None:
     for network in ("t2s_lesion", "t2_ctr"):
-        config = read_config(COMMITTED / model_name(network) / "config.pbtxt")
+        config = read_config(COMMITTED / network_model(network) / "config.pbtxt")
         assert config.max_batch_size > 1 and config.HasField("dynamic_batching")
         assert [t.name for t in config.input] == ["input_1"] and [t.name for t in config.output] == ["predictions"]

@@ -21,6 +21,7 @@ from lesionseg.server.repository.modelconfig import (
     to_text,
     write_config,
 )
+from lesionseg.server.backend.selftest import ScaleModel
 from lesionseg.server.repository.pymodel import model_source, write_model_py
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -90,11 +91,15 @@ def test_write_config_and_model_py(tmp_path: Path) -> None:
     path = write_config(NET, tmp_path)
     assert path == tmp_path / "example_net" / "config.pbtxt"
     assert parse_config(path.read_text()) == to_proto(NET)
-    model_py = write_model_py(tmp_path, "scale", "lesionseg.server.backend.selftest:ScaleModel")
+    model_py = write_model_py(tmp_path, "scale", ScaleModel)
     namespace: dict[str, object] = {}
     exec(compile(model_py.read_text(), str(model_py), "exec"), namespace)  # noqa: S102 - our own file
     assert namespace["TritonPythonModel"].__name__ == "ScaleModel"  # type: ignore[attr-defined]
-    with pytest.raises(AttributeError):
-        write_model_py(tmp_path, "bad", "lesionseg.server.backend.selftest:NoSuchModel")
-    with pytest.raises(ValueError):
-        model_source("bad", "no_colon")
+
+    class Local(ScaleModel):  # not importable by name: Triton could not load it
+        pass
+
+    with pytest.raises(ValueError, match="cannot be imported"):
+        write_model_py(tmp_path, "bad", Local)
+    with pytest.raises(ValueError, match="not a Python-backend model class"):
+        model_source("bad", dict)

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import MONAI_FEATURES, MONAI_TASK
 from lesionseg.client.cli import main
+from lesionseg.client.connection import connect
 from lesionseg.client.task import infer_task
 from lesionseg.client.nifti import load_volume
 
@@ -57,7 +58,8 @@ def monai_oracle(image_path: Path) -> np.ndarray:
 @pytest.mark.parametrize("image", ["t2/t2.nii.gz", "t2s/t2s.nii.gz"])
 def test_dice_against_monai(nnunet_server, shared: Path, image: str) -> None:
     path = shared / "sct_testing_data" / image
-    seg, prob, params = infer_task(load_volume(path), MONAI_TASK, nnunet_server.settings.grpc_url, probabilities=True)
+    with connect(nnunet_server.settings.grpc_url) as link:
+        seg, prob, params = infer_task(link, load_volume(path), MONAI_TASK, probabilities=True)
     reference = monai_oracle(path)
     a, b = seg > 0, reference > 0.5
     dice = 2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())

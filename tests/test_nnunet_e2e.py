@@ -17,6 +17,7 @@ import pytest
 
 from conftest import NNUNET_TASKS
 from lesionseg.client.cli import main
+from lesionseg.client.connection import connect
 from lesionseg.client.task import infer_task
 from lesionseg.client.nifti import load_volume
 from lesionseg.client.orientation import reorientation, sct_to_nib
@@ -66,7 +67,8 @@ def model_root(session_repository: Path) -> Path:
 def test_dice_against_nnunetv2_predictor(nnunet_server, shared: Path, model_root: Path, task: str, image: str) -> None:
     path = shared / "sct_testing_data" / image
     volume = load_volume(path)
-    seg, prob, params = infer_task(volume, task, nnunet_server.settings.grpc_url, probabilities=True)
+    with connect(nnunet_server.settings.grpc_url) as link:
+        seg, prob, params = infer_task(link, volume, task, probabilities=True)
     ref_seg, ref_prob = oracle(task, path, model_root)
     labels = json.loads(params["plan"])["labels"]
     assert seg.shape == ref_seg.shape == volume.data.shape
@@ -133,7 +135,8 @@ def test_threshold_uses_probabilities(nnunet_server, shared: Path, tmp_path: Pat
     image = shared / "sct_testing_data" / "t2" / "t2.nii.gz"
     url = nnunet_server.settings.grpc_url
     volume = load_volume(image)
-    _, prob, _ = infer_task(volume, "seg_ms_lesion", url, probabilities=True)
+    with connect(url) as link:
+        _, prob, _ = infer_task(link, volume, "seg_ms_lesion", probabilities=True)
     assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-url", url, "-o", str(tmp_path / "t.nii.gz"), "-thr", "0.9"]) == 0
     mask = np.asanyarray(nib.load(tmp_path / "t.nii.gz").dataobj)
     np.testing.assert_array_equal(mask, (prob[0] > 0.9 * 255).astype(np.uint8))
@@ -141,8 +144,7 @@ def test_threshold_uses_probabilities(nnunet_server, shared: Path, tmp_path: Pat
 
 def test_crop_to_cord_workflow_matches_manual_crop(nnunet_server, shared: Path, tmp_path: Path) -> None:
     """--crop-to-cord == (cord task -> crop 30/30/5 mm -> lesion task on the crop -> paste back)."""
-    from lesionseg.client.crop import cropped_affine, mask_box, uncrop
-    from lesionseg.client.crop_to_cord import dilation_for
+    from lesionseg.client.crop import cord_dilation, cropped_affine, mask_box, uncrop
     from lesionseg.client.nifti import Volume
 
     image_path = shared / "sct_testing_data" / "t2" / "t2_fake_lesion.nii.gz"
@@ -150,10 +152,12 @@ def test_crop_to_cord_workflow_matches_manual_crop(nnunet_server, shared: Path, 
     out = tmp_path / "lesion.nii.gz"
     assert main(["deepseg", "-i", str(image_path), "-task", "seg_ms_lesion", "--crop-to-cord", "-o", str(out), "-url", url]) == 0
     image = load_volume(image_path)
-    cord, _, _ = infer_task(image, "seg_sc_contrast_agnostic", url)
-    box = mask_box(cord, dilation_for(image))
-    cropped = Volume(path=image.path, data=image.data[box.slices].copy(), affine=cropped_affine(image.affine, box), header=image.header)
-    lesion, _, _ = infer_task(cropped, "seg_ms_lesion", url)
+    with connect(url) as link:
+        cord, _, _ = infer_task(link, image, "seg_sc_contrast_agnostic")
+        box = mask_box(cord, cord_dilation(image.affine, image.spacing))
+        cropped = Volume(path=image.path, data=image.data[box.slices].copy(), affine=cropped_affine(image.affine, box),
+                         header=image.header)
+        lesion, _, _ = infer_task(link, cropped, "seg_ms_lesion")
     np.testing.assert_array_equal(np.asanyarray(nib.load(out).dataobj), uncrop((lesion == 1).astype(np.uint8), box, image.data.shape))
 
 

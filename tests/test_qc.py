@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from lesionseg.client.qc.png import encode_png
-from lesionseg.client.qc.report import QcEntry, axial_mosaic, build_index, load_entries, subject_and_dataset, write_entry
+from lesionseg.client.qc.mosaic import axial_mosaic
+from lesionseg.client.qc.report import QcEntry, build_index, load_entries, subject_and_dataset, write_entry
 
 
 def decode_png(data: bytes) -> tuple[int, int, int, bytes]:

@@ -28,10 +28,21 @@ def serve_args(repository: Path, chosen: dict[str, int]) -> list[str]:
     ]
 
 
-def start_serve_process(chosen: dict[str, int]) -> subprocess.Popen[str]:
+def ignores_sigint(pid: int) -> bool:
+    """Whether process `pid` has SIGINT set to ignored (the SigIgn mask of /proc/PID/status)."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("SigIgn:"))
+    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+
+
+def _ignore_sigint() -> None:  # runs in the child: what a non-interactive shell does to `cmd &`
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_serve_process(chosen: dict[str, int], *, sigint_ignored: bool = False) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "lesionseg.client.cli", *serve_args(SELFTEST_REPOSITORY, chosen)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,  # noqa: PLW1509
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
@@ -85,6 +96,26 @@ def test_serve_reaches_ready_reports_status_and_stops_cleanly(stop_signal: signa
         assert "live, ready" in status.stdout and "selftest_scale" in status.stdout
         proc.send_signal(stop_signal)
         assert proc.wait(60) == 0
+        assert wait_gone(triton[0], 5)
+        assert "Triton stopped (exit code 0)" in (proc.stderr.read() if proc.stderr else "")
+    finally:
+        proc.kill()
+
+
+def test_serve_started_with_sigint_ignored_still_stops_on_sigint() -> None:
+    """`lesionseg serve ... &` from a script, then `kill -INT`: the background job inherits SIGINT
+    as ignored; serve installs its own handler, and Triton gets the default disposition back, so
+    both stop at once (Triton exits 0 by itself, not by the SIGKILL fallback)."""
+    proc = start_serve_process(ports(), sigint_ignored=True)
+    try:
+        assert not ignores_sigint(proc.pid), "serve should have replaced the ignored SIGINT disposition"
+        triton = children(proc.pid)
+        assert len(triton) == 1
+        assert not ignores_sigint(triton[0]), "tritonserver inherited an ignored SIGINT"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert time.monotonic() - started < 15  # well inside the 20 s grace period
         assert wait_gone(triton[0], 5)
         assert "Triton stopped (exit code 0)" in (proc.stderr.read() if proc.stderr else "")
     finally:

@@ -6,7 +6,8 @@ import pytest
 
 from lesionseg.core.errors import UsageError
 from lesionseg.core.settings import port, setting
-from lesionseg.server.launch.embedded import ServerSettings, default_repository
+from lesionseg.core.paths import default_repository
+from lesionseg.server.launch.embedded import ServerSettings
 
 
 def test_argument_beats_environment_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,5 +47,11 @@ def test_default_repository_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert ServerSettings.resolve().repository == tmp_path / "lesionseg" / "model_repository"
 
 
-def test_repository_given_as_text_becomes_a_path() -> None:
-    assert ServerSettings(repository="some/where").repository == Path("some/where")
+def test_repository_given_as_text_becomes_an_absolute_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Relative to where the user typed it, not to Triton's own working folder."""
+    monkeypatch.chdir(tmp_path)
+    assert ServerSettings(repository="some/where").repository == tmp_path / "some" / "where"
+    monkeypatch.setenv("LESIONSEG_REPOSITORY", "../repo")
+    assert ServerSettings.resolve().repository == tmp_path.parent / "repo"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert ServerSettings(repository="~/r").repository == tmp_path / "r"

@@ -4,6 +4,9 @@ A BIDS dataset is a folder with `dataset_description.json` (or any folder given 
 filters). Its images are `sub-<label>/[ses-<label>/]anat/*.nii[.gz]`, `derivatives/` and
 `sourcedata/` excluded, selected by entity filters such as ``sub=01,02``, ``ses=M0``,
 ``acq=sag`` and ``suffix=T2w`` (the last `_`-separated part of the name).
+
+A file that belongs to each subject (a cord segmentation used as centerline, say) is named by a
+pattern, resolved per image by `subject_file`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import dataclasses
 import glob
 import logging
 import re
+import string
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from lesionseg.core.errors import UsageError
+from lesionseg.core.errors import InputError, UsageError
 from lesionseg.client.nifti import NIFTI_SUFFIXES, stem
 
 logger = logging.getLogger(__name__)
@@ -28,11 +32,13 @@ _ENTITY = re.compile(r"^[a-zA-Z0-9]+$")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class InputImage:
-    """One image of a batch: its `path`, and `relative` (its folder relative to the dataset or
-    scanned folder it came from, '.' for explicit paths) used to mirror the layout in -ofolder."""
+    """One image of a batch: its `path`; `root`, the dataset or scanned folder it came from (None
+    for explicit paths); `relative`, its folder relative to `root` ('.' for explicit paths), used
+    to mirror the layout in -ofolder."""
 
     path: Path
     relative: Path = Path(".")
+    root: Path | None = None
 
     @property
     def label(self) -> str:
@@ -85,7 +91,7 @@ def bids_images(root: Path, filters: Mapping[str, set[str]]) -> list[InputImage]
             continue
         ents = entities(path)
         if all(ents.get(key) in values for key, values in filters.items()):
-            found.append(InputImage(path=path, relative=path.parent.relative_to(root)))
+            found.append(InputImage(path=path, relative=path.parent.relative_to(root), root=root))
     return found
 
 
@@ -97,7 +103,7 @@ def folder_images(root: Path) -> list[InputImage]:
         if any(part.startswith(".") or part in ("derivatives", "sourcedata") for part in rel.parts[:-1]):
             continue
         if path.is_file() and is_nifti(path) and not is_output(path) and not path.name.startswith("."):
-            found.append(InputImage(path=path, relative=rel.parent))
+            found.append(InputImage(path=path, relative=rel.parent, root=root))
     return found
 
 
@@ -144,3 +150,71 @@ def is_batch(specs: Sequence[str | Path], bids: Sequence[str] | None) -> bool:
         return True
     path = Path(str(specs[0]))
     return path.is_dir() or (not path.exists() and bool(_GLOB_CHARS.search(str(specs[0]))))
+
+
+#: `subject_file`'s shorthand for the BIDS derivatives layout of cord segmentations.
+BIDS_LABELS = "{dataset}/derivatives/labels/{relative}/{stem}_seg.nii.gz"
+PLACEHOLDERS = ("folder", "stem", "dataset", "relative")
+
+
+def check_pattern(pattern: str, *, option: str) -> str:
+    """`pattern` with the `bids` shorthand expanded, checked for unknown or malformed placeholders.
+
+    Raises:
+        UsageError: a placeholder other than {folder}, {stem}, {dataset}, {relative}.
+    """
+    text = BIDS_LABELS if pattern == "bids" else pattern
+    try:
+        fields = [name for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        raise UsageError(f"{option} {pattern!r}: {exc}") from None
+    unknown = [f for f in fields if f not in PLACEHOLDERS]
+    if unknown:
+        raise UsageError(f"{option} {pattern!r}: unknown placeholder {{{unknown[0]}}} "
+                         f"(use {', '.join('{' + p + '}' for p in PLACEHOLDERS)} or 'bids')")
+    return text
+
+
+def is_pattern(pattern: str) -> bool:
+    """Whether `pattern` names a file per subject (placeholders in braces, or 'bids') rather than one
+    file (a literal brace in a file name is written doubled, as in `str.format`)."""
+    return pattern == "bids" or "{" in pattern
+
+
+def dataset_root(image: InputImage) -> Path | None:
+    """The dataset an image belongs to: the folder it was found in, else the nearest folder above
+    it holding dataset_description.json (BIDS), else None."""
+    if image.root is not None:
+        return image.root
+    for folder in image.path.resolve().parents:
+        if is_bids(folder):
+            return folder
+    return None
+
+
+def subject_file(pattern: str, image: InputImage, *, what: str) -> Path:
+    """The file of `image` that `pattern` names, checked to exist.
+
+    Placeholders: {folder} (the image's folder), {stem} (its name without .nii/.nii.gz),
+    {dataset} (its dataset, see `dataset_root`) and {relative} (its folder within the dataset,
+    e.g. sub-01/ses-M0/anat); the pattern `bids` means `BIDS_LABELS`, the derivatives layout
+    `<dataset>/derivatives/labels/sub-X/[ses-Y/]anat/<stem>_seg.nii.gz`. A pattern without
+    placeholders names the same file for every image.
+
+    Raises:
+        InputError: naming the image, when its file does not exist or its dataset is unknown.
+    """
+    text = check_pattern(pattern, option=f"-file_{what}")
+    values = {"folder": str(image.path.parent), "stem": stem(image.path), "dataset": "", "relative": str(image.relative)}
+    if "{dataset}" in text or "{relative}" in text:
+        root = dataset_root(image)
+        if root is None:
+            raise InputError(f"{image.label}: its {what} pattern {pattern!r} needs the image's dataset, but it is in "
+                             "no BIDS dataset or scanned folder")
+        values["dataset"] = str(root)
+        values["relative"] = str(image.path.resolve().parent.relative_to(root.resolve())) if image.root is None \
+            else str(image.relative)
+    path = Path(text.format(**values))
+    if not path.is_file():
+        raise InputError(f"{image.label}: {what} file {path} does not exist (from {pattern!r})")
+    return path

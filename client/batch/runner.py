@@ -16,10 +16,10 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
-from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, LesionsegError, ServerUnavailableError, UsageError
 from lesionseg.client.batch.inputs import InputImage
+from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, LesionsegError, ServerUnavailableError, UsageError
 from lesionseg.core.settings import setting
 
 logger = logging.getLogger(__name__)
@@ -172,6 +172,47 @@ def run_batch(subjects: Sequence[Subject], work: Work, *, options: BatchOptions,
     return [o for o in outcomes if o is not None]
 
 
+class Job(Protocol):
+    """What a batch runs on every image (`lesionseg.client.legacy.LegacyJob`,
+    `lesionseg.client.task.TaskJob`): the served `model` every subject needs, each subject's
+    outputs (`plan`, before any work) and its segmentation (`run`, returning the summary's note)."""
+
+    @property
+    def model(self) -> str: ...
+
+    def plan(self, link, image: InputImage) -> Subject: ...
+
+    def run(self, link, subject: Subject) -> str: ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CohortResult:
+    """Every subject's outcome, and the seconds the batch took after planning."""
+
+    outcomes: list[Outcome]
+    seconds: float
+
+
+def run_cohort(job: Job, images: Sequence[InputImage], *, options: BatchOptions, url: str | None = None,
+               settings=None, on_done: Callable[[Outcome], None] = lambda outcome: None) -> CohortResult:
+    """Segment `images` with `job` on one server (`lesionseg.client.connection.connect(url, settings)`),
+    `options.jobs` in flight: every subject planned and its outputs checked before any work.
+
+    Raises:
+        UsageError: outputs clash or exist (see `check_outputs`); ModelNotFoundError,
+            ServerUnavailableError: the job's model is not served, or no server.
+    """
+    from lesionseg.client.connection import connect
+
+    with connect(url, settings) as link:
+        subjects = [job.plan(link, image) for image in images]
+        check_outputs(subjects, options)
+        start = time.monotonic()
+        outcomes = run_batch(subjects, lambda subject: job.run(link, subject), options=options,
+                             wait_ready=lambda timeout: link.wait_ready(job.model, timeout), on_done=on_done)
+        return CohortResult(outcomes=outcomes, seconds=time.monotonic() - start)
+
+
 def _attempt(subject: Subject, work: Work, options: BatchOptions, wait_ready) -> Outcome:
     start = time.monotonic()
     deadline: float | None = None
@@ -222,7 +263,7 @@ def summary_table(outcomes: Sequence[Outcome], elapsed: float) -> str:
 
 def write_summary_tsv(outcomes: Sequence[Outcome], path: Path) -> Path:
     """The summary as TSV (image, status, seconds, attempts, result, outputs), written atomically."""
-    from lesionseg.client.nifti import atomic_write_text
+    from lesionseg.core.files import atomic_write_text
 
     lines = ["image\tstatus\tseconds\tattempts\tresult\toutputs"]
     for o in outcomes:

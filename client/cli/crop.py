@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from lesionseg.core.errors import EXIT_OK, InputError
+from lesionseg.core.errors import EXIT_OK
 
 HELP = """\
 examples:
@@ -32,22 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lesionseg.client.crop import cropped_affine, dilation_voxels, mask_box, parse_dilation
-    from lesionseg.client.nifti import load_volume, refuse_existing, save_volume, stem
+    from lesionseg.client.crop import crop_image, parse_dilation
 
-    dilation = parse_dilation(args.dilate)
-    image = load_volume(args.input)
-    mask = load_volume(args.mask, what="mask", allow_empty=True)
-    if mask.data.shape != image.data.shape or not np.allclose(mask.affine, image.affine, atol=1e-3):
-        raise InputError(f"{args.mask}: mask is not on the grid of {args.input} (shape {mask.data.shape} vs {image.data.shape})")
-    try:
-        box = mask_box(mask.data, dilation_voxels(dilation, args.dilate_unit, image.spacing))
-    except InputError as exc:
-        raise InputError(f"{args.mask}: {exc}") from None
-    output = args.output or args.input.parent / f"{stem(args.input)}_crop.nii.gz"
-    refuse_existing([output], overwrite=args.overwrite)
-    raw = np.asanyarray(__import__("nibabel").load(str(args.input)).dataobj)
-    raw = raw.reshape(image.data.shape)
-    save_volume(np.ascontiguousarray(raw[box.slices]), cropped_affine(image.affine, box), output, like=image.header)
-    print(output)
+    print(crop_image(args.input, args.mask, parse_dilation(args.dilate), unit=args.dilate_unit, output=args.output,
+                     overwrite=args.overwrite))
     return EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lesionseg.core import paths
 from lesionseg.core.errors import EXIT_OK
 
 HELP = """\
@@ -18,13 +19,23 @@ backend (NGC images, GPU).
 """
 
 
-def _repository_argument(parser: argparse.ArgumentParser, *, target: bool = False) -> None:
-    """--repository (and --target) as every export kind takes them."""
+def repository_arguments(parser: argparse.ArgumentParser, *, target: bool = False) -> None:
+    """--repository (and --target) as every export kind and `models install` take them."""
     parser.add_argument("--repository", type=Path, metavar="REPO",
                         help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
     if target:
         parser.add_argument("--target", default="cpu", choices=("cpu", "gpu"),
                             help="cpu: embedded server (Python backend + onnxruntime); gpu: Triton's onnxruntime backend on GPU")
+
+
+def parse_folds(text: str) -> list[str] | None:
+    """--folds: "all" (None: every fold_* present) or "0,1"."""
+    if text == "all":
+        return None
+    folds = [f.strip() for f in text.split(",") if f.strip()]
+    if not folds:
+        raise argparse.ArgumentTypeError(f"{text!r} is not all or a comma-separated list of folds")
+    return folds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     legacy.add_argument("--models-dir", required=True, type=Path, metavar="DIR", help="folder holding *_lesion / *_ctr .h5 or .onnx files")
-    _repository_argument(legacy)
+    repository_arguments(legacy)
     legacy.add_argument("--contrast", default="all", choices=("t2", "t2_ax", "t2s", "all"), help="which pipeline(s) (default all present)")
     legacy.add_argument("--backend", default="python", choices=("python", "onnxruntime"), help="how the networks are served")
     legacy.add_argument("--golden", type=Path, metavar="DIR", help="Keras golden outputs <model>.npz for parity (default: <models-dir>/golden)")
@@ -50,8 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     nnunet.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="the model folder (or a folder above it)")
     nnunet.add_argument("--task", required=True, metavar="NAME", help="Triton name of the task ensemble, e.g. seg_ms_lesion")
-    _repository_argument(nnunet, target=True)
-    nnunet.add_argument("--folds", default="all", metavar="all|0,1", help="folds to use (default: every fold_* present)")
+    repository_arguments(nnunet, target=True)
+    nnunet.add_argument("--folds", default=None, type=parse_folds, metavar="all|0,1", help="folds to use (default: every fold_* present)")
     nnunet.add_argument("--mirroring", action="store_true", help="test-time mirroring over the checkpoint's allowed axes (SCT: off)")
     nnunet.add_argument("--merge-folds", action="store_true", help="one ONNX graph averaging every fold instead of one network per fold")
     nnunet.add_argument("--configuration", metavar="NAME", help="plans configuration (default: from the folder name, else 3d_fullres)")
@@ -63,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     monai.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="the .ckpt file or a folder holding one")
     monai.add_argument("--task", default="seg_sc_contrast_agnostic", metavar="NAME", help="Triton name of the task (default seg_sc_contrast_agnostic)")
-    _repository_argument(monai, target=True)
+    repository_arguments(monai, target=True)
     monai.set_defaults(run=run_monai)
     ivadomed = kinds.add_parser(
         "ivadomed", help="an ivadomed model or ensemble (NAME/NAME.onnx + NAME.json per member; SCT 6.0-6.3 MP2RAGE lesions)",
@@ -72,7 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     ivadomed.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="a member folder, or a folder holding several (seed1/NAME/, ...)")
     ivadomed.add_argument("--task", default="seg_ms_lesion_mp2rage", metavar="NAME", help="Triton name of the task (default seg_ms_lesion_mp2rage)")
-    _repository_argument(ivadomed, target=True)
+    repository_arguments(ivadomed, target=True)
     ivadomed.set_defaults(run=run_ivadomed)
 
 
@@ -84,13 +95,10 @@ examples:
 
 
 def run_nnunet(args: argparse.Namespace) -> int:
-    from lesionseg.core.settings import setting
     from lesionseg.export.nnunet import export_nnunet
-    from lesionseg.server.launch.embedded import default_repository
 
-    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
-    folds = None if args.folds == "all" else [f.strip() for f in args.folds.split(",") if f.strip()]
-    result = export_nnunet(args.model_dir, repository, task=args.task, folds=folds, target=args.target,
+    repository = paths.repository(args.repository)
+    result = export_nnunet(args.model_dir, repository, task=args.task, folds=args.folds, target=args.target,
                            mirroring=args.mirroring, merge_folds=args.merge_folds, configuration=args.configuration)
     for name, record in result.networks.items():
         print(f"{name}: ONNX vs PyTorch max abs logits difference {record['parity']['max_abs_diff']:.2g} on random tiles")
@@ -100,11 +108,9 @@ def run_nnunet(args: argparse.Namespace) -> int:
 
 
 def run_monai(args: argparse.Namespace) -> int:
-    from lesionseg.core.settings import setting
     from lesionseg.export.monai import export_monai
-    from lesionseg.server.launch.embedded import default_repository
 
-    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    repository = paths.repository(args.repository)
     result = export_monai(args.ckpt, repository, task=args.task, target=args.target)
     print(f"{result.plan.network}: {result.record['stages']} stages, features {result.record['features']}; ONNX vs PyTorch "
           f"max abs difference {result.record['parity']['max_abs_diff']:.2g} on random windows")
@@ -113,22 +119,18 @@ def run_monai(args: argparse.Namespace) -> int:
 
 
 def run_ivadomed(args: argparse.Namespace) -> int:
-    from lesionseg.core.settings import setting
     from lesionseg.export.ivadomed import export_ivadomed
-    from lesionseg.server.launch.embedded import default_repository
 
-    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    repository = paths.repository(args.repository)
     result = export_ivadomed(args.model_dir, repository, task=args.task, target=args.target)
     print(f"task {result.task} written to {repository}: {len(result.members)} members, patches {list(result.plan.members[0].length)}")
     return EXIT_OK
 
 
 def run_legacy(args: argparse.Namespace) -> int:
-    from lesionseg.core.settings import setting
     from lesionseg.export.legacy import export_sct_legacy
-    from lesionseg.server.launch.embedded import default_repository
 
-    repository = Path(setting("REPOSITORY", args.repository, default_repository()))
+    repository = paths.repository(args.repository)
     result = export_sct_legacy(args.models_dir, repository, contrast=args.contrast, backend=args.backend, golden_dir=args.golden)
     for network, record in result.networks.items():
         parity = record.get("parity")

@@ -36,22 +36,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 class _Stop(Exception):
-    """Raised from the SIGTERM handler to leave the wait loop."""
+    """Raised from the SIGINT / SIGTERM handler to leave the wait loop."""
 
 
-def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
+def _on_signal(signum: int, frame: types.FrameType | None) -> None:
     raise _Stop
 
 
 def run(args: argparse.Namespace) -> int:
-    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, summarize_failure
 
     settings = ServerSettings.resolve(
         repository=args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, log_verbose=args.log_verbose, startup_timeout=args.startup_timeout,
     )
     server = EmbeddedServer(settings)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Our own handlers for both: a job started in the background by a non-interactive shell
+    # inherits SIGINT as ignored, and Python then installs no KeyboardInterrupt handler.
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(f"lesionseg: starting Triton on {settings.repository} ...", file=sys.stderr, flush=True)
         server.start()
@@ -67,17 +69,18 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         code = server.wait()
-        from lesionseg.server.launch.embedded import summarize_failure
-
         raise ServerStartError(f"Triton server exited unexpectedly with code {code}: {summarize_failure(server.log_text())}")
     except (KeyboardInterrupt, _Stop):
+        for sig in previous:  # a second signal while stopping must not interrupt the grace period
+            signal.signal(sig, signal.SIG_IGN)
         print("lesionseg: stopping Triton ...", file=sys.stderr, flush=True)
         code = server.stop()
         print(f"lesionseg: Triton stopped (exit code {code})", file=sys.stderr)
         return EXIT_OK
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _model_names(http_url: str) -> list[str]:

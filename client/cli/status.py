@@ -7,7 +7,8 @@ import dataclasses
 import json
 import sys
 
-from lesionseg.client.status import resolve_url, server_state
+from lesionseg.client.address import resolve_url
+from lesionseg.client.status import server_state
 from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK
 
 HELP = """\

@@ -6,15 +6,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lesionseg.server.pipelines import ivadomed as ivadomed_seg
+from lesionseg.core.wire import to_uint8
 from lesionseg.server.backend.base import PythonModel, RequestError
 from lesionseg.server.backend.bls import run_network
 from lesionseg.server.backend.validation import check_volume
+from lesionseg.server.pipelines import ivadomed
 
 
-class IvadomedSegModel(PythonModel):
+class IvadomedPipelineModel(PythonModel):
     def setup(self, config: Mapping[str, Any]) -> None:
-        self.plan = ivadomed_seg.IvadomedPlan.from_json(self.parameters["plan"])
+        self.plan = ivadomed.IvadomedPlan.from_json(self.parameters["plan"])
         self.input_name = self.parameters.get("member_input", "input")
         self.output_name = self.parameters.get("member_output", "output")
 
@@ -24,7 +25,7 @@ class IvadomedSegModel(PythonModel):
     def process(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         image, spacing = check_volume(inputs["IMAGE"], inputs["SPACING"])
         try:
-            mean = ivadomed_seg.ensemble(image, spacing, self.plan, self.predictor)
+            mean = ivadomed.ensemble(image, spacing, self.plan, self.predictor)
         except ValueError as exc:  # the volume does not fit the model's patching
             raise RequestError(str(exc)) from None
-        return {"SEG": (mean >= 0.5).astype(np.uint8), "PROB": np.clip(np.rint(mean * 255), 0, 255).astype(np.uint8)[None]}
+        return {"SEG": (mean >= 0.5).astype(np.uint8), "PROB": to_uint8(mean)[None]}

@@ -13,13 +13,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lesionseg.server.pipelines import legacy_centerline as ctr
+from lesionseg.core.wire import to_uint8
 from lesionseg.server.backend.base import PythonModel, RequestError
 from lesionseg.server.backend.bls import run_network
 from lesionseg.server.backend.validation import check_volume
+from lesionseg.server.pipelines import legacy_centerline as ctr
 from lesionseg.server.pipelines.legacy import ContrastParams, segment_lesions
 
 logger = logging.getLogger(__name__)
+
 
 def params_from_config(parameters: Mapping[str, str]) -> ContrastParams:
     return ContrastParams(
@@ -38,7 +40,7 @@ def validate(image: np.ndarray, spacing: np.ndarray, centerline: np.ndarray | No
         raise RequestError(f"CENTERLINE shape {list(centerline.shape)} differs from IMAGE shape {list(image.shape)}")
 
 
-class DeepsegLesionModel(PythonModel):
+class LegacyPipelineModel(PythonModel):
     optional_inputs = frozenset({"CENTERLINE"})
 
     def setup(self, config: Mapping[str, Any]) -> None:
@@ -70,8 +72,8 @@ class DeepsegLesionModel(PythonModel):
         seg = (result.prob >= self.threshold).astype(np.uint8)
         return {
             "SEG": seg,
-            "PROB": np.clip(np.rint(result.prob * 255), 0, 255).astype(np.uint8),
-            "RES_PROB": np.clip(np.rint(result.res_prob * 255), 0, 255).astype(np.uint8),
+            "PROB": to_uint8(result.prob),
+            "RES_PROB": to_uint8(result.res_prob),
             "RES_SPACING": np.asarray(result.res_spacing, np.float32),
             "CENTERLINE_XYZ": result.centerline.coordinates(),
         }

@@ -6,10 +6,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lesionseg.server.pipelines import nnunet
 from lesionseg.server.backend.base import PythonModel
-from lesionseg.server.backend.validation import check_volume
 from lesionseg.server.backend.bls import run_network
+from lesionseg.server.backend.validation import check_volume
+from lesionseg.server.pipelines import nnunet
+
 
 class _PlanModel(PythonModel):
     def setup(self, config: Mapping[str, Any]) -> None:

@@ -5,7 +5,7 @@ Python-backend model holding one `onnxruntime.InferenceSession`. With `max_batch
 dynamic batching in its config, Triton hands `execute` several requests at once: their inputs are
 concatenated along the batch axis, run in one call, and split back — real batching of tiles from
 concurrent requests. Production images use Triton's own `onnxruntime` backend with the same
-config otherwise (see `lesionseg.export.repository`).
+config otherwise (see `lesionseg.server.repository.networks`).
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from lesionseg.core.wire import MAX_VOXELS
 from lesionseg.server.backend.base import RequestError
 
-MAX_VOXELS = 512 * 512 * 1024
 #: The smallest image worth segmenting: at least two axes (a cross-section, e.g. one axial slice)
 #: with this many voxels spanning this many mm. Anything smaller (1x1x1, 2x2x2, a line of voxels)
 #: holds no spinal cord and is far below every network's field of view (48 to 128 voxels).

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from lesionseg.core import paths
 from lesionseg.core.errors import RepositoryError, ServerStartError, UsageError
 from lesionseg.core.settings import port, setting
 from lesionseg.server.launch.binary import find_distribution, make_backend_dir, server_environment
@@ -31,18 +32,12 @@ logger = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def default_repository() -> Path:
-    """Where `lesionseg export` / `lesionseg models install` write models when no repository is named:
-    `$XDG_CACHE_HOME/lesionseg/model_repository` (default `~/.cache/...`)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "lesionseg" / "model_repository"
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServerSettings:
     """How to run the embedded Triton server.
 
-    Ports are TCP ports on `host`; `startup_timeout` and `grace_period` are seconds.
+    Ports are TCP ports on `host`; `startup_timeout` and `grace_period` are seconds. `repository`
+    is made absolute against the current directory: Triton runs in a work folder of its own.
     """
 
     repository: Path
@@ -56,7 +51,7 @@ class ServerSettings:
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "repository", Path(self.repository))
+        object.__setattr__(self, "repository", paths.user_path(self.repository))
         for name in ("grpc_port", "http_port", "metrics_port"):
             value = getattr(self, name)
             if not 0 < value < 65536:
@@ -78,7 +73,7 @@ class ServerSettings:
     ) -> "ServerSettings":
         """Settings from arguments, then `LESIONSEG_*` environment variables, then defaults."""
         return cls(
-            repository=Path(setting("REPOSITORY", repository, default_repository())),
+            repository=paths.repository(repository),
             host=setting("HOST", host, "127.0.0.1"),
             grpc_port=setting("GRPC_PORT", grpc_port, 8001, port),
             http_port=setting("HTTP_PORT", http_port, 8000, port),
@@ -110,6 +105,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` different free TCP ports on `host`, ascending (gRPC, HTTP, metrics of a server)."""
+    chosen: set[int] = set()
+    while len(chosen) < count:
+        chosen.add(free_port(host))
+    return sorted(chosen)
+
+
 def port_in_use(host: str, number: int) -> bool:
     """True when a listening socket already holds `host:number` (TIME_WAIT leftovers do not count)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -122,7 +125,7 @@ def port_in_use(host: str, number: int) -> bool:
     return False
 
 
-def check_repository(path: Path) -> None:
+def _require_directory(path: Path) -> None:
     """Refuse a repository path that is missing or is not a directory (one-line RepositoryError)."""
     if not path.exists():
         raise RepositoryError(f"{path}: model repository does not exist")
@@ -156,8 +159,12 @@ def summarize_failure(log_text: str) -> str:
     return tail[-1] if tail else "no output"
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGKILL the server when the process that started it dies."""
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGKILL the server when the process that started it dies, and give the server
+    the default SIGINT/SIGTERM dispositions: a parent started in the background by a
+    non-interactive shell ignores SIGINT, and an ignored signal stays ignored across exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -221,7 +228,7 @@ class EmbeddedServer:
         if self._process is not None:
             raise ServerStartError("the embedded server is already running")
         s = self.settings
-        check_repository(s.repository)
+        _require_directory(s.repository)
         ports = {"gRPC": s.grpc_port, "HTTP": s.http_port, "metrics": s.metrics_port}
         if len(set(ports.values())) != len(ports):
             raise ServerStartError(f"the gRPC, HTTP and metrics ports must differ (got {ports})")
@@ -243,7 +250,7 @@ class EmbeddedServer:
             env=server_environment(dist),
             cwd=self._workdir,
             start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop the server ourselves
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=_child_setup,  # noqa: PLW1509
         )
 
     @property

@@ -34,6 +34,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from lesionseg.server.pipelines import Predict
+
 SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 _TO_HWD = {0: (2, 1, 0), 1: (2, 0, 1), 2: (0, 1, 2)}
 POSTPROCESSING_STEPS = ("remove_noise", "binarize_prediction", "remove_small", "fill_holes", "keep_largest")
@@ -157,9 +159,6 @@ def normalize_instance(patch: np.ndarray) -> np.ndarray:
     """ivadomed's NormalizeInstance on one float32 patch."""
     std = patch.std()
     return patch - patch.mean() if std < 1e-5 else (patch - patch.mean()) / std
-
-
-Predict = Callable[[np.ndarray], np.ndarray]
 
 
 def segment_member(image_ras: np.ndarray, zooms_ras: Sequence[float], member: MemberPlan, predict: Predict) -> np.ndarray:

@@ -6,7 +6,7 @@ benchmarks). Arrays are (x, y, z), RPI orientation (nibabel L, A, S), spacings i
 
 Steps (SCT `deepseg_/lesion.py`, same in 5.7 and 6.x):
 1. resample in-plane to 0.5 x 0.5 mm, keeping the slice thickness (linear);
-2. centerline: `_ctr` CNN heatmap + tracking (`centerline.py`), or the user's centerline mask;
+2. centerline: `_ctr` CNN heatmap + tracking (`legacy_centerline.py`), or the user's centerline mask;
 3. crop 48 x 48 voxels per slice around the centerline (SCT's window placement, `crop_start`);
 4. landmark histogram normalisation of the crop (`normalise_landmarks`);
 5. resample the crop to 0.5 mm isotropic; 3D CNN on consecutive 48^3 chunks along z (the last
@@ -23,8 +23,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lesionseg.server.pipelines import legacy_centerline as ctr
 from lesionseg.core.grid import new_shape_for, resample_to_shape
+from lesionseg.server.pipelines import Predict
+from lesionseg.server.pipelines import legacy_centerline as ctr
 
 CROP = 48
 CHUNK = 48
@@ -61,9 +62,6 @@ CONTRASTS = {
                    1407.979466, 1716.524530, 2079.788451, 2611),
     ),
 }
-
-Predict = Callable[[np.ndarray], np.ndarray]
-
 
 def _exp_model(xs: Sequence[float], ys: Sequence[float], s2: float) -> Callable[[np.ndarray], np.ndarray]:
     """SCT's exponential extrapolation through (x1, y1), (x2, y2) with asymptote `s2`."""

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
-
 import numpy as np
 from scipy import ndimage
+
+from lesionseg.server.pipelines import Predict
 
 BLOCK = 80
 #: SCT deepseg_sc `_ctr` z-score constants (after scaling to 0-255 by the 2nd/98th percentiles).
@@ -69,7 +69,7 @@ def from_blocks(blocks: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return grid.reshape(bx * BLOCK, by * BLOCK, nz)[:nx, :ny]
 
 
-def heatmap(volume: np.ndarray, contrast: str, predict: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def heatmap(volume: np.ndarray, contrast: str, predict: Predict) -> np.ndarray:
     """Cord probability per voxel: the `_ctr` network over every 80x80 block of every slice.
 
     Args:

@@ -19,10 +19,12 @@ import dataclasses
 import itertools
 import json
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from lesionseg.server.pipelines import Predict
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -129,7 +131,7 @@ def importance_map(roi: Sequence[int], sigma_scale: float) -> np.ndarray:
     return np.maximum(weights, max(float(weights.min()), 1e-3)).astype(np.float32)
 
 
-def sliding_window(data: np.ndarray, plan: MonaiPlan, predict: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def sliding_window(data: np.ndarray, plan: MonaiPlan, predict: Predict) -> np.ndarray:
     """(X, Y, Z) normalised volume -> (X, Y, Z) network output (channel 0), MONAI's blending.
 
     `predict` maps (N, 1, *roi) float32 windows to (N, 1, *roi) outputs."""

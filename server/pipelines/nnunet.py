@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from lesionseg.core.wire import to_uint8
+from lesionseg.server.pipelines import Predict
 from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resample
 
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
@@ -169,9 +171,6 @@ def pad_to_patch(data: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, tu
     return padded, tuple(slice(b, b + o) for b, o in zip(below, old))
 
 
-Predict = Callable[[np.ndarray], np.ndarray]
-
-
 def mirror_variants(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """All non-empty combinations of the spatial mirroring axes (nnU-Net's TTA)."""
     return [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
@@ -231,5 +230,5 @@ def postprocess(logits: np.ndarray, props: Properties, plan: NnunetPlan, *, prob
         return seg, None
     shifted = np.exp(resampled - resampled.max(axis=0, keepdims=True))
     soft = shifted / shifted.sum(axis=0, keepdims=True)
-    quantised = np.clip(np.rint(soft[1:] * 255), 0, 255).astype(np.uint8)
+    quantised = to_uint8(soft[1:])
     return seg, np.stack([_to_client_grid(q, props, plan) for q in quantised])

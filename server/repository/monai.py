@@ -1,13 +1,15 @@
-"""Repository entry of a MONAI (contrast-agnostic) task: one Python BLS model `<task>`
-(`lesionseg.server.repository.pipeline`; SEG is the soft map > the plan's threshold)."""
+"""Repository entry of a MONAI (contrast-agnostic) task: one Python BLS model `<task>` with the
+task interface (`lesionseg.server.repository.task_interface`; SEG is the soft map > the plan's
+threshold). Its network is a `lesionseg.server.repository.networks` entry."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lesionseg.server.repository.modelconfig import ModelSpec
+from lesionseg.server.backend.monai import MonaiPipelineModel
 from lesionseg.server.pipelines.monai import MonaiPlan
-from lesionseg.server.repository.pipeline import pipeline_spec, write_pipeline
+from lesionseg.server.repository.modelconfig import ModelSpec
+from lesionseg.server.repository.task_interface import pipeline_spec, write_pipeline
 
 
 def monai_spec(task: str, plan: MonaiPlan, *, source: str = "") -> ModelSpec:
@@ -15,4 +17,4 @@ def monai_spec(task: str, plan: MonaiPlan, *, source: str = "") -> ModelSpec:
 
 
 def write_monai_task(repository: Path, task: str, plan: MonaiPlan, *, source: str = "") -> None:
-    write_pipeline(repository, task, monai_spec(task, plan, source=source), "lesionseg.server.backend.monai:MonaiSegModel")
+    write_pipeline(repository, monai_spec(task, plan, source=source), MonaiPipelineModel)

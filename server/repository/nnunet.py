@@ -6,39 +6,37 @@
     <task>_postprocess LOGITS, PROPS, PROPS_SPACING -> SEG (x, y, z) uint8, PROB (C-1, x, y, z) uint8
 
 Every step reads the same `plan` parameter (JSON of `lesionseg.server.pipelines.nnunet.NnunetPlan`); the
-ensemble also carries `orientation` and the model's `source` for the client.
+ensemble presents the task interface (`lesionseg.server.repository.task_interface`) and carries
+`orientation` and the model's `source` for the client.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lesionseg.server.repository.modelconfig import EnsembleStep, ModelSpec, TensorSpec, write_config
+from lesionseg.server.backend.nnunet import PostprocessModel, PredictModel, PreprocessModel
 from lesionseg.server.pipelines.nnunet import NnunetPlan
+from lesionseg.server.repository.modelconfig import EnsembleStep, ModelSpec, TensorSpec, write_config
 from lesionseg.server.repository.pymodel import write_model_py
+from lesionseg.server.repository.task_interface import IMAGE, PROB, SEG, SPACING
 
-MODULE = "lesionseg.server.backend.nnunet"
 
-
-def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int = 2) -> list[tuple[ModelSpec, str | None]]:
+def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int = 2) -> list[tuple[ModelSpec, type | None]]:
+    """The ensemble `<task>` (the task interface) and its three Python models with their classes."""
     params = {"plan": plan.to_json()}
-    image = TensorSpec(name="IMAGE", dtype="FP32", dims=(-1, -1, -1))
-    spacing = TensorSpec(name="SPACING", dtype="FP32", dims=(3,))
     data = TensorSpec(name="DATA", dtype="FP32", dims=(-1, -1, -1, -1))
     props = TensorSpec(name="PROPS", dtype="INT64", dims=(12,))
     props_spacing = TensorSpec(name="PROPS_SPACING", dtype="FP64", dims=(3,))
     logits = TensorSpec(name="LOGITS", dtype="FP32", dims=(-1, -1, -1, -1))
-    seg = TensorSpec(name="SEG", dtype="UINT8", dims=(-1, -1, -1))
-    prob = TensorSpec(name="PROB", dtype="UINT8", dims=(-1, -1, -1, -1))
     python = {"backend": "python", "instance_count": instances, "parameters": params}
     return [
-        (ModelSpec(name=f"{task}_preprocess", inputs=[image, spacing], outputs=[data, props, props_spacing], **python),
-         f"{MODULE}:PreprocessModel"),
-        (ModelSpec(name=f"{task}_predict", inputs=[data], outputs=[logits], **python), f"{MODULE}:PredictModel"),
-        (ModelSpec(name=f"{task}_postprocess", inputs=[logits, props, props_spacing], outputs=[seg, prob], **python),
-         f"{MODULE}:PostprocessModel"),
+        (ModelSpec(name=f"{task}_preprocess", inputs=[IMAGE, SPACING], outputs=[data, props, props_spacing], **python),
+         PreprocessModel),
+        (ModelSpec(name=f"{task}_predict", inputs=[data], outputs=[logits], **python), PredictModel),
+        (ModelSpec(name=f"{task}_postprocess", inputs=[logits, props, props_spacing], outputs=[SEG, PROB], **python),
+         PostprocessModel),
         (ModelSpec(
-            name=task, platform="ensemble", inputs=[image, spacing], outputs=[seg, prob],
+            name=task, platform="ensemble", inputs=[IMAGE, SPACING], outputs=[SEG, PROB],
             parameters={"orientation": plan.orientation, "plan": plan.to_json(), "source": source},
             steps=[
                 EnsembleStep(model=f"{task}_preprocess", input_map={"IMAGE": "IMAGE", "SPACING": "SPACING"},
@@ -53,9 +51,9 @@ def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int 
 
 
 def write_task(repository: Path, task: str, plan: NnunetPlan, *, source: str = "") -> None:
-    for spec, target in task_specs(task, plan, source=source):
+    for spec, model_class in task_specs(task, plan, source=source):
         write_config(spec, repository)
-        if target is None:
+        if model_class is None:
             (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)
         else:
-            write_model_py(repository, spec.name, target)
+            write_model_py(repository, spec.name, model_class)

@@ -1,9 +1,15 @@
-"""The thin `model.py` of a Python-backend model: one import of a class from lesionseg's package."""
+"""The thin `model.py` of a Python-backend model: one import of a class from lesionseg's package.
+
+The class is given as the class itself (never as a "module:Class" string), so a rename is caught
+where the repository is written, not when Triton loads the model.
+"""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+
+from lesionseg.server.backend.base import PythonModel
 
 TEMPLATE = '''"""Triton Python-backend entry point of `{name}`; the code lives in `{module}`."""
 
@@ -11,23 +17,25 @@ from {module} import {cls} as TritonPythonModel  # noqa: F401
 '''
 
 
-def model_source(name: str, target: str) -> str:
-    """Text of `model.py` for model `name`; `target` is "package.module:ClassName"."""
-    module, _, cls = target.partition(":")
-    if not module or not cls:
-        raise ValueError(f"{target!r} is not 'package.module:ClassName'")
+def model_source(name: str, model_class: type) -> str:
+    """Text of `model.py` for model `name`, importing `model_class` (a `PythonModel` subclass
+    defined at the top level of an importable module).
+
+    Raises:
+        ValueError: `model_class` is not such a class.
+    """
+    if not isinstance(model_class, type) or not issubclass(model_class, PythonModel):
+        raise ValueError(f"{model_class!r} is not a Python-backend model class (a PythonModel subclass)")
+    module, cls = model_class.__module__, model_class.__qualname__
+    if "." in cls or getattr(importlib.import_module(module), cls, None) is not model_class:
+        raise ValueError(f"{module}.{cls} cannot be imported by name (define it at the top level of its module)")
     return TEMPLATE.format(name=name, module=module, cls=cls)
 
 
-def write_model_py(repository: Path, name: str, target: str, *, version: int = 1, check_import: bool = True) -> Path:
-    """Write `<repository>/<name>/<version>/model.py` delegating to `target`.
-
-    With `check_import`, the class must be importable here (catches typos before Triton does).
-    """
-    if check_import:
-        module, _, cls = target.partition(":")
-        getattr(importlib.import_module(module), cls)
+def write_model_py(repository: Path, name: str, model_class: type, *, version: int = 1) -> Path:
+    """Write `<repository>/<name>/<version>/model.py` delegating to `model_class`."""
+    text = model_source(name, model_class)
     path = repository / name / str(version) / "model.py"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(model_source(name, target))
+    path.write_text(text)
     return path

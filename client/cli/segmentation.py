@@ -1,0 +1,66 @@
+"""What `deepseg` and `deepseg-lesion` share on the command line: the connection and batch
+arguments, and running a job on one image or on a batch (progress, per-subject errors, the
+summary table, the exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BATCH_HELP = """\
+batch mode (several -i values, a folder, a glob pattern in quotes, or a BIDS dataset):
+  one server for the whole cohort, --jobs subjects in flight, a failed subject does not stop the
+  others, a summary table at the end (exit 1 if any subject failed, 3 if the server stayed away).
+  Outputs of a folder or BIDS dataset mirror its layout under -ofolder.
+"""
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-url", "--url", help="Triton gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001)")
+    group = parser.add_argument_group("transport")
+    group.add_argument("--transport", choices=("auto", "shm", "grpc"),
+                       help="volumes via system shared memory (server on this host) or inline gRPC "
+                            "(env LESIONSEG_TRANSPORT; default auto: shm when possible)")
+    group.add_argument("--compression", choices=("none", "gzip", "deflate"),
+                       help="compress gRPC payloads for a remote server (env LESIONSEG_COMPRESSION; default none)")
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("batch")
+    group.add_argument("--bids", nargs="*", metavar="ENTITY=VALUE",
+                       help="treat folders as BIDS datasets and keep images matching every filter, e.g. "
+                            "--bids sub=01,02 suffix=T2w (folders with dataset_description.json are BIDS anyway)")
+    group.add_argument("-j", "--jobs", type=int, metavar="N", help="subjects in flight at once (env LESIONSEG_JOBS; default 2)")
+    group.add_argument("--resume", action="store_true", help="skip subjects whose outputs exist and are readable")
+    group.add_argument("--retry-seconds", type=float, metavar="S",
+                       help="how long a subject waits for an unavailable server (env LESIONSEG_RETRY_SECONDS; default 300)")
+    group.add_argument("--summary", type=Path, metavar="FILE.tsv", help="also write the summary table as TSV")
+
+
+def connection_settings(args: argparse.Namespace):
+    from lesionseg.client.connection import ConnectionSettings
+
+    return ConnectionSettings.resolve(transport=args.transport, compression=args.compression)
+
+
+def run_batch(args: argparse.Namespace, job) -> int:
+    """Run `job` on every image of `args.input` / `args.bids`; print each failure as it happens and
+    the summary table at the end; returns the exit code (0 all done, 1 some failed, 3 no server)."""
+    from lesionseg.client.batch.inputs import collect_inputs
+    from lesionseg.client.batch.runner import FAILED, BatchOptions, exit_code, run_cohort, summary_table, write_summary_tsv
+    from lesionseg.client.cli import progress
+
+    images = collect_inputs(args.input, bids=args.bids)
+    options = BatchOptions.resolve(jobs=args.jobs, resume=args.resume, overwrite=args.overwrite, retry_seconds=args.retry_seconds)
+    with progress.bar(len(images), f"{job.description} ({len(images)} images, {options.jobs} in flight)", quiet=args.quiet) as advance:
+        def done(outcome) -> None:
+            if outcome.status == FAILED:
+                print(f"lesionseg: error: {outcome.note}", file=sys.stderr, flush=True)
+            advance(outcome.status == FAILED)
+
+        result = run_cohort(job, images, options=options, url=args.url, settings=connection_settings(args), on_done=done)
+    print(summary_table(result.outcomes, result.seconds), flush=True)
+    if args.summary is not None:
+        write_summary_tsv(result.outcomes, args.summary)
+    return exit_code(result.outcomes)
