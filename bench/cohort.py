@@ -67,8 +67,8 @@ from legacy_pipeline import peak_memory_mb  # noqa: E402  (bench/ is not a packa
 
 LEGACY_CONTRAST = "t2s"
 LEGACY_IMAGE = ("sct_testing_data/t2s/t2s.nii.gz", "T2star")
-NNUNET_IMAGE = ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "T2w")  # bench/nnunet.py's image
-NNUNET_TASK = "bench"  # bench/nnunet.py's task name
+NNUNET_IMAGE = ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "T2w")  # bench/nnunet_predictor.py's image
+NNUNET_TASK = "bench"  # bench/nnunet_predictor.py's task name
 NNUNET_TILES_PER_REQUEST = 2  # lesionseg.server.backend.nnunet.PredictModel's default
 
 # One subject, SCT-style, in a fresh interpreter: the last argument is a JSON object of arguments.
@@ -313,11 +313,11 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     from lesionseg.client.legacy import legacy_outputs
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.catalogue import legacy_model
     from lesionseg.export.legacy import export_sct_legacy
     from lesionseg.server.launch.embedded import EmbeddedServer
-    from lesionseg.core.catalogue import legacy_model
-    from lesionseg.server.repository.legacy import pipeline_spec
     from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
+    from lesionseg.server.repository.legacy import pipeline_spec
 
     contrast, params = LEGACY_CONTRAST, CONTRASTS[LEGACY_CONTRAST]
     repo = tmp / "repo"
@@ -389,8 +389,8 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
     from lesionseg.core.catalogue import task_info
     from lesionseg.export.nnunet import export_nnunet
     from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
-    from lesionseg.server.pipelines import nnunet
     from lesionseg.server.launch.embedded import EmbeddedServer
+    from lesionseg.server.pipelines import nnunet
 
     folder = make_model(tmp / "model", REALISTIC)
     repo = tmp / "repo"

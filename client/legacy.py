@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-
 from lesionseg.client.batch.inputs import InputImage, subject_file
 from lesionseg.client.batch.runner import Subject
 from lesionseg.client.connection import Connection

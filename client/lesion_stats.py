@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
 from lesionseg.client.nifti import Volume, stem
 from lesionseg.core.files import atomic_write_text
 

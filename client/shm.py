@@ -105,7 +105,8 @@ def probe(client) -> str | None:
         region.register()
         return None
     except Exception as exc:  # noqa: BLE001 - server in another IPC namespace
-        return getattr(exc, "message", lambda: str(exc))() or str(exc)
+        message = getattr(exc, "message", None)
+        return (message() if callable(message) else "") or str(exc)
     finally:
         region.close()
 

@@ -25,6 +25,11 @@ class ServerState:
     version: str
     models: tuple[ModelState, ...]
 
+    @property
+    def ready_models(self) -> list[str]:
+        """The names of the models that are READY, sorted."""
+        return sorted({m.name for m in self.models if m.state == "READY"})
+
 
 def server_state(url: str, *, timeout: float = 5.0) -> ServerState:
     """Liveness, readiness, version and every model's state of the server at `url` (HOST:PORT).

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from lesionseg.client import postprocessing
 from lesionseg.client.batch.inputs import InputImage
 from lesionseg.client.batch.runner import Subject

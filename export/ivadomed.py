@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.core.files import sha256
 from lesionseg.export.networks import target_options, write_network

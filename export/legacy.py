@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, UsageError
 from lesionseg.core.files import sha256
 from lesionseg.export.keras_onnx import LOGITS_NAME, convert_keras_h5

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,25 @@ def ports() -> dict[str, int]:
 
     grpc, http, metrics = free_ports(3)
     return {"grpc_port": grpc, "http_port": http, "metrics_port": metrics}
+
+
+def start_serve(args: list[str], *, timeout: float = 300, **popen) -> tuple[subprocess.Popen[str], list[str]]:
+    """`python -m lesionseg.client.cli ARGS` (a `serve` command) as a child, returned with what it
+    printed once every model is ready (the first line lists them); fails the test otherwise."""
+    proc = subprocess.Popen([sys.executable, "-m", "lesionseg.client.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            return proc, lines
+    proc.kill()
+    pytest.fail(f"serve never became ready: {''.join(lines)} {proc.stderr.read() if proc.stderr else ''}")
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +131,6 @@ MONAI_FEATURES = [4, 8, 16, 32, 48, 48]  # SCT's v2.5 layout (6 stages, strides,
 def make_monai_checkpoint(path: Path, seed: int = 0) -> Path:
     """A Lightning-style checkpoint of SCT's contrast-agnostic network with random weights."""
     import torch
-
     from lesionseg.export.monai import build_network
 
     torch.manual_seed(seed)

@@ -11,7 +11,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
+from lesionseg.client.address import is_local_address
+from lesionseg.client.batch.inputs import InputImage, collect_inputs, entities, is_batch, parse_bids_filters
 from lesionseg.client.batch.runner import (
     FAILED,
     OK,
@@ -25,10 +26,8 @@ from lesionseg.client.batch.runner import (
     summary_table,
     write_summary_tsv,
 )
-from lesionseg.core.errors import InputError, ServerUnavailableError, UsageError
-from lesionseg.client.batch.inputs import InputImage, collect_inputs, entities, is_batch, parse_bids_filters
-from lesionseg.client.address import is_local_address
 from lesionseg.client.connection import ConnectionSettings
+from lesionseg.core.errors import InputError, ServerUnavailableError, UsageError
 
 
 def nifti(path: Path, shape=(4, 5, 6), dtype=np.float32) -> Path:

@@ -6,7 +6,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from lesionseg.client.cli import main
 from lesionseg.export.install import SCT_LEGACY_RELEASES, DownloadError, fetch_release
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import IVADOMED_TASK, run_ivadomed_oracle
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
-from lesionseg.client.task import infer_task
 from lesionseg.client.nifti import load_volume
+from lesionseg.client.task import infer_task
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lesionseg.client.cli import main
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.export.ivadomed import export_ivadomed, find_members
@@ -23,7 +22,6 @@ from oracle import CONFIG, NAME  # noqa: E402  (the oracle's config, plain data)
 
 
 def sigmoid_onnx(op: str = "Sigmoid") -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     shape = ["N", 1, "h", "w", "d"]

@@ -146,3 +146,14 @@ def test_the_import_analysis_sees_lazy_and_upward_imports(tmp_path: Path) -> Non
             test_imports_stay_within_the_layers_below("lesionseg.server.pipelines.bad")
     finally:
         del MODULES["lesionseg.server.pipelines.bad"]
+
+
+def test_every_package_is_in_the_distribution() -> None:
+    """`pip install .` (not editable) ships only the packages pyproject.toml lists."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert found == listed
+    assert {package: folder for folder, package in PACKAGES.items()} == config["package-dir"]

@@ -3,16 +3,14 @@ SCT weights and the real test images of ../shared."""
 
 from __future__ import annotations
 
-import json
-
 import gzip
+import json
 import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
 from lesionseg.client.legacy import segment_legacy

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from lesionseg.server.repository.modelconfig import parameters, read_config
 from lesionseg.server.repository.check import check_repository
 from lesionseg.server.repository.legacy import network_model, write_entries
+from lesionseg.server.repository.modelconfig import parameters, read_config
 
 COMMITTED = Path(__file__).parent.parent / "model_repository"
 

@@ -18,7 +18,6 @@ from typing import Callable
 import nibabel as nib
 import numpy as np
 import pytest
-
 from lesionseg.client.cli import main
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata]
@@ -531,8 +530,8 @@ def test_input_naming_no_image_is_a_usage_error(name: str, build: str | None, pr
 
 def test_oblique_but_orthogonal_images_are_accepted(tmp_path: Path, shared: Path) -> None:
     """Rotated (oblique) acquisitions are legitimate: only a shear is refused."""
-    from lesionseg.core.errors import InputError
     from lesionseg.client.nifti import load_volume
+    from lesionseg.core.errors import InputError
 
     real = _real(shared)
     angle = np.radians(30)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tritonclient.grpc import model_config_pb2 as mc
-
 import selftest_repo
+from lesionseg.server.backend.selftest import ScaleModel
 from lesionseg.server.repository.modelconfig import (
     DynamicBatching,
     ModelSpec,
@@ -21,8 +20,8 @@ from lesionseg.server.repository.modelconfig import (
     to_text,
     write_config,
 )
-from lesionseg.server.backend.selftest import ScaleModel
 from lesionseg.server.repository.pymodel import model_source, write_model_py
+from tritonclient.grpc import model_config_pb2 as mc
 
 GOLDEN = Path(__file__).parent / "golden"
 

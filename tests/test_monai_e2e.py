@@ -13,22 +13,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import MONAI_FEATURES, MONAI_TASK
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
-from lesionseg.client.task import infer_task
 from lesionseg.client.nifti import load_volume
+from lesionseg.client.task import infer_task
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 
 
 def monai_oracle(image_path: Path) -> np.ndarray:
     import torch
+    from lesionseg.export.monai import build_network
     from monai import transforms as T
     from monai.inferers import sliding_window_inference
-
-    from lesionseg.export.monai import build_network
 
     torch.manual_seed(0)  # the weights make_monai_checkpoint saved
     net = build_network(len(MONAI_FEATURES), MONAI_FEATURES)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lesionseg.core.errors import ExportError, ModelNotFoundError
 from lesionseg.server.pipelines import nnunet
 from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resample

@@ -6,9 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
-
-from lesionseg.core.errors import UsageError
 from lesionseg.client.orientation import axcodes, nib_to_sct, reorientation, sct_to_nib
+from lesionseg.core.errors import UsageError
 
 
 def test_sct_codes_name_the_side_axes_come_from() -> None:

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from lesionseg.client.cli.progress import shown, step
 
 

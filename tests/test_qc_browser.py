@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from conftest import ROOT, SHARED
 from lesionseg.client.cli import main
 

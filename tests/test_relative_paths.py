@@ -9,12 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-
-from conftest import ports
+from conftest import ports, start_serve
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.realdata]
 
@@ -48,22 +46,10 @@ def test_install_serve_and_segment_with_relative_paths(shared: Path, tmp_path: P
     # `serve --repository repo` from that folder (Triton itself runs elsewhere)
     chosen = ports()
     url = f"127.0.0.1:{chosen['grpc_port']}"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "lesionseg.client.cli", "serve", "--repository", "repo", "--grpc-port", str(chosen["grpc_port"]),
-         "--http-port", str(chosen["http_port"]), "--metrics-port", str(chosen["metrics_port"])],
-        cwd=work, env=user_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    serve, printed = start_serve(["serve", "--repository", "repo", "--grpc-port", str(chosen["grpc_port"]), "--http-port",
+                         str(chosen["http_port"]), "--metrics-port", str(chosen["metrics_port"])], cwd=work, env=user_env)
     try:
-        assert serve.stdout is not None
-        deadline, lines = time.monotonic() + 300, []
-        while time.monotonic() < deadline:
-            line = serve.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("Press Ctrl-C"):
-                break
-        assert lines and lines[-1].startswith("Press Ctrl-C"), "".join(lines) + (serve.stderr.read() if serve.stderr else "")
-        assert "deepseg_lesion_t2s" in lines[0]
+        assert "deepseg_lesion_t2s" in printed[0]
         # every path argument relative: input, output folder, QC folder, centerline file
         done = lesionseg(["deepseg-lesion", "-i", relative(data / "t2s.nii.gz", work), "-c", "t2s", "-ofolder", "out",
                           "-qc", "qc", "-centerline", "file", "-file_centerline", relative(data / "t2s_seg.nii.gz", work),

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import SELFTEST_REPOSITORY
 from lesionseg.client.cli import main
 from lesionseg.server.repository.check import check_repository

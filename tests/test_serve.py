@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import SELFTEST_REPOSITORY, ports
+from conftest import SELFTEST_REPOSITORY, ports, start_serve
 from lesionseg.client.cli import main
 from lesionseg.core.errors import ServerStartError
 from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, summarize_failure
@@ -39,23 +38,7 @@ def _ignore_sigint() -> None:  # runs in the child: what a non-interactive shell
 
 
 def start_serve_process(chosen: dict[str, int], *, sigint_ignored: bool = False) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lesionseg.client.cli", *serve_args(SELFTEST_REPOSITORY, chosen)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=_ignore_sigint if sigint_ignored else None,  # noqa: PLW1509
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    lines = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("Press Ctrl-C"):
-            return proc
-    proc.kill()
-    pytest.fail(f"serve never became ready: {''.join(lines)} {proc.stderr.read() if proc.stderr else ''}")
+    return start_serve(serve_args(SELFTEST_REPOSITORY, chosen), preexec_fn=_ignore_sigint if sigint_ignored else None)[0]
 
 
 def children(pid: int) -> list[int]:

@@ -6,7 +6,6 @@ import concurrent.futures
 
 import numpy as np
 import pytest
-
 from lesionseg.client.cli import main
 
 pytestmark = pytest.mark.server

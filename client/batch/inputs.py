@@ -19,8 +19,8 @@ import string
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from lesionseg.core.errors import InputError, UsageError
 from lesionseg.client.nifti import NIFTI_SUFFIXES, stem
+from lesionseg.core.errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)
 

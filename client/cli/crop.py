@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lesionseg.client.cli.parsers import command
 from lesionseg.core.errors import EXIT_OK
 
 HELP = """\
@@ -18,8 +19,7 @@ the output keeps world positions (its affine is shifted). Default output: <in>_c
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("crop", help="crop an image around a mask (sct_crop_image -m -dilate)", epilog=HELP,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command(sub, "crop", help="crop an image around a mask (sct_crop_image -m -dilate)", epilog=HELP)
     parser.add_argument("-i", "--input", required=True, type=Path, metavar="IMG")
     parser.add_argument("-m", "--mask", required=True, type=Path, metavar="MASK", help="mask on the image's grid")
     parser.add_argument("-dilate", "--dilate", default="0x0x0", metavar="AxBxC", help="widening per side along the array axes (default 0x0x0)")

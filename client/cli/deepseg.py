@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lesionseg.client.cli.segmentation import BATCH_HELP, add_batch_arguments, add_connection_arguments, connection_settings, run_batch
+from lesionseg.client.cli.parsers import command
+from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, connection_settings, run_batch
 from lesionseg.core.catalogue import TASKS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -26,8 +27,7 @@ orientation the model expects comes from the server. Existing outputs are kept u
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("deepseg", help="segment with an nnU-Net task (sct_deepseg -task)", epilog=HELP + "\n" + BATCH_HELP,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command(sub, "deepseg", help="segment with an nnU-Net task (sct_deepseg -task)", epilog=HELP + "\n" + BATCH_HELP)
     parser.add_argument("-i", "--input", required=True, nargs="+", metavar="IMG",
                         help="input NIfTI image(s), folder(s), quoted glob pattern(s) or BIDS dataset(s)")
     parser.add_argument("-task", "--task", required=True, metavar="TASK",
@@ -40,10 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-remove-small", "--remove-small", metavar="N[mm3|vox]", help="remove objects smaller than N voxels or mm3")
     parser.add_argument("--crop-to-cord", action="store_true",
                         help="segment the cord first (seg_sc_contrast_agnostic), crop 30 mm L-R and A-P and 5 mm S-I around it, segment, paste back")
-    parser.add_argument("-qc", "--qc", type=Path, metavar="DIR", help="write a QC report entry into DIR (SCT layout, index.html)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse, exit 2)")
-    add_connection_arguments(parser)
-    add_batch_arguments(parser)
+    add_common_arguments(parser)
     parser.set_defaults(run=run)
 
 

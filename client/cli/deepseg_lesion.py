@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lesionseg.client.cli.segmentation import BATCH_HELP, add_batch_arguments, add_connection_arguments, connection_settings, run_batch
+from lesionseg.client.cli.parsers import command
+from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, connection_settings, run_batch
 from lesionseg.core.catalogue import LEGACY_CONTRASTS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -36,10 +37,8 @@ exit codes: 0 ok, 1 failure, 2 usage, 3 server unavailable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "deepseg-lesion", help="MS lesion segmentation with SCT's legacy models (sct_deepseg_lesion)",
-        epilog=HELP + "\n" + BATCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command(sub, "deepseg-lesion", help="MS lesion segmentation with SCT's legacy models (sct_deepseg_lesion)",
+                     epilog=HELP + "\n" + BATCH_HELP)
     parser.add_argument("-i", "--input", required=True, nargs="+", metavar="IMG",
                         help="input NIfTI image(s), folder(s), quoted glob pattern(s) or BIDS dataset(s)")
     parser.add_argument("-c", "--contrast", required=True, choices=LEGACY_CONTRASTS, help="image contrast")
@@ -48,10 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="centerline from the CNN (default) or from -file_centerline")
     parser.add_argument("-file_centerline", "--file-centerline", metavar="F",
                         help="centerline or cord mask (with -centerline file); in a batch, a pattern (see below)")
-    parser.add_argument("-qc", "--qc", type=Path, metavar="DIR", help="write a QC report entry into DIR (SCT layout, index.html)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse, exit 2)")
-    add_connection_arguments(parser)
-    add_batch_arguments(parser)
+    add_common_arguments(parser)
     parser.set_defaults(run=run)
 
 

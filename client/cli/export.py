@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lesionseg.client.cli.parsers import command, subcommands
 from lesionseg.core import paths
 from lesionseg.core.errors import EXIT_OK
 
@@ -38,53 +39,46 @@ def parse_folds(text: str) -> list[str] | None:
     return folds
 
 
+def _kind(kinds: argparse._SubParsersAction, name: str, *, help: str, epilog: str, source: tuple[str, str, str],
+          task: str | None, run) -> argparse.ArgumentParser:
+    """One export kind: its source argument (flag, metavar, help), --task (`task` its default,
+    None: required), --repository and --target."""
+    parser = command(kinds, name, help=help, epilog=epilog)
+    flag, metavar, text = source
+    parser.add_argument(flag, required=True, type=Path, metavar=metavar, help=text)
+    parser.add_argument("--task", required=task is None, default=task, metavar="NAME",
+                        help="Triton name of the task" + (f" (default {task})" if task else ", e.g. seg_ms_lesion"))
+    repository_arguments(parser, target=True)
+    parser.set_defaults(run=run)
+    return parser
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("export", help="convert models into a Triton model repository",
-                            epilog="examples:\n  lesionseg export sct-legacy --models-dir ../shared/sct_models --contrast all\n"
-                                   "  lesionseg export nnunet --model-dir Dataset101/ --task seg_ms_lesion\n",
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    kinds = parser.add_subparsers(dest="kind", metavar="KIND", parser_class=type(parser))
-    kinds.required = True
-    legacy = kinds.add_parser(
-        "sct-legacy", help="SCT's legacy deepseg_lesion / deepseg_sc centerline models (.h5 or .onnx)",
-        epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command(sub, "export", help="convert models into a Triton model repository",
+                     epilog="examples:\n  lesionseg export sct-legacy --models-dir ../shared/sct_models --contrast all\n"
+                            "  lesionseg export nnunet --model-dir Dataset101/ --task seg_ms_lesion\n")
+    kinds = subcommands(parser, dest="kind", metavar="KIND")
+    legacy = command(kinds, "sct-legacy", help="SCT's legacy deepseg_lesion / deepseg_sc centerline models (.h5 or .onnx)", epilog=HELP)
     legacy.add_argument("--models-dir", required=True, type=Path, metavar="DIR", help="folder holding *_lesion / *_ctr .h5 or .onnx files")
     repository_arguments(legacy)
     legacy.add_argument("--contrast", default="all", choices=("t2", "t2_ax", "t2s", "all"), help="which pipeline(s) (default all present)")
     legacy.add_argument("--backend", default="python", choices=("python", "onnxruntime"), help="how the networks are served")
     legacy.add_argument("--golden", type=Path, metavar="DIR", help="Keras golden outputs <model>.npz for parity (default: <models-dir>/golden)")
     legacy.set_defaults(run=run_legacy)
-    nnunet = kinds.add_parser(
-        "nnunet", help="an nnU-Net v2 model folder (plans.json, dataset.json, fold_N/checkpoint_final.pth)",
-        epilog=NNUNET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    nnunet.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="the model folder (or a folder above it)")
-    nnunet.add_argument("--task", required=True, metavar="NAME", help="Triton name of the task ensemble, e.g. seg_ms_lesion")
-    repository_arguments(nnunet, target=True)
+    nnunet = _kind(kinds, "nnunet", help="an nnU-Net v2 model folder (plans.json, dataset.json, fold_N/checkpoint_final.pth)",
+                   epilog=NNUNET_HELP, source=("--model-dir", "DIR", "the model folder (or a folder above it)"), task=None,
+                   run=run_nnunet)
     nnunet.add_argument("--folds", default=None, type=parse_folds, metavar="all|0,1", help="folds to use (default: every fold_* present)")
     nnunet.add_argument("--mirroring", action="store_true", help="test-time mirroring over the checkpoint's allowed axes (SCT: off)")
     nnunet.add_argument("--merge-folds", action="store_true", help="one ONNX graph averaging every fold instead of one network per fold")
     nnunet.add_argument("--configuration", metavar="NAME", help="plans configuration (default: from the folder name, else 3d_fullres)")
-    nnunet.set_defaults(run=run_nnunet)
-    monai = kinds.add_parser(
-        "monai", help="SCT 6.5's contrast-agnostic MONAI checkpoint (.ckpt, PlainConvUNet)",
-        epilog="example:\n  lesionseg export monai --ckpt model_contrast-agnostic_20240930-1002/ --task seg_sc_contrast_agnostic\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    monai.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="the .ckpt file or a folder holding one")
-    monai.add_argument("--task", default="seg_sc_contrast_agnostic", metavar="NAME", help="Triton name of the task (default seg_sc_contrast_agnostic)")
-    repository_arguments(monai, target=True)
-    monai.set_defaults(run=run_monai)
-    ivadomed = kinds.add_parser(
-        "ivadomed", help="an ivadomed model or ensemble (NAME/NAME.onnx + NAME.json per member; SCT 6.0-6.3 MP2RAGE lesions)",
-        epilog="example:\n  lesionseg export ivadomed --model-dir model_seg_ms_lesion_mp2rage/ --task seg_ms_lesion_mp2rage\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ivadomed.add_argument("--model-dir", required=True, type=Path, metavar="DIR", help="a member folder, or a folder holding several (seed1/NAME/, ...)")
-    ivadomed.add_argument("--task", default="seg_ms_lesion_mp2rage", metavar="NAME", help="Triton name of the task (default seg_ms_lesion_mp2rage)")
-    repository_arguments(ivadomed, target=True)
-    ivadomed.set_defaults(run=run_ivadomed)
+    _kind(kinds, "monai", help="SCT 6.5's contrast-agnostic MONAI checkpoint (.ckpt, PlainConvUNet)",
+          epilog="example:\n  lesionseg export monai --ckpt model_contrast-agnostic_20240930-1002/ --task seg_sc_contrast_agnostic\n",
+          source=("--ckpt", "PATH", "the .ckpt file or a folder holding one"), task="seg_sc_contrast_agnostic", run=run_monai)
+    _kind(kinds, "ivadomed", help="an ivadomed model or ensemble (NAME/NAME.onnx + NAME.json per member; SCT 6.0-6.3 MP2RAGE lesions)",
+          epilog="example:\n  lesionseg export ivadomed --model-dir model_seg_ms_lesion_mp2rage/ --task seg_ms_lesion_mp2rage\n",
+          source=("--model-dir", "DIR", "a member folder, or a folder holding several (seed1/NAME/, ...)"),
+          task="seg_ms_lesion_mp2rage", run=run_ivadomed)
 
 
 NNUNET_HELP = """\

@@ -10,8 +10,9 @@ import sys
 from typing import Sequence
 
 from lesionseg.client.cli import crop, deepseg, deepseg_lesion, export, models, qc, repository, serve, status
+from lesionseg.client.cli.parsers import Parser, subcommands
 from lesionseg.core import __version__
-from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, LesionsegError
+from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK, LesionsegError
 
 EPILOG = """\
 exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 server unavailable
@@ -27,16 +28,8 @@ examples:
 COMMANDS = (deepseg, deepseg_lesion, crop, models, export, serve, status, repository, qc)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors under our exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="lesionseg",
         description="MS lesion segmentation of spinal-cord MRI (SCT models) on NVIDIA Triton.",
         epilog=EPILOG,
@@ -46,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeat for debug)")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="only errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+    sub = subcommands(parser, dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
     return parser

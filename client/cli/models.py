@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lesionseg.client.cli.parsers import command, subcommands
 from lesionseg.core.catalogue import TASKS
 from lesionseg.core.errors import EXIT_OK
 
@@ -27,14 +28,11 @@ files, checksum recorded on first download); LESIONSEG_RELEASES_URL points at a 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from lesionseg.client.cli.export import parse_folds, repository_arguments
 
-    parser = sub.add_parser("models", help="install released models into the repository",
-                            epilog="examples:\n  lesionseg models install sct-legacy\n  lesionseg models install seg_ms_lesion\n"
-                                   "  lesionseg models install seg_ms_lesion_mp2rage --release r20230210\n",
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
-    actions.required = True
-    install = actions.add_parser("install", help="fetch, verify and export models", epilog=HELP,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command(sub, "models", help="install released models into the repository",
+                     epilog="examples:\n  lesionseg models install sct-legacy\n  lesionseg models install seg_ms_lesion\n"
+                            "  lesionseg models install seg_ms_lesion_mp2rage --release r20230210\n")
+    install = command(subcommands(parser, dest="action", metavar="ACTION"), "install", help="fetch, verify and export models",
+                      epilog=HELP)
     install.add_argument("family", choices=("sct-legacy", *TASKS), help="sct-legacy, or an sct_deepseg task")
     install.add_argument("--from", dest="source", metavar="SRC", help="URL, zip, folder, or 'sct' ($SCT_DIR); default: SCT's release URLs")
     repository_arguments(install, target=True)

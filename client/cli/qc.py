@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lesionseg.client.cli.parsers import command
 from lesionseg.client.qc.masks import PLANES
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -27,10 +28,7 @@ exit codes: 0 ok, 1 bad input file, 2 usage
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "qc", help="QC report entry for existing cord/lesion masks, with lesion statistics (sct_qc)",
-        epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command(sub, "qc", help="QC report entry for existing cord/lesion masks, with lesion statistics (sct_qc)", epilog=HELP)
     parser.add_argument("-i", "--input", required=True, type=Path, metavar="IMG", help="image (NIfTI, any orientation)")
     parser.add_argument("-s", "--seg", required=True, type=Path, metavar="SEG", help="spinal cord mask on the image's grid (cyan)")
     parser.add_argument("-l", "--lesion", type=Path, metavar="LESION", help="lesion mask on the image's grid (red); values > 0 are lesion (soft masks in [0, 1]: >= 0.5)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lesionseg.client.cli.parsers import command, subcommands
 from lesionseg.core.errors import EXIT_OK, RepositoryError
 
 HELP = """\
@@ -16,15 +17,10 @@ exit codes: 0 no problem, 1 problems found (each printed on its own line)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("repository", help="inspect a Triton model repository",
-                            epilog="example:\n  lesionseg repository check ~/.cache/lesionseg/model_repository\n",
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
-    actions.required = True
-    check = actions.add_parser(
-        "check", help="parse every config.pbtxt and check names, ensembles and files", epilog=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command(sub, "repository", help="inspect a Triton model repository",
+                     epilog="example:\n  lesionseg repository check ~/.cache/lesionseg/model_repository\n")
+    actions = subcommands(parser, dest="action", metavar="ACTION")
+    check = command(actions, "check", help="parse every config.pbtxt and check names, ensembles and files", epilog=HELP)
     check.add_argument("directory", type=Path, metavar="DIR", help="the model repository")
     check.set_defaults(run=run_check)
 

@@ -16,7 +16,10 @@ batch mode (several -i values, a folder, a glob pattern in quotes, or a BIDS dat
 """
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """-qc, --overwrite, the connection (-url, --transport, --compression) and the batch arguments."""
+    parser.add_argument("-qc", "--qc", type=Path, metavar="DIR", help="write a QC report entry into DIR (SCT layout, index.html)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse, exit 2)")
     parser.add_argument("-url", "--url", help="Triton gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001)")
     group = parser.add_argument_group("transport")
     group.add_argument("--transport", choices=("auto", "shm", "grpc"),
@@ -24,9 +27,6 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                             "(env LESIONSEG_TRANSPORT; default auto: shm when possible)")
     group.add_argument("--compression", choices=("none", "gzip", "deflate"),
                        help="compress gRPC payloads for a remote server (env LESIONSEG_COMPRESSION; default none)")
-
-
-def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("batch")
     group.add_argument("--bids", nargs="*", metavar="ENTITY=VALUE",
                        help="treat folders as BIDS datasets and keep images matching every filter, e.g. "

@@ -7,6 +7,7 @@ import signal
 import sys
 import types
 
+from lesionseg.client.cli.parsers import command
 from lesionseg.core.errors import EXIT_OK, ServerStartError
 
 HELP = """\
@@ -21,10 +22,7 @@ exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 could not start or died, 2 usage
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "serve", help="run the embedded Triton server (CPU) in the foreground", epilog=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command(sub, "serve", help="run the embedded Triton server (CPU) in the foreground", epilog=HELP)
     parser.add_argument("--repository", metavar="DIR", help="model repository (default ~/.cache/lesionseg/model_repository)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--grpc-port", type=int, metavar="PORT", help="gRPC port (default 8001)")
@@ -44,6 +42,7 @@ def _on_signal(signum: int, frame: types.FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lesionseg.client.status import server_state
     from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, summarize_failure
 
     settings = ServerSettings.resolve(
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"lesionseg: starting Triton on {settings.repository} ...", file=sys.stderr, flush=True)
         server.start()
         server.wait_ready()
-        models = _model_names(settings.http_url)
+        models = server_state(settings.grpc_url).ready_models
         print(
             f"lesionseg: Triton ready with {len(models)} model(s) [{', '.join(models)}]\n"
             f"  gRPC    {settings.host}:{settings.grpc_port}\n"
@@ -81,14 +80,3 @@ def run(args: argparse.Namespace) -> int:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _model_names(http_url: str) -> list[str]:
-    """Names of the ready models, from the server's repository index."""
-    import json
-    import urllib.request
-
-    request = urllib.request.Request(f"http://{http_url}/v2/repository/index", data=b"{}", method="POST")
-    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - local URL
-        index = json.load(resp)
-    return sorted(m["name"] for m in index if m.get("state") == "READY")

@@ -8,6 +8,7 @@ import json
 import sys
 
 from lesionseg.client.address import resolve_url
+from lesionseg.client.cli.parsers import command
 from lesionseg.client.status import server_state
 from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK
 
@@ -21,10 +22,7 @@ exit codes: 0 server ready, 1 live but not ready, 3 unreachable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "status", help="report a Triton server's health and models", epilog=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command(sub, "status", help="report a Triton server's health and models", epilog=HELP)
     parser.add_argument("--url", "-url", help="server gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

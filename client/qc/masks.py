@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-
 from lesionseg.client.nifti import Volume, load_volume, stem
 from lesionseg.core.errors import InputError
 

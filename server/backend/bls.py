@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import numpy as np
-
 from lesionseg.server.backend.base import _pb_utils
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
-
 from lesionseg.server.backend.base import PythonModel, RequestError
 
 

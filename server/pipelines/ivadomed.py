@@ -28,13 +28,11 @@ Then the mean over members (SCT's `segment_and_average_volumes`).
 from __future__ import annotations
 
 import dataclasses
-import json
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
+from lesionseg.server.pipelines import JsonPlan, Predict
 from scipy import ndimage
-
-from lesionseg.server.pipelines import Predict
 
 SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 _TO_HWD = {0: (2, 1, 0), 1: (2, 0, 1), 2: (0, 1, 2)}
@@ -47,7 +45,7 @@ class UnsupportedConfig(ValueError):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MemberPlan:
+class MemberPlan(JsonPlan):
     """What inference needs from one member's ivadomed JSON config (axes in (h, w, d) order)."""
 
     network: str
@@ -58,6 +56,8 @@ class MemberPlan:
     length: tuple[int, int, int]
     stride: tuple[int, int, int]
     postprocessing: tuple[tuple[str, dict[str, Any]], ...]
+
+    TUPLES: ClassVar[tuple[str, ...]] = ("spacing", "crop", "length", "stride")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], network: str) -> "MemberPlan":
@@ -101,24 +101,18 @@ class MemberPlan:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class IvadomedPlan:
+class IvadomedPlan(JsonPlan):
     members: tuple[MemberPlan, ...]
     orientation: str = "LPI"  # SCT code of nibabel's RAS (ivadomed's canonical orientation)
     labels: dict[str, int] = dataclasses.field(default_factory=lambda: {"background": 0, "lesion": 1})
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
     @classmethod
-    def from_json(cls, text: str) -> "IvadomedPlan":
-        raw = json.loads(text)
+    def from_dict(cls, raw: dict[str, Any]) -> "IvadomedPlan":
         members = []
-        for m in raw.pop("members"):
-            for key in ("spacing", "crop", "length", "stride"):
-                m[key] = tuple(m[key]) if m[key] is not None else None
-            m["postprocessing"] = tuple((name, dict(params)) for name, params in m["postprocessing"])
-            members.append(MemberPlan(**m))
-        return cls(members=tuple(members), **raw)
+        for m in raw["members"]:
+            steps = tuple((name, dict(params)) for name, params in m["postprocessing"])
+            members.append(MemberPlan.from_dict({**m, "postprocessing": steps}))
+        return cls(**{**raw, "members": tuple(members)})
 
 
 def centre_crop(volume: np.ndarray, size: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:

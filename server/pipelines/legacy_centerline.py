@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numpy as np
-from scipy import ndimage
 
+import numpy as np
 from lesionseg.server.pipelines import Predict
+from scipy import ndimage
 
 BLOCK = 80
 #: SCT deepseg_sc `_ctr` z-score constants (after scaling to 0-255 by the 2nd/98th percentiles).

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
+from lesionseg.server.pipelines import JsonPlan, Predict
 from scipy import ndimage
-
-from lesionseg.server.pipelines import Predict
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MonaiPlan:
+class MonaiPlan(JsonPlan):
     orientation: str = "LAS"  # SCT code of MONAI's axcodes "RPI"
     pixdim: tuple[float, float, float] = (1.0, 1.0, 1.0)
     spline_order: int = 2
@@ -42,15 +40,7 @@ class MonaiPlan:
     network: str = ""
     labels: dict[str, int] = dataclasses.field(default_factory=lambda: {"background": 0, "cord": 1})
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "MonaiPlan":
-        raw = json.loads(text)
-        for key in ("pixdim", "spatial_size", "roi_size"):
-            raw[key] = tuple(raw[key])
-        return cls(**raw)
+    TUPLES: ClassVar[tuple[str, ...]] = ("pixdim", "spatial_size", "roi_size")
 
 
 def spacing_shape(shape: Sequence[int], spacing: Sequence[float], pixdim: Sequence[float]) -> tuple[int, ...]:

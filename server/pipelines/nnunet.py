@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
-
 from lesionseg.core.wire import to_uint8
-from lesionseg.server.pipelines import Predict
+from lesionseg.server.pipelines import JsonPlan, Predict
 from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resample
+from scipy import ndimage
 
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NnunetPlan:
+class NnunetPlan(JsonPlan):
     """What inference needs from plans.json, dataset.json and the checkpoints (all from the export).
 
     Spacings and shapes are in nnU-Net's transposed axis order.
@@ -51,16 +49,9 @@ class NnunetPlan:
     use_gaussian: bool = True
     networks: tuple[str, ...] = ()
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "NnunetPlan":
-        raw = json.loads(text)
-        for key in ("transpose_forward", "transpose_backward", "spacing", "patch_size", "normalization",
-                    "use_mask_for_norm", "intensity_properties", "mirror_axes", "networks"):
-            raw[key] = tuple(raw[key])
-        return cls(**raw)
+    TUPLES: ClassVar[tuple[str, ...]] = (
+        "transpose_forward", "transpose_backward", "spacing", "patch_size", "normalization", "use_mask_for_norm",
+        "intensity_properties", "mirror_axes", "networks")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tritonclient.grpc import model_config_pb2 as mc
-
 from lesionseg.server.repository.modelconfig import CONFIG_NAME, data_type_name, read_config
+from tritonclient.grpc import model_config_pb2 as mc
 
 #: The file a version folder must hold, per backend or platform.
 MODEL_FILES = {

@@ -8,7 +8,7 @@ On one image and one checkpoint (a seg_ms_lesion-sized model with random weights
   bare     onnxruntime in this process on exactly the tiles the sliding window sends
 Prints the median wall time of each and the ratios.
 
-    .venv/bin/python bench/nnunet.py [--image ../shared/sct_testing_data/t2s/t2s.nii.gz] [--repeats 3]
+    .venv/bin/python bench/nnunet_predictor.py [--image ../shared/sct_testing_data/t2s/t2s.nii.gz] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -33,15 +33,14 @@ def main() -> int:
 
     import onnxruntime as ort
     import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
     from lesionseg.client.connection import Connection, ConnectionSettings
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
     from lesionseg.export.nnunet import export_nnunet
     from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
-    from lesionseg.server.pipelines import nnunet
     from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
+    from lesionseg.server.pipelines import nnunet
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_model(Path(tmp) / "model", REALISTIC)
