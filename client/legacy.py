@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from lesionseg.client.batch.inputs import InputImage, subject_file
+from lesionseg.client.batch.inputs import InputImage, check_pattern, is_pattern, subject_file
 from lesionseg.client.batch.runner import Subject
 from lesionseg.client.connection import Connection
 from lesionseg.client.inference import infer_volume
@@ -106,14 +106,22 @@ def segment_legacy(link: Connection, image_path: Path, contrast: str, *, ofolder
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LegacyJob:
-    """`segment_legacy` for every image of a batch: outputs in `ofolder` (mirroring each image's
-    place in its dataset), and the centerline from `centerline`, a per-subject pattern
-    (`lesionseg.client.batch.inputs.subject_file`) or None for the CNN's."""
+    """`segment_legacy` for one image or every image of a batch: outputs in `ofolder` (in a batch,
+    mirroring each image's place in its dataset); the centerline from `centerline`, a file, a
+    per-subject pattern (`lesionseg.client.batch.inputs.subject_file`) or None for the CNN's.
+
+    Raises:
+        UsageError: a malformed centerline pattern.
+    """
 
     contrast: str
     ofolder: Path
     centerline: str | None = None
     qc: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.centerline is not None and is_pattern(self.centerline):
+            check_pattern(self.centerline, option="-file_centerline")
 
     @property
     def model(self) -> str:
@@ -135,10 +143,23 @@ class LegacyJob:
         return Subject(image=image, grid_outputs=(files["lesionseg"], files["rpi_seg"]),
                        other_outputs=(files["res_rpi_seg"], *sidecar_paths(files["lesionseg"])))
 
+    def centerline_file(self, image: InputImage) -> Path | None:
+        """The centerline file of `image` (None: the CNN's centerline).
+
+        Raises:
+            InputError: naming the image, when a pattern's file does not exist.
+        """
+        if self.centerline is None:
+            return None
+        return subject_file(self.centerline, image, what="centerline") if is_pattern(self.centerline) else Path(self.centerline)
+
+    def segment(self, link: Connection, image: InputImage, *, overwrite: bool = False) -> LegacyResult:
+        """Segment `image` (outputs in `folder(image)`)."""
+        return segment_legacy(link, image.path, self.contrast, ofolder=self.folder(image),
+                              centerline_file=self.centerline_file(image), qc=self.qc, overwrite=overwrite)
+
     def run(self, link: Connection, subject: Subject) -> str:
         """Segment one subject (its existing outputs were refused, or accepted with --resume /
         --overwrite, before the batch started); returns the summary's note."""
-        centerline = subject_file(self.centerline, subject.image, what="centerline") if self.centerline else None
-        result = segment_legacy(link, subject.image.path, self.contrast, ofolder=self.folder(subject.image),
-                                centerline_file=centerline, qc=self.qc, overwrite=True)
+        result = self.segment(link, subject.image, overwrite=True)
         return f"{result.lesions} lesions, {result.lesion_volume_mm3:.1f} mm3"

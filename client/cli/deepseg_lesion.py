@@ -52,35 +52,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lesionseg.client.batch.inputs import InputImage, check_pattern, is_batch, is_pattern, subject_file
+    from lesionseg.client.batch.inputs import InputImage, is_batch, is_pattern
     from lesionseg.client.legacy import LegacyJob
 
     if args.centerline == "file" and args.file_centerline is None:
         raise UsageError("-centerline file needs -file_centerline F")
     if args.centerline == "cnn" and args.file_centerline is not None:
         raise UsageError("-file_centerline goes with -centerline file")
-    centerline = args.file_centerline
-    if centerline is not None and is_pattern(centerline):
-        check_pattern(centerline, option="-file_centerline")
-    job = LegacyJob(contrast=args.contrast, ofolder=args.ofolder, centerline=centerline, qc=args.qc)
+    job = LegacyJob(contrast=args.contrast, ofolder=args.ofolder, centerline=args.file_centerline, qc=args.qc)
     if is_batch(args.input, args.bids):
-        if centerline is not None and not is_pattern(centerline):
+        if args.file_centerline is not None and not is_pattern(args.file_centerline):
             raise UsageError("-file_centerline names one file, which belongs to one image: in a batch give a pattern "
                              "such as '{folder}/{stem}_seg.nii.gz' or 'bids' (see --help)")
         return run_batch(args, job)
     from lesionseg.client.cli.progress import step
     from lesionseg.client.connection import connect
-    from lesionseg.client.legacy import segment_legacy
 
     image = Path(args.input[0])
-    centerline_file = None
-    if centerline is not None:
-        centerline_file = subject_file(centerline, InputImage(path=image), what="centerline") if is_pattern(centerline) \
-            else Path(centerline)
     with connect(args.url, connection_settings(args)) as link, \
             step(f"segmenting lesions in {image.name} ({args.contrast})", quiet=args.quiet):
-        result = segment_legacy(link, image, args.contrast, ofolder=args.ofolder, centerline_file=centerline_file,
-                                qc=args.qc, overwrite=args.overwrite)
+        result = job.segment(link, InputImage(path=image), overwrite=args.overwrite)
     for path in result.files.values():
         print(path)
     return EXIT_OK
