@@ -50,6 +50,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import onnxruntime as ort
+
     from lesionseg.client.connection import Connection, ConnectionSettings
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib

@@ -33,6 +33,8 @@ def main() -> int:
 
     import onnxruntime as ort
     import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
     from lesionseg.client.connection import Connection, ConnectionSettings
     from lesionseg.client.nifti import load_volume
     from lesionseg.client.orientation import reorientation, sct_to_nib
@@ -40,7 +42,6 @@ def main() -> int:
     from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
     from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
     from lesionseg.server.pipelines import nnunet
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_model(Path(tmp) / "model", REALISTIC)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
+
 from lesionseg.client import shm
 from lesionseg.client.address import is_local_address, resolve_url
 from lesionseg.core.errors import InferenceError, ModelNotFoundError, ServerUnavailableError, UsageError

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
 from lesionseg.core.errors import InputError, UsageError
 
 #: SCT's recipe crops MP2RAGE images (~1 mm) with `-dilate 30x30x5` voxels: here 30 mm left-right,
@@ -108,6 +109,7 @@ def crop_image(image_path: Path, mask_path: Path, dilation: Sequence[float], *, 
         OutputExistsError: the output exists and not `overwrite`.
     """
     import nibabel as nib
+
     from lesionseg.client.nifti import load_volume, refuse_existing, save_volume, stem
 
     image = load_volume(image_path)

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
 from lesionseg.client.connection import Connection
 from lesionseg.client.nifti import Volume
 from lesionseg.client.orientation import Reorientation, reorientation, sct_to_nib

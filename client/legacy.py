@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
 from lesionseg.client.batch.inputs import InputImage, check_pattern, is_pattern, subject_file
 from lesionseg.client.batch.runner import Subject
 from lesionseg.client.connection import Connection

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
 from lesionseg.client.nifti import Volume, stem
 from lesionseg.core.files import atomic_write_text
 

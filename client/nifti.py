@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
 from lesionseg.core.errors import InputError, OutputExistsError
 from lesionseg.core.files import atomic_path
 from lesionseg.core.wire import MAX_VOXELS

@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from lesionseg.core.errors import UsageError
 from scipy import ndimage
+
+from lesionseg.core.errors import UsageError
 
 _STRUCTURE = ndimage.generate_binary_structure(3, 1)  # 6-connectivity, as SCT's label-based tools
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from lesionseg.client import postprocessing
 from lesionseg.client.batch.inputs import InputImage
 from lesionseg.client.batch.runner import Subject
@@ -81,12 +82,23 @@ def infer_task(link: Connection, image: Volume, task: str, *, probabilities: boo
     Raises:
         UsageError: `task` is not a task model (e.g. a legacy pipeline).
     """
-    if "plan" not in link.parameters(task):
-        raise UsageError(f"model {task!r} is not an nnU-Net task ensemble (use deepseg-lesion for the legacy models)")
+    task_parameters(link, task)
     reply = infer_volume(link, task, image, default_orientation=ORIENTATION,
                          outputs=["SEG", "PROB"] if probabilities else ["SEG"])
     prob = np.stack([reply.orient.backward(p) for p in reply.outputs["PROB"]]) if probabilities else None
     return reply.orient.backward(reply.outputs["SEG"]), prob, reply.parameters
+
+
+def task_parameters(link: Connection, task: str) -> dict[str, str]:
+    """The served `task` model's parameters, checked to be a task model's (a `plan` naming labels).
+
+    Raises:
+        UsageError: `task` is not a task model (e.g. a legacy pipeline).
+    """
+    params = link.parameters(task)
+    if not json.loads(params.get("plan", "{}")).get("labels"):
+        raise UsageError(f"model {task!r} is not an nnU-Net task ensemble (use deepseg-lesion for the legacy models)")
+    return params
 
 
 def task_labels(parameters: dict[str, str]) -> dict[str, int]:
@@ -264,10 +276,7 @@ class TaskJob:
         """The subject's outputs, from the served model's labels (it must be a task model)."""
         from lesionseg.client.lesion_stats import sidecar_paths
 
-        params = link.parameters(self.task)
-        labels = json.loads(params.get("plan", "{}")).get("labels")
-        if not labels:
-            raise UsageError(f"model {self.task!r} is not an nnU-Net task ensemble (use deepseg-lesion for the legacy models)")
+        labels = task_labels(task_parameters(link, self.task))
         paths = output_paths(image.path, self.task, labels, None, ofolder=self.folder(image))
         other = [p.with_name(stem(p) + ".json") for p in paths.values()]
         _, lesion = split_outputs(self.task, paths)

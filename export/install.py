@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from lesionseg.core.errors import InputError, LesionsegError, ModelNotFoundError, UsageError
 from lesionseg.core.files import sha256
-from lesionseg.core.paths import cache_dir
+from lesionseg.core.paths import cache_dir, user_path
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def sct_dir(value: str) -> Path:
     path = Path(value)
     if not (path / "data").is_dir():
         raise ModelNotFoundError(f"{path}: not an SCT installation (no data/ folder)")
-    return path / "data"
+    return user_path(path / "data")
 
 
 def resolve_source(source: str | None, *, base_url: str | None = None,
@@ -207,7 +207,12 @@ def resolve_source(source: str | None, *, base_url: str | None = None,
             raise InputError(f"{path}: not a zip archive")
         verify_zip(path, (), record=False)
         return extract(path, cache_dir() / "models" / path.name.removesuffix(".zip"))
-    return path
+    return user_path(path)
+
+
+def _recorded(source: str) -> str:
+    """`--from` as recorded with the installed models: a local path made absolute."""
+    return source if source == "sct" or "://" in source else str(user_path(source))
 
 
 def _merge(folders: list[Path]) -> Path:
@@ -271,6 +276,7 @@ def install_task(name: str, repository: Path, *, release: str | None = None, sou
         source = " ".join(urls)
     else:
         folders = [resolve_source(source, progress=progress)]
+        source = _recorded(source)
     folder = folders[0]
     nnunet = any(folder.rglob("plans.json"))
     if not nnunet and any(next(f.rglob("*.onnx"), None) for f in folders):  # SCT 6.0-6.3's ivadomed models

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.core.files import sha256
+from lesionseg.core.paths import user_path
 from lesionseg.export.networks import target_options, write_network
 from lesionseg.server.pipelines.ivadomed import IvadomedPlan, MemberPlan, UnsupportedConfig
 from lesionseg.server.repository.ivadomed import write_ivadomed_task
@@ -86,8 +88,8 @@ def export_ivadomed(model_dir: Path | Sequence[Path], repository: Path, *, task:
     """Export the members found in `model_dir` (or in each of several folders: an ensemble
     released as one zip per member) as the task `task`."""
     folders = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(p) for p in model_dir]
-    members = [m for folder in folders for m in find_members(folder)]
-    model_dir = folders[0] if len(folders) == 1 else folders[0].parent
+    members = [user_path(m) for folder in folders for m in find_members(folder)]  # recorded: absolute
+    model_dir = user_path(folders[0] if len(folders) == 1 else folders[0].parent)
     plans, checked = [], []
     for i, folder in enumerate(members):
         config_path = folder / f"{folder.name}.json"

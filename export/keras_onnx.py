@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lesionseg.core.errors import ExportError, InputError
 from lesionseg.export.keras_lambda import lambda_divisor
 from lesionseg.server.repository.legacy import INPUT_NAME, OUTPUT_NAME

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, UsageError
 from lesionseg.core.files import sha256
+from lesionseg.core.paths import user_path
 from lesionseg.export.keras_onnx import LOGITS_NAME, convert_keras_h5
 from lesionseg.export.networks import write_network
 from lesionseg.server.pipelines.legacy import CONTRASTS
@@ -68,7 +70,7 @@ def load_network(path: Path, network: str, *, golden: Path | None) -> tuple[Any,
     """
     import onnx
 
-    record: dict[str, Any] = {"network": network, "source": str(path), "source_sha256": sha256(path)}
+    record: dict[str, Any] = {"network": network, "source": str(user_path(path)), "source_sha256": sha256(path)}
     dims = network_entry(network).input_dims
     if path.suffix == ".h5":
         model = convert_keras_h5(path, with_logits=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.core.files import sha256
+from lesionseg.core.paths import user_path
 from lesionseg.export.networks import target_options, write_network
 from lesionseg.export.torch_onnx import INPUT_NAME, OUTPUT_NAME, load_checkpoint, to_onnx, torch_module
 from lesionseg.server.pipelines.monai import MonaiPlan
@@ -84,7 +85,7 @@ class MonaiExport:
 
 
 def export_monai(ckpt: Path, repository: Path, *, task: str, target: str = "cpu", source: str | None = None) -> MonaiExport:
-    path = find_checkpoint(ckpt)
+    path = user_path(find_checkpoint(ckpt))  # recorded with the model: relative to where it was typed
     state = load_state_dict(path)
     n_stages, features = architecture(state)
     network = build_network(n_stages, features)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, UsageError
 from lesionseg.core.files import sha256
+from lesionseg.core.paths import user_path
 from lesionseg.export.networks import target_options, write_network
 from lesionseg.export.torch_onnx import INPUT_NAME, OUTPUT_NAME, load_checkpoint, to_onnx, torch_module
 from lesionseg.server.pipelines.nnunet import NORMALISATIONS, NnunetPlan
@@ -133,8 +134,9 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 def load_folder(model_dir: Path, folds: Sequence[str] | None = None, configuration: str | None = None) -> NnunetFolder:
-    """Read a model folder; `folds` None means every `fold_*` present."""
-    path = find_model_folder(model_dir)
+    """Read a model folder; `folds` None means every `fold_*` present. Its `path` is absolute (it
+    is recorded with the exported model)."""
+    path = user_path(find_model_folder(model_dir))
     plans = _load_json(path / "plans.json")
     dataset = _load_json(path / "dataset.json")
     available = sorted(p.name.removeprefix("fold_") for p in path.glob("fold_*") if p.is_dir())

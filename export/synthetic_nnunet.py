@@ -135,6 +135,7 @@ def dataset_for(v: Variant) -> dict:
 def make_model(root: Path, v: Variant) -> Path:
     """Write the model folder; returns `<root>/<trainer>__nnUNetPlans__3d_fullres`."""
     import torch
+
     from lesionseg.export.nnunet import NnunetFolder, build_network, resolve_configuration
 
     folder = root / f"{TRAINER}__nnUNetPlans__3d_fullres"

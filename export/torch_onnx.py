@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
 from lesionseg.core.errors import ExportError, InputError
 
 logger = logging.getLogger(__name__)

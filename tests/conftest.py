@@ -131,6 +131,7 @@ MONAI_FEATURES = [4, 8, 16, 32, 48, 48]  # SCT's v2.5 layout (6 stages, strides,
 def make_monai_checkpoint(path: Path, seed: int = 0) -> Path:
     """A Lightning-style checkpoint of SCT's contrast-agnostic network with random weights."""
     import torch
+
     from lesionseg.export.monai import build_network
 
     torch.manual_seed(seed)

@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from lesionseg.client.address import is_local_address
 from lesionseg.client.batch.inputs import InputImage, collect_inputs, entities, is_batch, parse_bids_filters
 from lesionseg.client.batch.runner import (

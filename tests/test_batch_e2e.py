@@ -18,6 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from lesionseg.client.cli import main
 from lesionseg.client.connection import Connection, ConnectionSettings
 from lesionseg.client.legacy import segment_legacy
@@ -255,6 +256,7 @@ def test_server_killed_and_restarted_mid_batch(session_repository: Path, legacy_
     """A server of its own (only the t2s pipeline), killed with SIGKILL while the batch runs and started
     again on the same ports: the batch retries and finishes, every output complete and correct."""
     from conftest import ports
+
     from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings
 
     repo = tmp_path / "repo"

@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from lesionseg.client.cli import main
 
 pytestmark = pytest.mark.realdata

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from lesionseg.client.cli import main
 from lesionseg.export.install import SCT_LEGACY_RELEASES, DownloadError, fetch_release
 
@@ -142,6 +143,7 @@ def test_install_monai_release(http_root, tmp_path: Path, monkeypatch: pytest.Mo
     (served here) and exports the checkpoint it holds; an unknown release is a usage error."""
     pytest.importorskip("torch")
     from conftest import make_monai_checkpoint
+
     from lesionseg.core.catalogue import TASKS, release_url
     from lesionseg.export.install import task_release
     from lesionseg.server.repository.modelconfig import parameters, read_config

@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import IVADOMED_TASK, run_ivadomed_oracle
+
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
 from lesionseg.client.nifti import load_volume

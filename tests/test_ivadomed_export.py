@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lesionseg.client.cli import main
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.export.ivadomed import export_ivadomed, find_members

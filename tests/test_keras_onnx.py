@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lesionseg.core.errors import ExportError, InputError
 from lesionseg.export.keras_lambda import lambda_divisor
 from lesionseg.export.keras_onnx import convert_keras_h5

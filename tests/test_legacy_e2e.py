@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
 from lesionseg.client.legacy import segment_legacy
@@ -234,6 +235,7 @@ def test_missing_model_and_embedded_server_for_the_run(tmp_path: Path, shared: P
     """No server at the URL: the command starts the embedded server itself (and says so); a
     repository without the contrast's pipeline gives a clear error."""
     from conftest import SELFTEST_REPOSITORY
+
     from lesionseg.server.launch.embedded import free_port
 
     repo = tmp_path / "repo"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from lesionseg.server.repository.check import check_repository
 from lesionseg.server.repository.legacy import network_model, write_entries
 from lesionseg.server.repository.modelconfig import parameters, read_config
@@ -55,3 +56,10 @@ def test_network_entries_batch_dynamically() -> None:
         config = read_config(COMMITTED / network_model(network) / "config.pbtxt")
         assert config.max_batch_size > 1 and config.HasField("dynamic_batching")
         assert [t.name for t in config.input] == ["input_1"] and [t.name for t in config.output] == ["predictions"]
+
+
+def test_every_side_knows_the_same_contrasts() -> None:
+    from lesionseg.core.catalogue import LEGACY_CONTRASTS
+    from lesionseg.server.pipelines.legacy import CONTRASTS
+
+    assert tuple(CONTRASTS) == LEGACY_CONTRASTS

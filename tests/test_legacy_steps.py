@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lesionseg.core.grid import new_shape_for, resample_to_shape, zoomed_affine
 from lesionseg.server.pipelines import legacy_centerline as ctr
 from lesionseg.server.pipelines.legacy import (

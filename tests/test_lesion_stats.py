@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lesionseg.client.lesion_stats import (
     TSV_COLUMNS,
     label_lesions,
@@ -252,6 +253,7 @@ def test_qc_command_bad_inputs_give_one_line_errors(psr_case: dict[str, Path], t
 def test_mask_sidecars_of_a_soft_mask(tmp_path: Path) -> None:
     """A soft (float, <= 1) mask such as an ensemble's vote fraction counts voxels >= 0.5."""
     import nibabel as nib
+
     from lesionseg.client.lesion_stats import load_lesion_mask, write_mask_sidecars
 
     data = np.zeros((10, 10, 10), np.float32)

@@ -18,6 +18,7 @@ from typing import Callable
 import nibabel as nib
 import numpy as np
 import pytest
+
 from lesionseg.client.cli import main
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata]

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import selftest_repo
+from tritonclient.grpc import model_config_pb2 as mc
+
 from lesionseg.server.backend.selftest import ScaleModel
 from lesionseg.server.repository.modelconfig import (
     DynamicBatching,
@@ -21,7 +23,6 @@ from lesionseg.server.repository.modelconfig import (
     write_config,
 )
 from lesionseg.server.repository.pymodel import model_source, write_model_py
-from tritonclient.grpc import model_config_pb2 as mc
 
 GOLDEN = Path(__file__).parent / "golden"
 

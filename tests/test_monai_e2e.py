@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import MONAI_FEATURES, MONAI_TASK
+
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
 from lesionseg.client.nifti import load_volume
@@ -24,9 +25,10 @@ pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 
 def monai_oracle(image_path: Path) -> np.ndarray:
     import torch
-    from lesionseg.export.monai import build_network
     from monai import transforms as T
     from monai.inferers import sliding_window_inference
+
+    from lesionseg.export.monai import build_network
 
     torch.manual_seed(0)  # the weights make_monai_checkpoint saved
     net = build_network(len(MONAI_FEATURES), MONAI_FEATURES)

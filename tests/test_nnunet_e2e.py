@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import NNUNET_TASKS
+
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
 from lesionseg.client.nifti import load_volume

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lesionseg.core.errors import ExportError, ModelNotFoundError
 from lesionseg.server.pipelines import nnunet
 from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resample
@@ -133,3 +134,16 @@ def test_cli_export_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["export", "nnunet", "--model-dir", str(tmp_path / "none"), "--task", "t", "--repository", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model folder does not exist" in err[0]
+
+
+def test_paths_given_relative_are_recorded_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`export nnunet --model-dir m --repository repo` typed in tmp_path: the model's source is
+    recorded as the absolute folder, as it was meant where the command was typed."""
+    from lesionseg.client.cli import main
+    from lesionseg.server.repository.modelconfig import parameters, read_config
+
+    folder = nnunet_models.make_model(tmp_path / "m", nnunet_models.Variant(name="x", folds=(0,)))
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "nnunet", "--model-dir", "m", "--task", "t", "--repository", "repo"]) == 0
+    assert parameters(read_config(tmp_path / "repo" / "t" / "config.pbtxt"))["source"] == str(folder)
+    assert json.loads((tmp_path / "repo" / "t_fold0_net" / "export.json").read_text())["source"] == str(folder)

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+
 from lesionseg.client.cli.progress import shown, step
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lesionseg.client.qc.mosaic import axial_mosaic
 from lesionseg.client.qc.png import encode_png
 from lesionseg.client.qc.report import QcEntry, build_index, load_entries, subject_and_dataset, write_entry

@@ -23,6 +23,7 @@ from typing import Iterator
 
 import pytest
 from conftest import ROOT, SHARED
+
 from lesionseg.client.cli import main
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]

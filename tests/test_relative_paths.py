@@ -42,6 +42,9 @@ def test_install_serve_and_segment_with_relative_paths(shared: Path, tmp_path: P
                            "--repository", "repo", "--contrast", "t2s"], cwd=work, env=user_env)
     assert installed.returncode == 0, installed.stderr
     assert (work / "repo" / "deepseg_lesion_t2s" / "config.pbtxt").is_file()
+    assert f"(from {shared / 'sct_models'})" in installed.stdout  # recorded as meant, not as typed
+    record = json.loads((work / "repo" / "deepseg_lesion_t2s_net" / "export.json").read_text())
+    assert Path(record["source"]).is_absolute() and Path(record["source"]).is_file()
 
     # `serve --repository repo` from that folder (Triton itself runs elsewhere)
     chosen = ports()

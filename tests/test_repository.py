@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SELFTEST_REPOSITORY
+
 from lesionseg.client.cli import main
 from lesionseg.server.repository.check import check_repository
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SELFTEST_REPOSITORY, ports, start_serve
+
 from lesionseg.client.cli import main
 from lesionseg.core.errors import ServerStartError
 from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, summarize_failure

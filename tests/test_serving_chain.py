@@ -6,6 +6,7 @@ import concurrent.futures
 
 import numpy as np
 import pytest
+
 from lesionseg.client.cli import main
 
 pytestmark = pytest.mark.server

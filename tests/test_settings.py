@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from lesionseg.core.errors import UsageError
 from lesionseg.core.paths import default_repository
 from lesionseg.core.settings import port, setting

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lesionseg.client.cli import main
 from lesionseg.server.launch.embedded import free_port
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from lesionseg.client.batch.inputs import BIDS_LABELS, InputImage, check_pattern, collect_inputs, is_pattern, subject_file
 from lesionseg.client.cli import main
 from lesionseg.core.errors import InputError, UsageError

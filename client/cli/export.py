@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lesionseg.client.cli.parsers import command, subcommands
+from lesionseg.client.cli.parsers import command, contrast_argument, parse_folds, repository_arguments, subcommands
 from lesionseg.core import paths
 from lesionseg.core.errors import EXIT_OK
 
@@ -18,25 +18,6 @@ examples:
 as the embedded server needs; --backend onnxruntime writes configs for Triton's own ONNX Runtime
 backend (NGC images, GPU).
 """
-
-
-def repository_arguments(parser: argparse.ArgumentParser, *, target: bool = False) -> None:
-    """--repository (and --target) as every export kind and `models install` take them."""
-    parser.add_argument("--repository", type=Path, metavar="REPO",
-                        help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
-    if target:
-        parser.add_argument("--target", default="cpu", choices=("cpu", "gpu"),
-                            help="cpu: embedded server (Python backend + onnxruntime); gpu: Triton's onnxruntime backend on GPU")
-
-
-def parse_folds(text: str) -> list[str] | None:
-    """--folds: "all" (None: every fold_* present) or "0,1"."""
-    if text == "all":
-        return None
-    folds = [f.strip() for f in text.split(",") if f.strip()]
-    if not folds:
-        raise argparse.ArgumentTypeError(f"{text!r} is not all or a comma-separated list of folds")
-    return folds
 
 
 def _kind(kinds: argparse._SubParsersAction, name: str, *, help: str, epilog: str, source: tuple[str, str, str],
@@ -61,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     legacy = command(kinds, "sct-legacy", help="SCT's legacy deepseg_lesion / deepseg_sc centerline models (.h5 or .onnx)", epilog=HELP)
     legacy.add_argument("--models-dir", required=True, type=Path, metavar="DIR", help="folder holding *_lesion / *_ctr .h5 or .onnx files")
     repository_arguments(legacy)
-    legacy.add_argument("--contrast", default="all", choices=("t2", "t2_ax", "t2s", "all"), help="which pipeline(s) (default all present)")
+    contrast_argument(legacy)
     legacy.add_argument("--backend", default="python", choices=("python", "onnxruntime"), help="how the networks are served")
     legacy.add_argument("--golden", type=Path, metavar="DIR", help="Keras golden outputs <model>.npz for parity (default: <models-dir>/golden)")
     legacy.set_defaults(run=run_legacy)
@@ -122,6 +103,7 @@ def run_ivadomed(args: argparse.Namespace) -> int:
 
 
 def run_legacy(args: argparse.Namespace) -> int:
+    from lesionseg.core.catalogue import legacy_model
     from lesionseg.export.legacy import export_sct_legacy
 
     repository = paths.repository(args.repository)
@@ -132,7 +114,7 @@ def run_legacy(args: argparse.Namespace) -> int:
                     if parity else "parity not measured (no golden outputs)")
         print(f"{network}: {record['source_format']} -> {repository}; {measured}")
     for contrast in result.contrasts:
-        print(f"pipeline deepseg_lesion_{contrast} written")
+        print(f"pipeline {legacy_model(contrast)} written")
     for contrast in result.skipped:
         print(f"skipped contrast {contrast}: its models are not in {args.models_dir}")
     return EXIT_OK

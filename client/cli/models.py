@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lesionseg.client.cli.parsers import command, subcommands
+from lesionseg.client.cli.parsers import command, contrast_argument, parse_folds, repository_arguments, subcommands
 from lesionseg.core.catalogue import TASKS
 from lesionseg.core.errors import EXIT_OK
 
@@ -26,8 +26,6 @@ files, checksum recorded on first download); LESIONSEG_RELEASES_URL points at a 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from lesionseg.client.cli.export import parse_folds, repository_arguments
-
     parser = command(sub, "models", help="install released models into the repository",
                      epilog="examples:\n  lesionseg models install sct-legacy\n  lesionseg models install seg_ms_lesion\n"
                             "  lesionseg models install seg_ms_lesion_mp2rage --release r20230210\n")
@@ -36,20 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     install.add_argument("family", choices=("sct-legacy", *TASKS), help="sct-legacy, or an sct_deepseg task")
     install.add_argument("--from", dest="source", metavar="SRC", help="URL, zip, folder, or 'sct' ($SCT_DIR); default: SCT's release URLs")
     repository_arguments(install, target=True)
-    install.add_argument("--contrast", default="all", choices=("t2", "t2_ax", "t2s", "all"))
+    contrast_argument(install)
     install.add_argument("--backend", default="python", choices=("python", "onnxruntime"))
     install.add_argument("--folds", default=None, type=parse_folds, metavar="all|0,1", help="nnU-Net tasks: folds to use (default all)")
     install.add_argument("--release", metavar="NAME", help="a task's other release (e.g. seg_sc_contrast_agnostic v2.5, the MONAI model)")
     install.set_defaults(run=run_install)
-
-
-def _source(value: str | None) -> str | None:
-    """--from as given, a local path made absolute (it is recorded with the models)."""
-    if value is None or value == "sct" or "://" in value:
-        return value
-    from lesionseg.core.paths import user_path
-
-    return str(user_path(value))
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -66,10 +55,10 @@ def run_install(args: argparse.Namespace) -> int:
     repository = paths.repository(args.repository)
     try:
         if args.family == "sct-legacy":
-            installed = install_legacy(_source(args.source), repository, contrast=args.contrast, backend=args.backend,
+            installed = install_legacy(args.source, repository, contrast=args.contrast, backend=args.backend,
                                        progress=progress)
         else:
-            installed = install_task(args.family, repository, release=args.release, source=_source(args.source),
+            installed = install_task(args.family, repository, release=args.release, source=args.source,
                                      folds=args.folds, target=args.target, progress=progress)
     finally:
         if shown:

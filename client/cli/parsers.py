@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from lesionseg.core.catalogue import LEGACY_CONTRASTS
 from lesionseg.core.errors import EXIT_USAGE
 
 
@@ -27,3 +29,27 @@ def subcommands(parser: argparse.ArgumentParser, *, dest: str, metavar: str) -> 
     actions = parser.add_subparsers(dest=dest, metavar=metavar, parser_class=Parser)
     actions.required = True
     return actions
+
+
+def repository_arguments(parser: argparse.ArgumentParser, *, target: bool = False) -> None:
+    """--repository (and --target) as every export kind and `models install` take them."""
+    parser.add_argument("--repository", type=Path, metavar="REPO",
+                        help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
+    if target:
+        parser.add_argument("--target", default="cpu", choices=("cpu", "gpu"),
+                            help="cpu: embedded server (Python backend + onnxruntime); gpu: Triton's onnxruntime backend on GPU")
+
+
+def parse_folds(text: str) -> list[str] | None:
+    """--folds: "all" (None: every fold_* present) or "0,1"."""
+    if text == "all":
+        return None
+    folds = [f.strip() for f in text.split(",") if f.strip()]
+    if not folds:
+        raise argparse.ArgumentTypeError(f"{text!r} is not all or a comma-separated list of folds")
+    return folds
+
+
+def contrast_argument(parser: argparse.ArgumentParser) -> None:
+    """--contrast of the legacy pipelines to export or install (default all)."""
+    parser.add_argument("--contrast", default="all", choices=(*LEGACY_CONTRASTS, "all"), help="which pipeline(s) (default all present)")

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
 from lesionseg.client.nifti import Volume, load_volume, stem
 from lesionseg.core.errors import InputError
 

@@ -14,6 +14,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+
 from lesionseg.core.grid import resample_to_shape
 
 TILE_MM_PER_PX = 0.5

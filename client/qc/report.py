@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from lesionseg.client.qc.png import write_png
 from lesionseg.core import __version__
 from lesionseg.core.files import atomic_write_text

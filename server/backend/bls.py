@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import numpy as np
+
 from lesionseg.server.backend.base import _pb_utils
 
 

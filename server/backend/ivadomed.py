@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+
 from lesionseg.core.wire import to_uint8
 from lesionseg.server.backend.base import PythonModel, RequestError
 from lesionseg.server.backend.bls import run_network

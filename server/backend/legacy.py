@@ -12,6 +12,7 @@ import logging
 from typing import Any, Mapping
 
 import numpy as np
+
 from lesionseg.core.wire import to_uint8
 from lesionseg.server.backend.base import PythonModel, RequestError
 from lesionseg.server.backend.bls import run_network

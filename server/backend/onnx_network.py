@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
 from lesionseg.server.backend.base import PythonModel, RequestError, _pb_utils
 
 logger = logging.getLogger(__name__)

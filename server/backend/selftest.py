@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+
 from lesionseg.server.backend.base import PythonModel, RequestError
 
 

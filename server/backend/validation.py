@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from lesionseg.core.wire import MAX_VOXELS
 from lesionseg.server.backend.base import RequestError
 

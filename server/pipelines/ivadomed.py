@@ -31,8 +31,9 @@ import dataclasses
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
-from lesionseg.server.pipelines import JsonPlan, Predict
 from scipy import ndimage
+
+from lesionseg.server.pipelines import JsonPlan, Predict
 
 SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 _TO_HWD = {0: (2, 1, 0), 1: (2, 0, 1), 2: (0, 1, 2)}

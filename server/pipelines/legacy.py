@@ -22,6 +22,7 @@ import dataclasses
 from typing import Callable, Sequence
 
 import numpy as np
+
 from lesionseg.core.grid import new_shape_for, resample_to_shape
 from lesionseg.server.pipelines import Predict
 from lesionseg.server.pipelines import legacy_centerline as ctr

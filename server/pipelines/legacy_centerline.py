@@ -15,8 +15,9 @@ import dataclasses
 import math
 
 import numpy as np
-from lesionseg.server.pipelines import Predict
 from scipy import ndimage
+
+from lesionseg.server.pipelines import Predict
 
 BLOCK = 80
 #: SCT deepseg_sc `_ctr` z-score constants (after scaling to 0-255 by the 2nd/98th percentiles).

@@ -21,8 +21,9 @@ import math
 from typing import ClassVar, Sequence
 
 import numpy as np
-from lesionseg.server.pipelines import JsonPlan, Predict
 from scipy import ndimage
+
+from lesionseg.server.pipelines import JsonPlan, Predict
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -16,10 +16,11 @@ import itertools
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
+from scipy import ndimage
+
 from lesionseg.core.wire import to_uint8
 from lesionseg.server.pipelines import JsonPlan, Predict
 from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resample
-from scipy import ndimage
 
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
 

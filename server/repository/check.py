@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lesionseg.server.repository.modelconfig import CONFIG_NAME, data_type_name, read_config
 from tritonclient.grpc import model_config_pb2 as mc
+
+from lesionseg.server.repository.modelconfig import CONFIG_NAME, data_type_name, read_config
 
 #: The file a version folder must hold, per backend or platform.
 MODEL_FILES = {
