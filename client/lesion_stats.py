@@ -215,3 +215,11 @@ def write_mask_sidecars(mask: Volume) -> tuple[Path, Path, LesionStats]:
     stats = mask_stats(mask)
     tsv, js = write_sidecars(stats, mask.path)
     return tsv, js, stats
+
+
+def mask_volume(mask: np.ndarray, image: Volume, path: Path) -> Volume:
+    """An in-memory mask on `image`'s grid as the `Volume` its file `path` would load as (the
+    header keeps the mask's dtype, so a soft map is recognised as one)."""
+    header = image.header.copy()
+    header.set_data_dtype(mask.dtype)
+    return Volume(path=Path(path), data=np.asarray(mask, np.float32), affine=image.affine, header=header)

@@ -25,8 +25,10 @@ from lesionseg.client.batch.inputs import InputImage
 from lesionseg.client.batch.runner import Subject
 from lesionseg.client.connection import Connection
 from lesionseg.client.crop import Box, cord_dilation, cropped_affine, mask_box, uncrop
+from lesionseg.client.dicom.outputs import check_format, require_series, writes_dicom, writes_nifti
+from lesionseg.client.images import Input, load_input
 from lesionseg.client.inference import infer_volume
-from lesionseg.client.nifti import Volume, load_volume, refuse_existing, save_volume, stem
+from lesionseg.client.nifti import Volume, refuse_existing, save_volume, stem
 from lesionseg.core import __version__
 from lesionseg.core.catalogue import task_info
 from lesionseg.core.errors import InferenceError, UsageError
@@ -69,9 +71,15 @@ class PostOptions:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TaskResult:
-    files: dict[str, Path]  # label name -> mask file
+    """One image's masks: `files` (label name -> mask file, written unless `write_nifti` was
+    False), `masks` (label name -> uint8 mask, or float32 soft map, on the input grid) and, with
+    crop-to-cord, the `cord` mask the crop came from (uint8, input grid)."""
+
+    files: dict[str, Path]
     labels: dict[str, int]
-    masks: dict[str, np.ndarray]  # label name -> uint8 mask (float32 soft map) on the input grid
+    masks: dict[str, np.ndarray]
+    image: Input
+    cord: np.ndarray | None = None
 
 
 def infer_task(link: Connection, image: Volume, task: str, *, probabilities: bool = False
@@ -122,11 +130,18 @@ def output_paths(image_path: Path, task: str, labels: dict[str, int], output: Pa
 
 def split_outputs(task: str, files: dict[str, Path]) -> tuple[Path | None, Path | None]:
     """(cord mask, lesion mask) among a task's outputs, by class name (one class: by SCT's suffix)."""
-    if len(files) == 1:
-        ((name, path),) = files.items()
-        return (None, path) if "lesion" in name or "lesion" in task_info(task).suffix else (path, None)
-    lesion = next((p for name, p in files.items() if "lesion" in name), None)
-    cord = next((p for name, p in files.items() if "lesion" not in name and ("cord" in name or name == "sc")), None)
+    cord, lesion = split_names(task, files)
+    return (files[cord] if cord else None), (files[lesion] if lesion else None)
+
+
+def split_names(task: str, names) -> tuple[str | None, str | None]:
+    """(cord class, lesion class) among a task's class names (one class: by SCT's suffix)."""
+    names = list(names)
+    if len(names) == 1:
+        (name,) = names
+        return (None, name) if "lesion" in name or "lesion" in task_info(task).suffix else (name, None)
+    lesion = next((name for name in names if "lesion" in name), None)
+    cord = next((name for name in names if "lesion" not in name and ("cord" in name or name == "sc")), None)
     return cord, lesion
 
 
@@ -168,8 +183,8 @@ def class_masks(seg: np.ndarray, prob: np.ndarray | None, params: dict[str, str]
     return masks
 
 
-def cord_box(link: Connection, image: Volume, cord_task: str = CORD_TASK) -> Box:
-    """The box of `image` around its cord (`cord_task`'s mask widened by `cord_dilation`).
+def cord_mask(link: Connection, image: Volume, cord_task: str = CORD_TASK) -> np.ndarray:
+    """`cord_task`'s cord mask of `image` (uint8, its grid).
 
     Raises:
         InferenceError: the cord task found no cord.
@@ -177,38 +192,53 @@ def cord_box(link: Connection, image: Volume, cord_task: str = CORD_TASK) -> Box
     cord, _, _ = infer_task(link, image, cord_task)
     if not np.any(cord):
         raise InferenceError(f"{image.path}: {cord_task} found no spinal cord; cannot crop around it")
-    return mask_box(cord, cord_dilation(image.affine, image.spacing))
+    return cord
 
 
-def segment_task(link: Connection, image_path: Path, task: str, *, output: Path | None = None,
+def cord_box(link: Connection, image: Volume, cord_task: str = CORD_TASK) -> Box:
+    """The box of `image` around its cord (`cord_task`'s mask widened by `cord_dilation`).
+
+    Raises:
+        InferenceError: the cord task found no cord.
+    """
+    return mask_box(cord_mask(link, image, cord_task), cord_dilation(image.affine, image.spacing))
+
+
+def segment_task(link: Connection, image: Path | Input, task: str, *, output: Path | None = None,
                  options: PostOptions = PostOptions(), argv: list[str] | None = None, overwrite: bool = False,
-                 ofolder: Path | None = None, crop_to_cord: bool = False, cord_task: str = CORD_TASK) -> TaskResult:
-    """Segment one image with a `sct_deepseg` task and write the masks (+ JSON sidecars).
+                 ofolder: Path | None = None, crop_to_cord: bool = False, cord_task: str = CORD_TASK,
+                 write_nifti: bool = True) -> TaskResult:
+    """Segment one image (a NIfTI file or DICOM series, see `lesionseg.client.images`) with a
+    `sct_deepseg` task and write the masks (+ JSON sidecars) unless `write_nifti` is False.
 
     Masks go to `output`, else SCT's names in `ofolder`, else next to the input. With
     `crop_to_cord`, `task` runs on the image cropped around the cord (`cord_box`) and its masks
     are pasted back into the input grid. Every mask is computed before the first is written.
     """
-    image = load_volume(image_path)
-    if output is not None:
+    loaded = image if isinstance(image, Input) else load_input(image)
+    volume = loaded.volume
+    if output is not None and write_nifti:
         refuse_existing([output], overwrite=overwrite)
-    target, to_grid = image, (lambda m: m)
+    target, to_grid, cord = volume, (lambda m: m), None
     if crop_to_cord:
-        box = cord_box(link, image, cord_task)
-        target = Volume(path=image.path, data=np.ascontiguousarray(image.data[box.slices]),
-                        affine=cropped_affine(image.affine, box), header=image.header)
-        to_grid = lambda m: uncrop(m, box, image.data.shape)  # noqa: E731
+        cord = cord_mask(link, volume, cord_task)
+        box = mask_box(cord, cord_dilation(volume.affine, volume.spacing))
+        target = Volume(path=volume.path, data=np.ascontiguousarray(volume.data[box.slices]),
+                        affine=cropped_affine(volume.affine, box), header=volume.header)
+        to_grid = lambda m: uncrop(m, box, volume.data.shape)  # noqa: E731
     seg, prob, params = infer_task(link, target, task, probabilities=True)
     labels = task_labels(params)
-    paths = output_paths(image_path, task, labels, output, ofolder=ofolder)
-    refuse_existing(paths.values(), overwrite=overwrite)
-    masks = class_masks(seg, prob, params, paths, task=task, options=options, spacing=image.spacing, to_grid=to_grid)
+    paths = output_paths(volume.path, task, labels, output, ofolder=ofolder)
+    if write_nifti:
+        refuse_existing(paths.values(), overwrite=overwrite)
+    masks = class_masks(seg, prob, params, paths, task=task, options=options, spacing=volume.spacing, to_grid=to_grid)
     if crop_to_cord:
         params = {**params, "source": params.get("source", "") + f" (cropped around {cord_task})"}
-    for name, path in paths.items():
-        save_volume(masks[name], image.affine, path, like=image.header)
-        sidecar(path, task=task, params=params, image_path=image.path, argv=argv)
-    return TaskResult(files=paths, labels=labels, masks=masks)
+    if write_nifti:
+        for name, path in paths.items():
+            save_volume(masks[name], volume.affine, path, like=volume.header)
+            sidecar(path, task=task, params=params, image_path=volume.path, argv=argv)
+    return TaskResult(files=paths, labels=labels, masks=masks, image=loaded, cord=cord)
 
 
 def _foreground_voxels(mask: np.ndarray) -> int:
@@ -220,8 +250,8 @@ def _foreground_voxels(mask: np.ndarray) -> int:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Segmented:
-    """What one image's `TaskJob.segment` wrote: masks by class, other files (lesion statistics,
-    the QC entry), and a one-line note for a batch summary."""
+    """What one image's `TaskJob.segment` wrote: masks by class (NIfTI, when written), other files
+    (lesion statistics, DICOM SEG and SR, the QC entry), and a one-line note for a batch summary."""
 
     masks: dict[str, Path]
     other: list[Path]
@@ -231,14 +261,18 @@ class Segmented:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TaskJob:
     """`sct_deepseg -task` for one image or every image of a batch: masks, sidecars, lesion
-    statistics and (with `qc`) a QC entry; in a batch, outputs in `ofolder` mirroring each image's
-    place in its dataset."""
+    statistics, with `output_format` dicom or both a DICOM SEG and SR (DICOM inputs), and (with
+    `qc`) a QC entry; in a batch, outputs in `ofolder` mirroring each image's place in its dataset."""
 
     task: str
     options: PostOptions = PostOptions()
     crop_to_cord: bool = False
     qc: Path | None = None
     ofolder: Path | None = None
+    output_format: str = "nifti"
+
+    def __post_init__(self) -> None:
+        check_format(self.output_format)
 
     @property
     def model(self) -> str:
@@ -248,29 +282,68 @@ class TaskJob:
     def description(self) -> str:
         return f"deepseg {self.task}"
 
+    @property
+    def nifti(self) -> bool:
+        return writes_nifti(self.output_format)
+
     def folder(self, image: InputImage) -> Path | None:
         return None if self.ofolder is None else self.ofolder / image.relative
 
-    def segment(self, link: Connection, image: Path, *, output: Path | None = None, ofolder: Path | None = None,
-                overwrite: bool = False) -> Segmented:
-        """Segment `image`; write masks, sidecars, lesion statistics and (with `qc`) the QC entry."""
-        from lesionseg.client.lesion_stats import load_lesion_mask, write_mask_sidecars
+    def segment(self, link: Connection, image: Path | Input, *, output: Path | None = None, ofolder: Path | None = None,
+                overwrite: bool = False, cord: np.ndarray | None = None) -> Segmented:
+        """Segment `image` (a NIfTI file, a DICOM series or a loaded `Input`); write masks,
+        sidecars, lesion statistics, DICOM SEG and SR and (with `qc`) the QC entry, as
+        `output_format` says. `cord` (a cord mask on the image's grid) is the cord of the SEG and
+        QC when the task itself gives none.
 
-        result = segment_task(link, image, self.task, output=output, options=self.options, overwrite=overwrite,
-                              ofolder=ofolder, crop_to_cord=self.crop_to_cord)
+        Raises:
+            UsageError: DICOM output asked of a NIfTI input; OutputExistsError.
+        """
+        from lesionseg.client.lesion_stats import mask_stats, mask_volume, write_sidecars
+
+        loaded = image if isinstance(image, Input) else load_input(image)
+        require_series(loaded, self.output_format)
+        dicom_files = self._dicom_paths(loaded.path, ofolder)
+        if dicom_files:
+            refuse_existing(dicom_files.values(), overwrite=overwrite)
+        result = segment_task(link, loaded, self.task, output=output, options=self.options, overwrite=overwrite,
+                              ofolder=ofolder, crop_to_cord=self.crop_to_cord, write_nifti=self.nifti)
+        volume = loaded.volume
         other: list[Path] = []
         note = ", ".join(f"{name}: {_foreground_voxels(m)} vox" for name, m in result.masks.items())
-        cord, lesion = split_outputs(self.task, result.files)
-        if lesion is not None:
-            tsv, _, stats = write_mask_sidecars(load_lesion_mask(lesion))
-            other.append(tsv)
+        cord_name, lesion_name = split_names(self.task, result.masks)
+        cord = result.masks[cord_name] if cord_name else (result.cord if result.cord is not None else cord)
+        lesion, stats = None, None
+        if lesion_name is not None:
+            lesion = mask_volume(result.masks[lesion_name], volume, result.files[lesion_name])
+            stats = mask_stats(lesion)
+            if self.nifti:
+                other.append(write_sidecars(stats, lesion.path)[0])  # the TSV is listed; its JSON twin sits beside it
             note = f"{stats.count} lesions, {stats.total_volume_mm3:.1f} mm3"
-            logger.info("%s: %s", lesion, note)
-        if self.qc is not None:
-            from lesionseg.client.qc.masks import write_mask_qc
+            logger.info("%s: %s", lesion.path, note)
+        if dicom_files:
+            from lesionseg.client.dicom.outputs import write_dicom
+            from lesionseg.client.dicom.results import Algorithm
+            from lesionseg.client.lesion_stats import lesion_voxels
 
-            other.append(write_mask_qc(image, cord, self.qc, lesion_path=lesion, command="deepseg", contrast=self.task))
-        return Segmented(masks=result.files, other=other, note=note)
+            algorithm = Algorithm.of_model(self.task, link.parameters(self.task))
+            other.extend(write_dicom(loaded.series, dicom_files, algorithm, stats=stats, cord=cord,  # type: ignore[arg-type]
+                                     lesion=lesion_voxels(lesion) if lesion is not None else None).values())
+        if self.qc is not None:
+            from lesionseg.client.qc.masks import write_qc
+
+            cord_source = result.files[cord_name] if cord_name else f"{CORD_TASK} cord"
+            other.append(write_qc(self.qc, volume, cord=cord, cord_source=cord_source, lesion=lesion,
+                                  fname_seg=result.files[cord_name] if cord_name else None, command="deepseg",
+                                  contrast=self.task))
+        return Segmented(masks=result.files if self.nifti else {}, other=other, note=note)
+
+    def _dicom_paths(self, image_path: Path, ofolder: Path | None) -> dict[str, Path]:
+        if not writes_dicom(self.output_format):
+            return {}
+        from lesionseg.client.dicom.outputs import dicom_paths
+
+        return dicom_paths(image_path, self.task, ofolder if ofolder is not None else Path(image_path).parent)
 
     def plan(self, link: Connection, image: InputImage) -> Subject:
         """The subject's outputs, from the served model's labels (it must be a task model)."""
@@ -278,11 +351,14 @@ class TaskJob:
 
         labels = task_labels(task_parameters(link, self.task))
         paths = output_paths(image.path, self.task, labels, None, ofolder=self.folder(image))
-        other = [p.with_name(stem(p) + ".json") for p in paths.values()]
-        _, lesion = split_outputs(self.task, paths)
-        if lesion is not None:
-            other += list(sidecar_paths(lesion))
-        return Subject(image=image, grid_outputs=tuple(paths.values()), other_outputs=tuple(other))
+        grid, other = (), list(self._dicom_paths(image.path, self.folder(image)).values())
+        if self.nifti:
+            grid = tuple(paths.values())
+            other += [p.with_name(stem(p) + ".json") for p in paths.values()]
+            _, lesion = split_outputs(self.task, paths)
+            if lesion is not None:
+                other += list(sidecar_paths(lesion))
+        return Subject(image=image, grid_outputs=grid, other_outputs=tuple(other))
 
     def run(self, link: Connection, subject: Subject) -> str:
         """Segment one subject (its existing outputs were refused, or accepted with --resume /

@@ -149,7 +149,11 @@ def is_batch(specs: Sequence[str | Path], bids: Sequence[str] | None) -> bool:
     if bids is not None or len(specs) != 1:
         return True
     path = Path(str(specs[0]))
-    return path.is_dir() or (not path.exists() and bool(_GLOB_CHARS.search(str(specs[0]))))
+    if path.is_dir():
+        from lesionseg.client.images import is_dicom
+
+        return not is_dicom(path)  # a DICOM series folder is one image
+    return not path.exists() and bool(_GLOB_CHARS.search(str(specs[0])))
 
 
 #: `subject_file`'s shorthand for the BIDS derivatives layout of cord segmentations.

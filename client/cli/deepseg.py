@@ -16,6 +16,7 @@ examples:
   lesionseg deepseg -i sub-01_UNIT1.nii.gz -task seg_ms_lesion_mp2rage --crop-to-cord
   lesionseg deepseg -i t2.nii.gz -task seg_sc_contrast_agnostic -o t2_cord.nii.gz -largest 1 -fill-holes
   lesionseg deepseg -i t2.nii.gz -task seg_ms_lesion -thr 0.5 -remove-small 5mm3
+  lesionseg deepseg -i dicom/series_7/ -task seg_ms_lesion --output-format both   # NIfTI + DICOM SEG and SR
   lesionseg deepseg -i data/ --bids suffix=T2w -task seg_ms_lesion -ofolder derivatives/lesionseg -j 4
   lesionseg deepseg -i 'cohort/*/t2s.nii.gz' -task seg_ms_lesion --resume --summary summary.tsv
 
@@ -29,7 +30,8 @@ orientation the model expects comes from the server. Existing outputs are kept u
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = command(sub, "deepseg", help="segment with an nnU-Net task (sct_deepseg -task)", epilog=HELP + "\n" + BATCH_HELP)
     parser.add_argument("-i", "--input", required=True, nargs="+", metavar="IMG",
-                        help="input NIfTI image(s), folder(s), quoted glob pattern(s) or BIDS dataset(s)")
+                        help="input NIfTI image(s), folder(s), quoted glob pattern(s) or BIDS dataset(s); or one DICOM MR series "
+                             "(a folder of its instances, or a multi-frame file)")
     parser.add_argument("-task", "--task", required=True, metavar="TASK",
                         help=f"task ({', '.join(TASKS)}, or any exported task name)")
     parser.add_argument("-o", "--output", type=Path, metavar="OUT", help="output file, one input only (default: SCT's name next to the input)")
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = PostOptions(threshold=args.thr, largest=args.largest, fill_holes=args.fill_holes,
                           remove_small=parse_size(args.remove_small) if args.remove_small else None)
-    job = TaskJob(task=args.task, options=options, crop_to_cord=args.crop_to_cord, qc=args.qc, ofolder=args.ofolder)
+    job = TaskJob(task=args.task, options=options, crop_to_cord=args.crop_to_cord, qc=args.qc, ofolder=args.ofolder,
+                  output_format=args.output_format)
     if is_batch(args.input, args.bids):
         if args.output is not None:
             raise UsageError("-o names one output file; with several inputs use -ofolder")

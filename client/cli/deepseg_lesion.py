@@ -14,6 +14,7 @@ HELP = """\
 examples:
   lesionseg deepseg-lesion -i t2s.nii.gz -c t2s
   lesionseg deepseg-lesion -i t2.nii.gz -c t2_ax -ofolder out/ -url triton:8001
+  lesionseg deepseg-lesion -i dicom/t2s_series/ -c t2s --output-format dicom -ofolder out/   # DICOM SEG + SR
   lesionseg deepseg-lesion -i t2s.nii.gz -c t2s -centerline file -file_centerline t2s_centerline.nii.gz
   lesionseg deepseg-lesion -i sub-01/anat/sub-01_T2star.nii.gz -c t2s -qc qc/   # then open qc/index.html
   lesionseg deepseg-lesion -i bids/ --bids suffix=T2star -c t2s -ofolder derivatives/lesionseg -j 4 --resume
@@ -40,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = command(sub, "deepseg-lesion", help="MS lesion segmentation with SCT's legacy models (sct_deepseg_lesion)",
                      epilog=HELP + "\n" + BATCH_HELP)
     parser.add_argument("-i", "--input", required=True, nargs="+", metavar="IMG",
-                        help="input NIfTI image(s), folder(s), quoted glob pattern(s) or BIDS dataset(s)")
+                        help="input NIfTI image(s), folder(s), quoted glob pattern(s) or BIDS dataset(s); or one DICOM MR series "
+                             "(a folder of its instances, or a multi-frame file)")
     parser.add_argument("-c", "--contrast", required=True, choices=LEGACY_CONTRASTS, help="image contrast")
     parser.add_argument("-ofolder", "--ofolder", type=Path, default=Path("."), metavar="DIR", help="output folder (default: .)")
     parser.add_argument("-centerline", "--centerline", choices=("cnn", "file"), default="cnn",
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-centerline file needs -file_centerline F")
     if args.centerline == "cnn" and args.file_centerline is not None:
         raise UsageError("-file_centerline goes with -centerline file")
-    job = LegacyJob(contrast=args.contrast, ofolder=args.ofolder, centerline=args.file_centerline, qc=args.qc)
+    job = LegacyJob(contrast=args.contrast, ofolder=args.ofolder, centerline=args.file_centerline, qc=args.qc,
+                    output_format=args.output_format)
     if is_batch(args.input, args.bids):
         if args.file_centerline is not None and not is_pattern(args.file_centerline):
             raise UsageError("-file_centerline names one file, which belongs to one image: in a batch give a pattern "

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Sequence
 
-from lesionseg.client.cli import crop, deepseg, deepseg_lesion, export, models, qc, repository, serve, status
+from lesionseg.client.cli import crop, deepseg, deepseg_lesion, dicom2nifti, export, gateway, models, qc, repository, serve, status
 from lesionseg.client.cli.parsers import Parser, subcommands
 from lesionseg.core import __version__
 from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK, LesionsegError
@@ -25,7 +25,7 @@ examples:
   lesionseg repository check model_repository
 """
 
-COMMANDS = (deepseg, deepseg_lesion, crop, models, export, serve, status, repository, qc)
+COMMANDS = (deepseg, deepseg_lesion, dicom2nifti, gateway, crop, models, export, serve, status, repository, qc)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,9 +17,12 @@ batch mode (several -i values, a folder, a glob pattern in quotes, or a BIDS dat
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """-qc, --overwrite, the connection (-url, --transport, --compression) and the batch arguments."""
+    """-qc, --overwrite, --output-format, the connection (-url, --transport, --compression) and the batch arguments."""
     parser.add_argument("-qc", "--qc", type=Path, metavar="DIR", help="write a QC report entry into DIR (SCT layout, index.html)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse, exit 2)")
+    parser.add_argument("--output-format", choices=("nifti", "dicom", "both"), default="nifti",
+                        help="NIfTI masks (default), or for a DICOM series input a DICOM SEG (lesion and cord segments) "
+                             "and a TID 1500 SR (lesion count and volumes) instead of them or beside them")
     parser.add_argument("-url", "--url", help="Triton gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001)")
     group = parser.add_argument_group("transport")
     group.add_argument("--transport", choices=("auto", "shm", "grpc"),

@@ -1,0 +1,70 @@
+"""Writing one series' results as DICOM files: `<stem>_<model>_seg.dcm` (DICOM SEG) and
+`<stem>_<model>_sr.dcm` (TID 1500 SR), next to the NIfTI outputs or in -ofolder, each atomically,
+both computed before either is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lesionseg.client.dicom import results
+from lesionseg.client.dicom.series import DicomSeries
+from lesionseg.client.lesion_stats import LesionStats, voxel_volume_mm3
+from lesionseg.client.nifti import stem
+from lesionseg.core.errors import UsageError
+
+OUTPUT_FORMATS = ("nifti", "dicom", "both")
+
+
+def check_format(output_format: str) -> str:
+    """`output_format` if known.
+
+    Raises:
+        UsageError: naming the known formats.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise UsageError(f"--output-format {output_format!r}: choose one of {', '.join(OUTPUT_FORMATS)}")
+    return output_format
+
+
+def writes_nifti(output_format: str) -> bool:
+    return output_format in ("nifti", "both")
+
+
+def writes_dicom(output_format: str) -> bool:
+    return output_format in ("dicom", "both")
+
+
+def require_series(loaded, output_format: str) -> None:
+    """DICOM results need a DICOM input (`loaded`: a `lesionseg.client.images.Input`).
+
+    Raises:
+        UsageError: DICOM output asked of a NIfTI input.
+    """
+    if writes_dicom(output_format) and loaded.series is None:
+        raise UsageError(f"{loaded.path}: --output-format {output_format} writes DICOM results of a DICOM series; "
+                         "this input is NIfTI")
+
+
+def dicom_paths(image_path: Path, model: str, folder: Path) -> dict[str, Path]:
+    """The SEG and SR file names of `image_path`'s results from `model`, in `folder`."""
+    name = stem(Path(image_path))
+    return {"seg": folder / f"{name}_{model}_seg.dcm", "sr": folder / f"{name}_{model}_sr.dcm"}
+
+
+def write_dicom(series: DicomSeries, paths: dict[str, Path], algorithm: results.Algorithm, *,
+                lesion: np.ndarray | None, stats: LesionStats | None, cord: np.ndarray | None = None) -> dict[str, Path]:
+    """Write the SEG (lesion and/or cord segments) and the SR (lesion statistics `stats` of
+    `lesion`, cord volume) of `series`; masks are (x, y, z) on the series grid, > 0 inside."""
+    masks = {}
+    if lesion is not None:
+        masks[results.LESION] = (lesion > 0).astype(np.uint8)
+    if cord is not None:
+        masks[results.CORD] = (cord > 0).astype(np.uint8)
+    seg = results.segmentation(series, masks, algorithm)
+    cord_volume = float((cord > 0).sum()) * voxel_volume_mm3(series.spacing) if cord is not None else None
+    sr = results.report(series, seg, stats if lesion is not None else None, algorithm, cord_volume_mm3=cord_volume)
+    results.save(seg, paths["seg"])
+    results.save(sr, paths["sr"])
+    return dict(paths)

@@ -1,0 +1,263 @@
+"""The gateway's configuration: one TOML (or YAML) file, documented defaults, and for the scalar
+`[gateway]` keys the precedence argument > `LESIONSEG_GATEWAY_<KEY>` env > file > default.
+
+    [gateway]
+    ae_title = "LESIONSEG"        # our AE title (called AE title the modalities use)
+    host = "0.0.0.0"              # address the DICOM listener binds
+    port = 11112                  # DICOM port
+    spool = "spool"               # received instances, results and the job journal (relative: to the file)
+    stable_age = 10.0             # seconds a series must be quiet before it counts as complete
+    min_free_mb = 1024            # refuse associations (and C-STOREs) under this much free disk
+    url = "127.0.0.1:8001"        # Triton gRPC address
+    embedded_server = false       # start the embedded Triton (with `repository`) for the gateway's life
+    repository = ""               # model repository of the embedded server (default: the model cache)
+    metrics_port = 0              # Prometheus /metrics on this port (0: off)
+    workers = 2                   # series segmented at once (requests in flight on Triton)
+    retry_first = 5.0             # seconds before the first retry of a failed delivery or segmentation
+    retry_max = 300.0             # longest wait between retries (doubling from retry_first)
+
+    [callers]                     # calling AE titles allowed to send, each with its allowed hosts ([] = any)
+    ORTHANC = ["127.0.0.1"]
+
+    [[routes]]                    # first match wins; a series no route matches is ignored
+    name = "t2star axial"
+    modality = "MR"               # every condition given must hold
+    series_description = "(?i)t2\\*|t2star"   # regular expressions, searched (re.search)
+    protocol_name = ""
+    image_type = ["ORIGINAL"]     # values that must all be in ImageType
+    orientation = "axial"         # axial | sagittal | coronal (from the slice normal)
+    contrast = "t2s"              # deepseg-lesion -c t2s ...
+    # task = "seg_ms_lesion"      # ... or deepseg -task (crop_to_cord = true for the MP2RAGE chain)
+    # cord_task = "seg_sc_contrast_agnostic"  # add a spinal cord segment from this task
+    # action = "ignore"
+
+    [[destinations]]              # every result goes to each of them
+    name = "pacs"
+    kind = "cstore"               # cstore: ae_title, host, port | stowrs: url
+    ae_title = "ORTHANC"
+    host = "127.0.0.1"
+    port = 4242
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from lesionseg.core.catalogue import LEGACY_CONTRASTS
+from lesionseg.core.errors import UsageError
+from lesionseg.core.settings import ENV_PREFIX
+
+ORIENTATIONS = ("axial", "sagittal", "coronal")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Route:
+    """One routing rule: conditions on the series' first instance, and what to run.
+
+    `contrast` runs the legacy pipeline, `task` an sct_deepseg task (`crop_to_cord`: the MP2RAGE
+    chain); `cord_task` adds a spinal cord segment; `action = "ignore"` drops the series.
+    """
+
+    name: str
+    modality: str = "MR"
+    series_description: str = ""
+    protocol_name: str = ""
+    image_type: tuple[str, ...] = ()
+    orientation: str = ""
+    contrast: str = ""
+    task: str = ""
+    crop_to_cord: bool = False
+    cord_task: str = ""
+    action: str = "segment"
+
+    def __post_init__(self) -> None:
+        where = f"route {self.name!r}"
+        for field in ("series_description", "protocol_name"):
+            try:
+                re.compile(getattr(self, field))
+            except re.error as exc:
+                raise UsageError(f"{where}: {field} is not a regular expression ({exc})") from None
+        if self.orientation and self.orientation not in ORIENTATIONS:
+            raise UsageError(f"{where}: orientation {self.orientation!r} is not one of {', '.join(ORIENTATIONS)}")
+        if self.action not in ("segment", "ignore"):
+            raise UsageError(f"{where}: action {self.action!r} is not 'segment' or 'ignore'")
+        if self.action == "segment" and bool(self.contrast) == bool(self.task):
+            raise UsageError(f"{where}: give either contrast (legacy) or task (sct_deepseg), or action = 'ignore'")
+        if self.contrast and self.contrast not in LEGACY_CONTRASTS:
+            raise UsageError(f"{where}: contrast {self.contrast!r} is not one of {', '.join(LEGACY_CONTRASTS)}")
+        if self.crop_to_cord and not self.task:
+            raise UsageError(f"{where}: crop_to_cord goes with a task")
+
+    @property
+    def model(self) -> str:
+        from lesionseg.core.catalogue import legacy_model
+
+        return legacy_model(self.contrast) if self.contrast else self.task
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Destination:
+    """Where results go: `kind` cstore (a PACS's `ae_title` at `host`:`port`) or stowrs (`url`,
+    the DICOMweb root, e.g. http://pacs:8042/dicom-web)."""
+
+    name: str
+    kind: str
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"destination {self.name!r}"
+        if self.kind == "cstore":
+            if not self.ae_title or not self.host or not 0 < int(self.port) < 65536:
+                raise UsageError(f"{where}: a cstore destination needs ae_title, host and port")
+        elif self.kind == "stowrs":
+            if not self.url.startswith(("http://", "https://")):
+                raise UsageError(f"{where}: a stowrs destination needs an http(s) url")
+        else:
+            raise UsageError(f"{where}: kind {self.kind!r} is not 'cstore' or 'stowrs'")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    """Everything the gateway needs (see the module docstring for the file's keys)."""
+
+    ae_title: str = "LESIONSEG"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    spool: Path = Path("spool")
+    stable_age: float = 10.0
+    min_free_mb: float = 1024.0
+    url: str = "127.0.0.1:8001"
+    embedded_server: bool = False
+    repository: str = ""
+    metrics_port: int = 0
+    workers: int = 2
+    retry_first: float = 5.0
+    retry_max: float = 300.0
+    callers: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    destinations: tuple[Destination, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.ae_title.strip()) <= 16:
+            raise UsageError(f"ae_title {self.ae_title!r} must be 1-16 characters")
+        if not 0 < int(self.port) < 65536:
+            raise UsageError(f"port {self.port} is outside 1-65535")
+        if self.workers < 1:
+            raise UsageError(f"workers {self.workers} must be at least 1")
+        if self.stable_age <= 0:
+            raise UsageError(f"stable_age {self.stable_age} must be positive (seconds)")
+        if not self.callers:
+            raise UsageError("no [callers]: list the calling AE titles allowed to send (an open gateway is refused)")
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise UsageError(f"destination names must differ ({', '.join(names)})")
+
+    @property
+    def journal(self) -> Path:
+        return self.spool / "journal.sqlite"
+
+
+SCALARS = {f.name: f for f in dataclasses.fields(GatewayConfig) if f.name not in ("callers", "routes", "destinations")}
+
+
+def _cast(field: dataclasses.Field, value: Any, where: str) -> Any:
+    kind = {"int": int, "float": float, "bool": bool, "Path": Path, "str": str}[str(field.type).split(".")[-1]]
+    if kind is bool and isinstance(value, str):
+        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise UsageError(f"{where}: {value!r} is not a boolean")
+        return value.lower() in ("1", "true", "yes")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: {value!r} is not a valid {kind.__name__}") from None
+
+
+def read_file(path: Path) -> dict:
+    """The raw mapping of a TOML (.toml) or YAML (.yaml / .yml) config file.
+
+    Raises:
+        UsageError: missing or unparsable, naming the file and the line where the parser says.
+    """
+    if not path.is_file():
+        raise UsageError(f"{path}: gateway config file does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError(f"{path}: YAML configs need PyYAML (pip install pyyaml), or write it as TOML") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    else:
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{path}: not valid TOML ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: the config must be a mapping of sections")
+    return data
+
+
+def load_config(path: Path | None, **arguments: Any) -> GatewayConfig:
+    """The gateway config: `arguments` (None: not given) > LESIONSEG_GATEWAY_<KEY> > the file > defaults.
+
+    A relative `spool` in the file is relative to the file's folder.
+
+    Raises:
+        UsageError: an unknown key or section, a bad value, naming the file and key.
+    """
+    data = read_file(path) if path is not None else {}
+    where = str(path) if path is not None else "gateway config"
+    unknown = set(data) - {"gateway", "callers", "routes", "destinations"}
+    if unknown:
+        raise UsageError(f"{where}: unknown section {sorted(unknown)[0]!r} (gateway, callers, routes, destinations)")
+    section = dict(data.get("gateway", {}))
+    bad = set(section) - set(SCALARS)
+    if bad:
+        raise UsageError(f"{where}: unknown key [gateway] {sorted(bad)[0]!r} (known: {', '.join(SCALARS)})")
+    values: dict[str, Any] = {}
+    for name, field in SCALARS.items():
+        env = os.environ.get(f"{ENV_PREFIX}GATEWAY_{name.upper()}")
+        if arguments.get(name) is not None:
+            values[name] = _cast(field, arguments[name], f"--{name.replace('_', '-')}")
+        elif env not in (None, ""):
+            values[name] = _cast(field, env, f"{ENV_PREFIX}GATEWAY_{name.upper()}")
+        elif name in section:
+            values[name] = _cast(field, section[name], f"{where}: [gateway] {name}")
+    if "spool" in values and not Path(values["spool"]).is_absolute():
+        base = path.parent if path is not None and "spool" in section and arguments.get("spool") is None else Path.cwd()
+        values["spool"] = (base / values["spool"]).resolve()
+    elif "spool" not in values:
+        values["spool"] = ((path.parent if path is not None else Path.cwd()) / "spool").resolve()
+    callers = data.get("callers", {})
+    if not isinstance(callers, dict):
+        raise UsageError(f"{where}: [callers] maps calling AE titles to lists of hosts")
+    values["callers"] = {str(ae).strip(): tuple(str(h) for h in (hosts or ())) for ae, hosts in callers.items()}
+    values["routes"] = tuple(_records(Route, data.get("routes", []), where, "routes"))
+    values["destinations"] = tuple(_records(Destination, data.get("destinations", []), where, "destinations"))
+    return GatewayConfig(**values)
+
+
+def _records(kind, items, where: str, section: str):
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    if not isinstance(items, list):
+        raise UsageError(f"{where}: [[{section}]] must be a list of tables")
+    for i, item in enumerate(items):
+        bad = set(item) - set(fields)
+        if bad:
+            raise UsageError(f"{where}: [[{section}]] #{i + 1}: unknown key {sorted(bad)[0]!r} (known: {', '.join(fields)})")
+        item = {"name": f"{section[:-1]} {i + 1}", **item}
+        if "image_type" in item:
+            item["image_type"] = tuple(item["image_type"])
+        yield kind(**item)

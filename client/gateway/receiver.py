@@ -1,0 +1,132 @@
+"""The gateway's DICOM listener (pynetdicom Storage SCP + Verification).
+
+Associations are accepted only from the configured calling AE titles (and, where given, their
+hosts), only when the called AE title is ours and only while the spool has `min_free_mb` free;
+others get an A-ASSOCIATE-RJ with the matching reason, and one log line each. A C-STORE is
+answered success only after the instance is durable in the spool and recorded in the journal;
+a failure to store answers 0xA700 (out of resources) or 0xC000 (cannot understand).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from lesionseg.client.gateway.config import GatewayConfig
+from lesionseg.client.gateway.journal import Journal
+from lesionseg.client.gateway.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)   # rejected-permanent, service-user, calling AE title not recognized
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)    # rejected-permanent, service-user, called AE title not recognized
+REJECT_NO_REASON = (0x01, 0x01, 0x01)    # rejected-permanent, service-user, no reason given (host not allowed)
+REJECT_BUSY = (0x02, 0x03, 0x02)         # rejected-transient, service-provider (presentation), local limit exceeded
+
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+class Receiver:
+    """The Storage SCP of one gateway; `on_instance(series_uid)` is called after each stored instance."""
+
+    def __init__(self, config: GatewayConfig, spool: Spool, journal: Journal, *,
+                 on_instance: Callable[[str, int], None] = lambda uid, size: None,
+                 on_reject: Callable[[str], None] = lambda reason: None) -> None:
+        self.config, self.spool, self.journal = config, spool, journal
+        self.on_instance, self.on_reject = on_instance, on_reject
+        self.server = None
+
+    def start(self) -> None:
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
+
+        ae = AE(ae_title=self.config.ae_title)
+        ae.maximum_associations = 25
+        ae.network_timeout = 60
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        handlers = [(evt.EVT_REQUESTED, self._requested), (evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, lambda event: 0x0000)]
+        self.server = ae.start_server((self.config.host, int(self.config.port)), block=False, evt_handlers=handlers)
+        logger.info("DICOM listener %s on %s:%d", self.config.ae_title, self.config.host, self.config.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    def _reject(self, event, why: str, reason: tuple[int, int, int]) -> None:
+        assoc = event.assoc
+        logger.warning("association refused: %s", why)
+        self.on_reject(why)
+        assoc.acse.send_reject(*reason)
+        assoc.kill()
+
+    def _requested(self, event) -> None:
+        request = event.assoc.requestor
+        primitive = request.primitive  # the A-ASSOCIATE-RQ: the requestor's AE titles are not filled in yet
+        calling = str(primitive.calling_ae_title).strip() if primitive is not None else ""
+        called = str(primitive.called_ae_title).strip() if primitive is not None else ""
+        host = str(request.address)
+        if calling not in self.config.callers:
+            return self._reject(event, f"calling AE title {calling!r} from {host} is not in [callers]", REJECT_CALLING_AE)
+        hosts = self.config.callers[calling]
+        if hosts and host not in hosts:
+            return self._reject(event, f"calling AE title {calling!r} from host {host}, allowed only from {', '.join(hosts)}",
+                                REJECT_NO_REASON)
+        if called != self.config.ae_title:
+            return self._reject(event, f"{calling!r} from {host} called AE title {called!r}, we are {self.config.ae_title!r}",
+                                REJECT_CALLED_AE)
+        free = self.spool.free_bytes()
+        if free < self.config.min_free_mb * 2**20:
+            return self._reject(event, f"{calling!r} from {host}: spool {self.spool.root} has {free / 2**20:.0f} MB free, "
+                                f"under the {self.config.min_free_mb:.0f} MB watermark", REJECT_BUSY)
+        return None
+
+    def _store(self, event) -> int:
+        calling = str(event.assoc.requestor.ae_title).strip()
+        try:
+            if self.spool.free_bytes() < self.config.min_free_mb * 2**20:
+                logger.error("C-STORE from %s refused: spool under the free-space watermark", calling)
+                return OUT_OF_RESOURCES
+            ds = event.dataset
+            series_uid = str(ds.get("SeriesInstanceUID", "")).strip()
+            sop_uid = str(event.request.AffectedSOPInstanceUID or ds.get("SOPInstanceUID", "")).strip()
+            if not series_uid or not sop_uid:
+                logger.error("C-STORE from %s refused: instance without Series or SOP Instance UID", calling)
+                return CANNOT_UNDERSTAND
+            data = event.encoded_dataset(include_meta=True)
+            path = self.spool.write(series_uid, sop_uid, data)
+            self.journal.add_instance(sop_uid=sop_uid, series_uid=series_uid, study_uid=str(ds.get("StudyInstanceUID", "")),
+                                      patient_id=str(ds.get("PatientID", "")), description=str(ds.get("SeriesDescription", "")),
+                                      calling_ae=calling, path=path, size=len(data), now=time.time())
+        except OSError as exc:
+            logger.error("C-STORE from %s failed: cannot write the spool (%s)", calling, exc)
+            return OUT_OF_RESOURCES
+        except Exception as exc:  # noqa: BLE001 - an undecodable dataset must not kill the association thread
+            logger.error("C-STORE from %s refused: %s", calling, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return CANNOT_UNDERSTAND
+        self.on_instance(series_uid, len(data))
+        return 0x0000
+
+
+ALL_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2",        # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",      # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",   # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",      # Explicit VR Big Endian
+    "1.2.840.10008.1.2.4.50",   # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",   # JPEG Extended
+    "1.2.840.10008.1.2.4.57",   # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",   # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",   # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",   # JPEG-LS Near Lossless
+    "1.2.840.10008.1.2.4.90",   # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",   # JPEG 2000
+    "1.2.840.10008.1.2.5",      # RLE Lossless
+]

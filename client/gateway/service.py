@@ -1,0 +1,255 @@
+"""The PACS gateway: receive → spool → group by series (stable age) → route → segment on Triton →
+DICOM SEG + SR → send to every destination, with the journal carrying every step across restarts.
+
+Threads: the DICOM listener (pynetdicom, one thread per association), a scheduler (calls quiet
+series complete and routes them), `workers` segmentation workers (requests in flight on Triton,
+which batches their tiles) and one sender. Each loop is a short poll of the journal, so a restart
+finds every job where the last process left it:
+- instance files in the spool the journal does not list (a crash between rename and commit) are
+  recorded again; series still receiving wait out their stable age again;
+- `running` jobs are queued again; `sending` jobs send what is not yet sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+
+from lesionseg.client.gateway import journal as states
+from lesionseg.client.gateway.config import GatewayConfig, Route
+from lesionseg.client.gateway.journal import Journal
+from lesionseg.client.gateway.metrics import GatewayMetrics
+from lesionseg.client.gateway.receiver import Receiver
+from lesionseg.client.gateway.routing import route_for
+from lesionseg.client.gateway.senders import DeliveryError, send
+from lesionseg.client.gateway.spool import Spool
+from lesionseg.core.errors import LesionsegError, ModelNotFoundError, ServerUnavailableError
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+
+
+class Gateway:
+    """One gateway process (see the module docstring); `start()`, then `stop()`."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.spool = Spool(config.spool)
+        self.journal = Journal(config.journal)
+        self.metrics = GatewayMetrics(self)
+        self.receiver = Receiver(config, self.spool, self.journal, on_instance=self.metrics.instance,
+                                 on_reject=lambda why: self.metrics.rejected.inc())
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._stack = contextlib.ExitStack()
+        self.url = config.url
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        if self.config.embedded_server:
+            self._start_embedded()
+        self.receiver.start()
+        loops = [("scheduler", self._schedule), ("sender", self._send)]
+        loops += [(f"worker-{i + 1}", self._work) for i in range(self.config.workers)]
+        for name, loop in loops:
+            thread = threading.Thread(target=self._loop, args=(name, loop), name=f"gateway-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.config.metrics_port:
+            self.metrics.serve(self.config.metrics_port)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.receiver.stop()
+        for thread in self._threads:
+            thread.join(timeout=60)
+        self.metrics.close()
+        self._stack.close()
+        self.journal.close()
+
+    def wait(self) -> None:
+        while not self._stop.wait(1.0):
+            pass
+
+    def _start_embedded(self) -> None:
+        from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
+
+        grpc_port, http_port, metrics_port = free_ports(3)
+        settings = ServerSettings.resolve(repository=self.config.repository or None, grpc_port=grpc_port,
+                                          http_port=http_port, metrics_port=metrics_port)
+        self._stack.enter_context(EmbeddedServer(settings))
+        self.url = settings.grpc_url
+        logger.info("embedded Triton serving %s at %s", settings.repository, self.url)
+
+    def recover(self) -> None:
+        """Record spool files the journal lost (a crash between rename and commit) and queue again
+        the jobs a killed process left running."""
+        import pydicom
+
+        for path in self.spool.orphans(self.journal.known_paths()):
+            try:
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+                self.journal.add_instance(sop_uid=str(ds.SOPInstanceUID), series_uid=str(ds.SeriesInstanceUID),
+                                          study_uid=str(ds.get("StudyInstanceUID", "")), patient_id=str(ds.get("PatientID", "")),
+                                          description=str(ds.get("SeriesDescription", "")), calling_ae="(recovered)",
+                                          path=path, size=path.stat().st_size)
+                logger.info("recovered %s from the spool", path)
+            except Exception as exc:  # noqa: BLE001 - a damaged orphan is reported, not fatal
+                logger.error("%s: spool file the journal does not know, unreadable (%s)", path, exc)
+        requeued = self.journal.requeue_interrupted()
+        if requeued:
+            logger.info("%d interrupted jobs queued again", requeued)
+
+    def _loop(self, name: str, step) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = step()
+            except Exception:  # noqa: BLE001 - a loop must survive anything one job throws
+                logger.exception("gateway %s", name)
+                busy = False
+            if not busy:
+                self._stop.wait(POLL_SECONDS)
+
+    def backoff(self, attempts: int) -> float:
+        return min(self.config.retry_max, self.config.retry_first * 2 ** max(attempts - 1, 0))
+
+    # --- scheduler: complete series → route --------------------------------------------------------
+
+    def _schedule(self) -> bool:
+        import pydicom
+
+        jobs = self.journal.stable(time.time() - self.config.stable_age)
+        for job in jobs:
+            files = self.journal.instance_files(job.uid)
+            self.metrics.series_complete(job)
+            try:
+                first = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(job.uid, f"cannot read {files[0].name} ({exc})", stage="route", expect=states.RECEIVED)
+                continue
+            route = route_for(self.config.routes, first)
+            if route is None:
+                reason = (f"no route matches (Modality {first.get('Modality', '')}, SeriesDescription "
+                          f"{str(first.get('SeriesDescription', ''))!r})")
+                self.journal.set_state(job.uid, states.IGNORED, reason=reason, expect=states.RECEIVED)
+                logger.info("series %s: %s", job.uid, reason)
+            elif route.action == "ignore":
+                self.journal.set_state(job.uid, states.IGNORED, route=route.name, reason=f"route {route.name!r} ignores it",
+                                       expect=states.RECEIVED)
+            else:
+                self.journal.set_state(job.uid, states.QUEUED, route=route.name, expect=states.RECEIVED)
+                logger.info("series %s (%d instances) complete: route %r", job.uid, job.instances, route.name)
+        return bool(jobs)
+
+    # --- worker: segment --------------------------------------------------------------------------
+
+    def _fail(self, uid: str, reason: str, *, stage: str, expect: str | None = None) -> None:
+        logger.error("series %s failed: %s", uid, reason)
+        self.metrics.failures.labels(stage=stage).inc()
+        self.journal.set_state(uid, states.FAILED, reason=reason, expect=expect)
+
+    def _work(self) -> bool:
+        job = self.journal.next_queued()
+        if job is None:
+            return False
+        route = next((r for r in self.config.routes if r.name == job.route), None)
+        if route is None:
+            self._fail(job.uid, f"route {job.route!r} is no longer in the config", stage="segment")
+            return True
+        started = time.time()
+        try:
+            objects = self.segment(job.uid, route)
+        except (ServerUnavailableError, ModelNotFoundError) as exc:
+            wait = self.backoff(job.attempts)
+            logger.warning("series %s waits %.0f s: %s", job.uid, wait, exc)
+            self.journal.set_state(job.uid, states.QUEUED, reason=f"waiting: {exc}", not_before=time.time() + wait)
+            return True
+        except LesionsegError as exc:
+            self._fail(job.uid, str(exc), stage="segment")
+            return True
+        except Exception as exc:  # noqa: BLE001 - one bad series must not stop the gateway
+            logger.debug("series %s", job.uid, exc_info=True)
+            self._fail(job.uid, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", stage="segment")
+            return True
+        self.metrics.stage.labels(stage="segment").observe(time.time() - started)
+        destinations = [d.name for d in self.config.destinations]
+        self.journal.add_deliveries(job.uid, destinations, objects)
+        if destinations:
+            self.journal.set_state(job.uid, states.SENDING, expect=states.RUNNING)
+        else:
+            self.journal.set_state(job.uid, states.SENT, reason="no destinations configured", expect=states.RUNNING)
+        return True
+
+    def segment(self, series_uid: str, route: Route) -> dict[str, Path]:
+        """Segment one spooled series by `route`; returns its result objects (SOP Instance UID -> file).
+
+        Raises:
+            InputError (bad series), ServerUnavailableError, ModelNotFoundError, InferenceError.
+        """
+        import pydicom
+
+        from lesionseg.client.batch.inputs import InputImage
+        from lesionseg.client.connection import Connection, ConnectionSettings, live_client
+        from lesionseg.client.dicom.series import read_series, series_volume
+        from lesionseg.client.images import Input
+        from lesionseg.client.task import TaskJob, infer_task
+
+        files = self.journal.instance_files(series_uid)
+        series = read_series(files, label=f"series {series_uid}")
+        folder = self.spool.results_folder(series_uid)
+        loaded = Input(volume=series_volume(series, folder.parent / f"{folder.name}.dcm"), series=series)
+        live_client(self.url, timeout=3).close()
+        with Connection(self.url, ConnectionSettings.resolve()) as link:
+            cord = infer_task(link, loaded.volume, route.cord_task)[0] if route.cord_task else None
+            if route.contrast:
+                from lesionseg.client.legacy import LegacyJob
+
+                result = LegacyJob(contrast=route.contrast, ofolder=folder, output_format="dicom").segment(
+                    link, InputImage(path=loaded.path, relative=Path(".")), overwrite=True, loaded=loaded, cord=cord)
+                written = [p for p in result.files.values() if p.suffix == ".dcm"]
+            else:
+                done = TaskJob(task=route.task, crop_to_cord=route.crop_to_cord, output_format="dicom").segment(
+                    link, loaded, ofolder=folder, overwrite=True, cord=cord)
+                written = [p for p in done.other if p.suffix == ".dcm"]
+        return {str(pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID): p for p in written}
+
+    # --- sender -----------------------------------------------------------------------------------
+
+    def _send(self) -> bool:
+        pending = self.journal.pending_deliveries()
+        if not pending:
+            return False
+        batches: dict[tuple[str, str], list] = {}
+        for row in pending:
+            batches.setdefault((row["series_uid"], row["destination"]), []).append(row)
+        for (series_uid, name), rows in batches.items():
+            destination = next((d for d in self.config.destinations if d.name == name), None)
+            if destination is None:
+                for row in rows:
+                    self.journal.delivery_failed(series_uid, name, row["sop_uid"], "destination no longer configured",
+                                                 time.time() + self.config.retry_max)
+                continue
+            started = time.time()
+            try:
+                send(destination, [Path(row["path"]) for row in rows], calling_ae=self.config.ae_title)
+            except (DeliveryError, OSError) as exc:
+                wait = self.backoff(max(row["attempts"] for row in rows) + 1)
+                logger.warning("series %s: sending to %s failed, retry in %.0f s: %s", series_uid, name, wait, exc)
+                self.metrics.failures.labels(stage="send").inc()
+                for row in rows:
+                    self.journal.delivery_failed(series_uid, name, row["sop_uid"], str(exc), time.time() + wait)
+                continue
+            for row in rows:
+                self.journal.delivered(series_uid, name, row["sop_uid"])
+            self.metrics.stage.labels(stage="send").observe(time.time() - started)
+            job = self.journal.job(series_uid)
+            if job is not None and job.state == states.SENT:
+                self.metrics.stage.labels(stage="total").observe(time.time() - job.first_received)
+                logger.info("series %s sent to %s", series_uid, ", ".join(d.name for d in self.config.destinations))
+        return True

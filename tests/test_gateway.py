@@ -1,0 +1,248 @@
+"""The PACS gateway against real peers: Orthanc pushes a series (C-STORE) and receives the SEG and SR
+back (C-STORE and STOW-RS), dcmtk's storescu sends and storescp archives; faults: an unknown AE
+title, a destination that is down, Triton down, the gateway SIGKILLed mid-study."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from dicom_data import decode_segment, sr_numbers, write
+from pacs_peers import Forwarder, GatewayProcess, Orthanc, StoreSCP, free_port, storescu, wait_for
+
+from lesionseg.client.cli import main
+from lesionseg.client.dicom.series import read_series
+
+pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow,
+              pytest.mark.skipif(any(shutil.which(b) is None for b in ("Orthanc", "storescu", "storescp", "echoscu")),
+                                 reason="Orthanc and dcmtk not installed (Debian: apt-get install orthanc orthanc-dicomweb dcmtk)")]
+
+STABLE_AGE = 1.5
+
+
+@pytest.fixture(scope="module")
+def gateway_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory, gateway_port):
+    pacs = Orthanc(tmp_path_factory.mktemp("orthanc"), {"lesionseg": ("LESIONSEG", "127.0.0.1", gateway_port)})
+    yield pacs
+    pacs.stop()
+
+
+@pytest.fixture(scope="module")
+def series(shared, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("gateway_series")
+    folders = {"axial": write(shared, "axial", root / "axial", description="T2star axial")}
+    for k in range(3):  # one study of three sagittal series, 52 instances each
+        folders[f"study{k}"] = write(shared, "sagittal", root / f"study{k}", seed=f"study-{k}", description=f"T2w study {k}",
+                                     study_uid="2.25.9000", patient_id="P9000", series_number=k + 1)
+    folders["sagittal"] = write(shared, "sagittal", root / "sagittal")
+    return folders
+
+
+def write_config(path: Path, *, port: int, url: str, destinations: str, spool: Path | None = None) -> Path:
+    path.write_text(f"""
+[gateway]
+ae_title = "LESIONSEG"
+host = "127.0.0.1"
+port = {port}
+spool = "{spool or path.parent / 'spool'}"
+stable_age = {STABLE_AGE}
+min_free_mb = 1
+url = "{url}"
+retry_first = 0.5
+retry_max = 2.0
+
+[callers]
+ORTHANC = ["127.0.0.1"]
+STORESCU = []
+
+[[routes]]
+name = "study"
+series_description = "(?i)t2w study"
+contrast = "t2"
+
+[[routes]]
+name = "t2star axial"
+series_description = "(?i)t2star"
+orientation = "axial"
+contrast = "t2s"
+
+[[routes]]
+name = "sagittal T2w"
+orientation = "sagittal"
+action = "ignore"
+{destinations}
+""")
+    return path
+
+
+def cstore(name: str, aet: str, port: int) -> str:
+    return f'\n[[destinations]]\nname = "{name}"\nkind = "cstore"\nae_title = "{aet}"\nhost = "127.0.0.1"\nport = {port}\n'
+
+
+def jobs(spool: Path) -> dict[str, tuple[str, str]]:
+    with sqlite3.connect(str(spool / "journal.sqlite")) as db:
+        return {uid: (state, reason) for uid, state, reason in db.execute("SELECT uid, state, reason FROM series")}
+
+
+def nifti_mask(folder: Path, where: Path, url: str) -> np.ndarray:
+    """The NIfTI path's lesion mask of the same image (its dicom2nifti conversion)."""
+    image = where / f"{folder.name}.nii.gz"
+    assert main(["dicom2nifti", "-i", str(folder), "-o", str(image), "--overwrite"]) == 0
+    assert main(["deepseg-lesion", "-i", str(image), "-c", "t2s", "-ofolder", str(where), "-url", url, "--overwrite"]) == 0
+    return np.asanyarray(nib.load(str(where / f"{folder.name}_lesionseg.nii.gz")).dataobj)
+
+
+def test_orthanc_push_segment_send_back(legacy_server, orthanc, series, gateway_port, tmp_path, capsys):
+    """Orthanc sends a series to the gateway; the SEG and SR come back to Orthanc over C-STORE and
+    STOW-RS; the SEG references the source series and decodes to the NIfTI path's mask."""
+    url = legacy_server.settings.grpc_url
+    destinations = cstore("orthanc", "ORTHANC", orthanc.dicom_port)
+    if Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so").exists():
+        destinations += f'\n[[destinations]]\nname = "orthanc-web"\nkind = "stowrs"\nurl = "{orthanc.url}/dicom-web"\n'
+    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=url, destinations=destinations)
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
+    try:
+        source_id = orthanc.upload(series["axial"])
+        orthanc.request("POST", "/modalities/lesionseg/store", {"Resources": [source_id], "Synchronous": True})
+        source_uid = read_series(series["axial"]).series_uid
+        wait_for(lambda: jobs(tmp_path / "spool").get(source_uid, ("",))[0] == "sent", 120, "the series to be sent")
+        segs = [s for s in orthanc.series_with_modality("SEG")]
+        assert len(segs) == 1 and len(orthanc.series_with_modality("SR")) == 1
+        seg_file = tmp_path / "seg.dcm"
+        seg_file.write_bytes(orthanc.instance_file(segs[0]["Instances"][0]))
+        seg = pydicom.dcmread(str(seg_file))
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source_uid
+        reference = nifti_mask(series["axial"], tmp_path / "nifti", url)
+        assert reference.any()
+        assert np.array_equal(decode_segment(seg_file, read_series(series["axial"]), "multiple sclerosis lesion"), reference)
+        sr = tmp_path / "sr.dcm"
+        sr.write_bytes(orthanc.instance_file(orthanc.series_with_modality("SR")[0]["Instances"][0]))
+        assert sr_numbers(sr)["count"] >= 1
+    finally:
+        assert gateway.stop() == 0
+    assert "stopped" in gateway.text()
+    capsys.readouterr()
+    assert main(["gateway", "status", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out
+    assert source_uid in listed and " sent " in listed
+
+
+def test_unknown_ae_refused_then_known_ae_stored_and_ignored_route(legacy_server, series, gateway_port, tmp_path):
+    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=legacy_server.settings.grpc_url, destinations="")
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
+    try:
+        refused = storescu(series["sagittal"], gateway_port, calling="INTRUDER")
+        assert refused.returncode != 0
+        assert "Calling AE Title Not Recognized" in refused.stdout + refused.stderr
+        wait_for(lambda: "calling AE title 'INTRUDER' from 127.0.0.1 is not in [callers]" in gateway.text(), 10, "the refusal line")
+        assert not (tmp_path / "spool" / "instances").exists() or not any((tmp_path / "spool" / "instances").iterdir())
+        wrong_called = storescu(series["sagittal"], gateway_port, called="SOMEONE")
+        assert wrong_called.returncode != 0 and "Called AE Title Not Recognized" in wrong_called.stdout + wrong_called.stderr
+        done = storescu(series["sagittal"], gateway_port)
+        assert done.returncode == 0, done.stderr
+        uid = read_series(series["sagittal"]).series_uid
+        wait_for(lambda: jobs(tmp_path / "spool").get(uid, ("",))[0] == "ignored", 30, "the sagittal series to be ignored")
+        assert "ignores it" in jobs(tmp_path / "spool")[uid][1]
+        assert len(list((tmp_path / "spool" / "instances").rglob("*.dcm"))) == len(list(series["sagittal"].glob("*.dcm")))
+    finally:
+        assert gateway.stop() == 0
+
+
+def test_destination_down_then_back(legacy_server, series, gateway_port, tmp_path):
+    """Results wait while the archive is down and are sent once when it comes back."""
+    archive = StoreSCP(tmp_path / "archive")
+    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=legacy_server.settings.grpc_url,
+                          destinations=cstore("archive", "ARCHIVE", archive.port))
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
+    try:
+        assert storescu(series["axial"], gateway_port).returncode == 0
+        uid = read_series(series["axial"]).series_uid
+        wait_for(lambda: jobs(tmp_path / "spool").get(uid, ("",))[0] == "sending" and "archive" in jobs(tmp_path / "spool")[uid][1],
+                 120, "a failed delivery to be recorded")
+        assert "unreachable" in jobs(tmp_path / "spool")[uid][1]
+        archive.start()
+        wait_for(lambda: jobs(tmp_path / "spool")[uid][0] == "sent", 60, "the results to be sent after the archive came back")
+        time.sleep(2 * STABLE_AGE)
+        modalities = sorted(pydicom.dcmread(str(p), stop_before_pixels=True).Modality for p in archive.files())
+        assert modalities == ["SEG", "SR"]
+    finally:
+        gateway.stop()
+        archive.stop()
+
+
+def test_triton_down_jobs_wait_then_run(legacy_server, series, gateway_port, tmp_path):
+    triton = Forwarder(("127.0.0.1", legacy_server.settings.grpc_port))
+    archive = StoreSCP(tmp_path / "archive").start()
+    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=f"127.0.0.1:{triton.port}",
+                          destinations=cstore("archive", "ARCHIVE", archive.port))
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
+    try:
+        assert storescu(series["axial"], gateway_port).returncode == 0
+        uid = read_series(series["axial"]).series_uid
+        wait_for(lambda: "waiting" in jobs(tmp_path / "spool").get(uid, ("", ""))[1], 60, "the job to wait for Triton")
+        assert jobs(tmp_path / "spool")[uid][0] == "queued"
+        triton.start()
+        wait_for(lambda: jobs(tmp_path / "spool")[uid][0] == "sent", 120, "the job to run once Triton is back")
+        assert len(archive.files()) == 2
+    finally:
+        gateway.stop()
+        triton.stop()
+        archive.stop()
+
+
+def test_sigkill_mid_study_loses_nothing_and_sends_once(legacy_server, orthanc, series, gateway_port, tmp_path):
+    """SIGKILL while a study is arriving: every acknowledged instance is in the spool; after the
+    restart and a resend, each series is segmented and sent exactly once (storescp -uf keeps every
+    copy it receives; Orthanc holds one SEG per series)."""
+    archive = StoreSCP(tmp_path / "archive").start()
+    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=legacy_server.settings.grpc_url,
+                          destinations=cstore("archive", "ARCHIVE", archive.port))
+    study = tmp_path / "study"
+    study.mkdir()
+    for k in range(3):
+        shutil.copytree(series[f"study{k}"], study / f"s{k}")
+    total = len(list(study.rglob("*.dcm")))
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
+    import subprocess
+
+    sender = subprocess.Popen(["storescu", "-v", "+sd", "+r", "-aet", "STORESCU", "-aec", "LESIONSEG", "127.0.0.1",
+                               str(gateway_port), str(study)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    instances = tmp_path / "spool" / "instances"
+    wait_for(lambda: instances.exists() and len(list(instances.rglob("*.dcm"))) >= 5, 60, "some instances in the spool", interval=0.005)
+    gateway.kill()
+    log = sender.communicate(timeout=60)[0]
+    acknowledged = log.count("Received Store Response (Success)")
+    spooled = list(instances.rglob("*.dcm"))
+    assert 5 <= acknowledged <= len(spooled) < total, (acknowledged, len(spooled), total)  # killed mid-study, nothing acknowledged lost
+    for path in spooled:
+        pydicom.dcmread(str(path))  # complete files only
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
+    try:
+        assert storescu(study, gateway_port).returncode == 0  # the modality sends the study again
+        uids = {read_series(study / f"s{k}").series_uid for k in range(3)}
+        wait_for(lambda: all(jobs(tmp_path / "spool").get(u, ("",))[0] == "sent" for u in uids), 180, "every series to be sent")
+        time.sleep(3 * STABLE_AGE)
+        received = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in archive.files()]
+        def source(ds) -> str:
+            refs = ds.ReferencedSeriesSequence if ds.Modality == "SEG" else [
+                r for study_ref in ds.CurrentRequestedProcedureEvidenceSequence for r in study_ref.ReferencedSeriesSequence]
+            return next(r.SeriesInstanceUID for r in refs if r.SeriesInstanceUID in uids)
+
+        per_series = sorted((source(ds), ds.Modality) for ds in received)
+        assert [m for _, m in per_series] == ["SEG", "SR"] * 3
+        assert {u for u, _ in per_series} == uids
+        assert len(list(instances.rglob("*.dcm"))) == total
+    finally:
+        gateway.stop()
+        archive.stop()
