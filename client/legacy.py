@@ -142,11 +142,12 @@ class LegacyJob:
     centerline: str | None = None
     qc: Path | None = None
     output_format: str = "nifti"
+    dicom_qc: bool = False  # with DICOM output, also a Secondary Capture of the QC mosaic
 
     def __post_init__(self) -> None:
         if self.centerline is not None and is_pattern(self.centerline):
             check_pattern(self.centerline, option="-file_centerline")
-        check_format(self.output_format)
+        check_format(self.output_format, dicom_qc=self.dicom_qc)
 
     @property
     def model(self) -> str:
@@ -170,7 +171,8 @@ class LegacyJob:
 
         link.parameters(self.model)
         files = legacy_outputs(image.path, self.folder(image))
-        dicom = tuple(dicom_paths(image.path, self.model, self.folder(image)).values()) if writes_dicom(self.output_format) else ()
+        dicom = tuple(dicom_paths(image.path, self.model, self.folder(image), qc=self.dicom_qc).values()) \
+            if writes_dicom(self.output_format) else ()
         if not self.nifti:
             return Subject(image=image, grid_outputs=(), other_outputs=dicom)
         return Subject(image=image, grid_outputs=(files["lesionseg"], files["rpi_seg"]),
@@ -198,7 +200,8 @@ class LegacyJob:
 
         loaded = loaded if loaded is not None else load_input(image.path)
         require_series(loaded, self.output_format)
-        dicom_files = dicom_paths(loaded.path, self.model, self.folder(image)) if writes_dicom(self.output_format) else {}
+        dicom_files = dicom_paths(loaded.path, self.model, self.folder(image), qc=self.dicom_qc) \
+            if writes_dicom(self.output_format) else {}
         refuse_existing(dicom_files.values(), overwrite=overwrite)
         result = segment_legacy(link, loaded, self.contrast, ofolder=self.folder(image),
                                 centerline_file=self.centerline_file(image), qc=self.qc, overwrite=overwrite,
@@ -209,7 +212,7 @@ class LegacyJob:
 
             algorithm = Algorithm.of_model(self.model, link.parameters(self.model))
             written = write_dicom(loaded.series, dicom_files, algorithm, lesion=result.lesion.data,  # type: ignore[arg-type]
-                                  stats=result.stats, cord=cord)
+                                  stats=result.stats, cord=cord, image=loaded.volume)
             result = dataclasses.replace(result, files={**result.files, **written})
         return result
 

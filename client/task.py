@@ -270,9 +270,10 @@ class TaskJob:
     qc: Path | None = None
     ofolder: Path | None = None
     output_format: str = "nifti"
+    dicom_qc: bool = False  # with DICOM output, also a Secondary Capture of the QC mosaic
 
     def __post_init__(self) -> None:
-        check_format(self.output_format)
+        check_format(self.output_format, dicom_qc=self.dicom_qc)
 
     @property
     def model(self) -> str:
@@ -327,7 +328,7 @@ class TaskJob:
             from lesionseg.client.lesion_stats import lesion_voxels
 
             algorithm = Algorithm.of_model(self.task, link.parameters(self.task))
-            other.extend(write_dicom(loaded.series, dicom_files, algorithm, stats=stats, cord=cord,  # type: ignore[arg-type]
+            other.extend(write_dicom(loaded.series, dicom_files, algorithm, stats=stats, cord=cord, image=volume,  # type: ignore[arg-type]
                                      lesion=lesion_voxels(lesion) if lesion is not None else None).values())
         if self.qc is not None:
             from lesionseg.client.qc.masks import write_qc
@@ -343,7 +344,7 @@ class TaskJob:
             return {}
         from lesionseg.client.dicom.outputs import dicom_paths
 
-        return dicom_paths(image_path, self.task, ofolder if ofolder is not None else Path(image_path).parent)
+        return dicom_paths(image_path, self.task, ofolder if ofolder is not None else Path(image_path).parent, qc=self.dicom_qc)
 
     def plan(self, link: Connection, image: InputImage) -> Subject:
         """The subject's outputs, from the served model's labels (it must be a task model)."""

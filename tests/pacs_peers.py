@@ -110,14 +110,14 @@ class StoreSCP:
     """dcmtk's storescp as a second PACS: every received object is a new file (-uf), so the test
     can count how often each was sent."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
-        self.folder, self.port = folder, port or free_port()
+    def __init__(self, folder: Path, port: int | None = None, env: dict | None = None) -> None:
+        self.folder, self.port, self.env = folder, port or free_port(), env
         folder.mkdir(parents=True, exist_ok=True)
         self.process = None
 
     def start(self) -> "StoreSCP":
         self.process = subprocess.Popen(["storescp", "-aet", "ARCHIVE", "-uf", "-od", str(self.folder), str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
         wait_for(lambda: subprocess.run(["echoscu", "-aec", "ARCHIVE", "127.0.0.1", str(self.port)],
                                         capture_output=True).returncode == 0, 20, "storescp to answer C-ECHO")
         return self

@@ -93,3 +93,21 @@ def test_uids_follow_series_and_model(folders, tmp_path):
     changed = uids(Algorithm.of_model("seg_ms_lesion", {"source": "b"}), tmp_path / "3")
     assert not set(changed) & set(first)
     assert len(set(first)) == 4
+
+
+@needs_dciodvfy
+def test_qc_capture(folders, tmp_path):
+    """The optional Secondary Capture: valid, RGB, in the source's study, lesion pixels red."""
+    from lesionseg.client.dicom.series import series_volume
+
+    series = read_series(folders["axial"])
+    lesion, cord = _masks(series.data.shape, seed=3)
+    paths = write_dicom(series, dicom_paths(folders["axial"], "seg_ms_lesion", tmp_path, qc=True),
+                        Algorithm.of_model("seg_ms_lesion", {}), lesion=lesion, stats=lesion_stats(lesion, series.spacing),
+                        cord=cord, image=series_volume(series))
+    assert dciodvfy_errors(paths["qc"]) == []
+    capture = pydicom.dcmread(str(paths["qc"]))
+    assert capture.PhotometricInterpretation == "RGB" and capture.StudyInstanceUID == series.first.StudyInstanceUID
+    rgb = capture.pixel_array
+    red = (rgb[..., 0] > 150) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)
+    assert red.any()

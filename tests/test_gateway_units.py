@@ -192,3 +192,25 @@ def test_real_gateway_watermark_bad_series_metrics(shared, tmp_path):
         wait_for(lambda: "under the 1000000000000 MB watermark" in gateway.text(), 10, "the refusal line")
     finally:
         assert gateway.stop() == 0
+
+
+def test_shipped_and_documented_configs_load(tmp_path):
+    """deploy/pacs/gateway.toml and the README's example parse and validate."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = load_config(root / "deploy" / "pacs" / "gateway.toml")
+    assert shipped.embedded_server and [d.name for d in shipped.destinations] == ["orthanc"]
+    (block,) = re.findall(r"```toml\n(.*?)```", (root / "README.md").read_text(), re.S)
+    (tmp_path / "readme.toml").write_text(block)
+    documented = load_config(tmp_path / "readme.toml")
+    assert documented.routes[0].contrast == "t2s" and documented.callers == {"ORTHANC": ("127.0.0.1",)}
+    assert route_for(documented.routes, _ds(SeriesDescription="T2* MEDIC")).name == "t2star axial"
+
+
+def test_yaml_config(tmp_path):
+    pytest.importorskip("yaml")
+    path = tmp_path / "gateway.yaml"
+    path.write_text("gateway:\n  port: 11300\ncallers:\n  ORTHANC: []\nroutes:\n  - name: t2s\n    contrast: t2s\n")
+    config = load_config(path)
+    assert config.port == 11300 and config.routes[0].model == "deepseg_lesion_t2s"

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     options = PostOptions(threshold=args.thr, largest=args.largest, fill_holes=args.fill_holes,
                           remove_small=parse_size(args.remove_small) if args.remove_small else None)
     job = TaskJob(task=args.task, options=options, crop_to_cord=args.crop_to_cord, qc=args.qc, ofolder=args.ofolder,
-                  output_format=args.output_format)
+                  output_format=args.output_format, dicom_qc=args.dicom_qc)
     if is_batch(args.input, args.bids):
         if args.output is not None:
             raise UsageError("-o names one output file; with several inputs use -ofolder")

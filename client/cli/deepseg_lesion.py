@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.centerline == "cnn" and args.file_centerline is not None:
         raise UsageError("-file_centerline goes with -centerline file")
     job = LegacyJob(contrast=args.contrast, ofolder=args.ofolder, centerline=args.file_centerline, qc=args.qc,
-                    output_format=args.output_format)
+                    output_format=args.output_format, dicom_qc=args.dicom_qc)
     if is_batch(args.input, args.bids):
         if args.file_centerline is not None and not is_pattern(args.file_centerline):
             raise UsageError("-file_centerline names one file, which belongs to one image: in a batch give a pattern "

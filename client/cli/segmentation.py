@@ -23,6 +23,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-format", choices=("nifti", "dicom", "both"), default="nifti",
                         help="NIfTI masks (default), or for a DICOM series input a DICOM SEG (lesion and cord segments) "
                              "and a TID 1500 SR (lesion count and volumes) instead of them or beside them")
+    parser.add_argument("--dicom-qc", action="store_true",
+                        help="with DICOM output, also a Secondary Capture of the QC mosaic (for viewers without SEG support)")
     parser.add_argument("-url", "--url", help="Triton gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001)")
     group = parser.add_argument_group("transport")
     group.add_argument("--transport", choices=("auto", "shm", "grpc"),

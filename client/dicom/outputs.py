@@ -17,14 +17,16 @@ from lesionseg.core.errors import UsageError
 OUTPUT_FORMATS = ("nifti", "dicom", "both")
 
 
-def check_format(output_format: str) -> str:
-    """`output_format` if known.
+def check_format(output_format: str, *, dicom_qc: bool = False) -> str:
+    """`output_format` if known (and `dicom_qc`, the QC capture, only with DICOM output).
 
     Raises:
         UsageError: naming the known formats.
     """
     if output_format not in OUTPUT_FORMATS:
         raise UsageError(f"--output-format {output_format!r}: choose one of {', '.join(OUTPUT_FORMATS)}")
+    if dicom_qc and not writes_dicom(output_format):
+        raise UsageError("--dicom-qc goes with --output-format dicom or both")
     return output_format
 
 
@@ -47,16 +49,22 @@ def require_series(loaded, output_format: str) -> None:
                          "this input is NIfTI")
 
 
-def dicom_paths(image_path: Path, model: str, folder: Path) -> dict[str, Path]:
-    """The SEG and SR file names of `image_path`'s results from `model`, in `folder`."""
+def dicom_paths(image_path: Path, model: str, folder: Path, *, qc: bool = False) -> dict[str, Path]:
+    """The SEG and SR (and with `qc` the QC capture) file names of `image_path`'s results from
+    `model`, in `folder`."""
     name = stem(Path(image_path))
-    return {"seg": folder / f"{name}_{model}_seg.dcm", "sr": folder / f"{name}_{model}_sr.dcm"}
+    paths = {"seg": folder / f"{name}_{model}_seg.dcm", "sr": folder / f"{name}_{model}_sr.dcm"}
+    if qc:
+        paths["qc"] = folder / f"{name}_{model}_qc.dcm"
+    return paths
 
 
 def write_dicom(series: DicomSeries, paths: dict[str, Path], algorithm: results.Algorithm, *,
-                lesion: np.ndarray | None, stats: LesionStats | None, cord: np.ndarray | None = None) -> dict[str, Path]:
-    """Write the SEG (lesion and/or cord segments) and the SR (lesion statistics `stats` of
-    `lesion`, cord volume) of `series`; masks are (x, y, z) on the series grid, > 0 inside."""
+                lesion: np.ndarray | None, stats: LesionStats | None, cord: np.ndarray | None = None,
+                image=None) -> dict[str, Path]:
+    """Write the SEG (lesion and/or cord segments), the SR (lesion statistics `stats` of `lesion`,
+    cord volume) and, when `paths` has "qc", a Secondary Capture of the QC mosaic of `image` (the
+    series' `Volume`) of `series`; masks are (x, y, z) on the series grid, > 0 inside."""
     masks = {}
     if lesion is not None:
         masks[results.LESION] = (lesion > 0).astype(np.uint8)
@@ -65,6 +73,9 @@ def write_dicom(series: DicomSeries, paths: dict[str, Path], algorithm: results.
     seg = results.segmentation(series, masks, algorithm)
     cord_volume = float((cord > 0).sum()) * voxel_volume_mm3(series.spacing) if cord is not None else None
     sr = results.report(series, seg, stats if lesion is not None else None, algorithm, cord_volume_mm3=cord_volume)
+    capture = results.qc_capture(series, image, algorithm, lesion=lesion, cord=cord) if "qc" in paths else None
     results.save(seg, paths["seg"])
     results.save(sr, paths["sr"])
+    if capture is not None:
+        results.save(capture, paths["qc"])
     return dict(paths)

@@ -35,6 +35,7 @@ MANUFACTURER = "lesionseg"
 MR_PROCEDURE = ("113091000", "SCT", "Magnetic resonance imaging")
 SEG_SERIES_NUMBER_OFFSET = 9000
 SR_SERIES_NUMBER_OFFSET = 9100
+QC_SERIES_NUMBER_OFFSET = 9200
 
 LESION, CORD = "lesion", "cord"
 
@@ -187,6 +188,30 @@ def report(series: DicomSeries, seg, stats: LesionStats | None, algorithm: Algor
         series_number=SR_SERIES_NUMBER_OFFSET + int(first.get("SeriesNumber", 0) or 0) % 100,
         sop_instance_uid=algorithm.uid(series.series_uid, "SR instance"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, series_description=f"{algorithm.name} lesion report"[:64])
+
+
+def qc_capture(series: DicomSeries, image, algorithm: Algorithm, *, lesion: np.ndarray | None, cord: np.ndarray | None):
+    """A Secondary Capture of the QC report's axial mosaic (RGB: lesions red, cord cyan over the
+    image, tiles from inferior to superior, anterior up, the patient's right on the left) of
+    `image` (the series' `Volume`) and masks on its grid, for viewers without SEG support."""
+    import highdicom as hd
+
+    from lesionseg.client.lesion_stats import mask_volume
+    from lesionseg.client.qc.masks import rpi_views
+
+    lesion_volume = mask_volume((lesion > 0).astype(np.uint8), image, Path(image.path)) if lesion is not None else None
+    background, overlay, _ = rpi_views(image, cord if cord is not None and cord.any() else None, lesion_volume, "axial", "cord")
+    alpha = overlay[..., 3:4].astype(np.float32) / 255.0
+    rgb = np.rint(background[..., None] * (1.0 - alpha) + overlay[..., :3] * alpha).astype(np.uint8)
+    first = series.first
+    capture = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=first, pixel_array=np.ascontiguousarray(rgb), photometric_interpretation="RGB", bits_allocated=8,
+        coordinate_system="PATIENT", series_instance_uid=algorithm.uid(series.series_uid, "QC series"),
+        series_number=QC_SERIES_NUMBER_OFFSET + int(first.get("SeriesNumber", 0) or 0) % 100,
+        sop_instance_uid=algorithm.uid(series.series_uid, "QC instance"), instance_number=1, manufacturer=MANUFACTURER,
+        patient_orientation=("L", "P"), series_description=f"{algorithm.name} QC"[:64])
+    capture.Laterality = None  # General Series type 2C: present, empty (the spinal cord is not a paired part)
+    return capture
 
 
 def save(dataset, path: Path) -> Path:

@@ -12,7 +12,8 @@
     embedded_server = false       # start the embedded Triton (with `repository`) for the gateway's life
     repository = ""               # model repository of the embedded server (default: the model cache)
     metrics_port = 0              # Prometheus /metrics on this port (0: off)
-    workers = 2                   # series segmented at once (requests in flight on Triton)
+    qc_capture = false            # also send a Secondary Capture of the QC mosaic (viewers without SEG support)
+    workers = 3                   # series segmented at once (more than the server's instances: it stays busy)
     retry_first = 5.0             # seconds before the first retry of a failed delivery or segmentation
     retry_max = 300.0             # longest wait between retries (doubling from retry_first)
 
@@ -137,7 +138,8 @@ class GatewayConfig:
     embedded_server: bool = False
     repository: str = ""
     metrics_port: int = 0
-    workers: int = 2
+    workers: int = 3
+    qc_capture: bool = False
     retry_first: float = 5.0
     retry_max: float = 300.0
     callers: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)

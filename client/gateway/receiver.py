@@ -15,6 +15,7 @@ from typing import Callable
 
 from lesionseg.client.gateway.config import GatewayConfig
 from lesionseg.client.gateway.journal import Journal
+from lesionseg.client.gateway.sockets import no_delay
 from lesionseg.client.gateway.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class Receiver:
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        handlers = [(evt.EVT_REQUESTED, self._requested), (evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, lambda event: 0x0000)]
+        handlers = [(evt.EVT_CONN_OPEN, no_delay), (evt.EVT_REQUESTED, self._requested), (evt.EVT_C_STORE, self._store),
+                    (evt.EVT_C_ECHO, lambda event: 0x0000)]
         self.server = ae.start_server((self.config.host, int(self.config.port)), block=False, evt_handlers=handlers)
         logger.info("DICOM listener %s on %s:%d", self.config.ae_title, self.config.host, self.config.port)
 

@@ -1,6 +1,10 @@
-"""Sending results to a destination: C-STORE to a PACS (pynetdicom SCU, one association for all of
-a series' objects) or STOW-RS to a DICOMweb server (dicomweb-client). A failure raises
-`DeliveryError` with a one-line reason; the caller retries with back-off."""
+"""Sending results to a destination: C-STORE to a PACS (pynetdicom SCU, one association for every
+object waiting for it: pynetdicom's association set-up costs more than a small C-STORE) or STOW-RS
+to a DICOMweb server (dicomweb-client, one request per round).
+
+`send` returns, per file, None (stored) or a one-line reason; a destination that cannot be
+reached at all raises `DeliveryError`. The caller retries what failed, with back-off.
+"""
 
 from __future__ import annotations
 
@@ -11,57 +15,67 @@ from lesionseg.client.gateway.config import Destination
 
 logger = logging.getLogger(__name__)
 
+#: C-STORE statuses that mean stored: success and the warnings (coercion, elements discarded)
+STORED = (0x0000, 0xB000, 0xB006, 0xB007)
+
 
 class DeliveryError(Exception):
-    """A destination did not take an object (down, refused, failure status)."""
+    """A destination took nothing (down, refused the association, HTTP error)."""
 
 
-def send(destination: Destination, files: list[Path], *, calling_ae: str) -> None:
-    """Send every file to `destination`; returns when each got a success status.
+def send(destination: Destination, files: list[Path], *, calling_ae: str) -> list[str | None]:
+    """Send every file to `destination`; returns, per file, None when stored or why not.
 
     Raises:
-        DeliveryError: the first file that was not stored, and why.
+        DeliveryError: the destination is unreachable or refused the association / request.
     """
     if destination.kind == "cstore":
-        _cstore(destination, files, calling_ae)
-    else:
-        _stowrs(destination, files)
+        return _cstore(destination, files, calling_ae)
+    return _stowrs(destination, files)
 
 
-def _cstore(destination: Destination, files: list[Path], calling_ae: str) -> None:
+def _cstore(destination: Destination, files: list[Path], calling_ae: str) -> list[str | None]:
     import pydicom
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
+
+    from lesionseg.client.gateway.sockets import no_delay
 
     datasets = [pydicom.dcmread(str(path)) for path in files]
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    for ds in datasets:
-        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate(destination.host, int(destination.port), ae_title=destination.ae_title)
+    for context in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}):
+        ae.add_requested_context(*context)
+    assoc = ae.associate(destination.host, int(destination.port), ae_title=destination.ae_title,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)])
+    where = f"{destination.ae_title}@{destination.host}:{destination.port}"
     if not assoc.is_established:
-        why = "rejected the association" if assoc.is_rejected else "is unreachable"
-        raise DeliveryError(f"{destination.ae_title}@{destination.host}:{destination.port} {why}")
+        raise DeliveryError(f"{where} {'rejected the association' if assoc.is_rejected else 'is unreachable'}")
+    outcomes: list[str | None] = []
     try:
         for ds, path in zip(datasets, files):
+            if not assoc.is_established:
+                outcomes.append(f"{where} closed the association")
+                continue
             status = assoc.send_c_store(ds)
             code = int(getattr(status, "Status", -1)) if status else -1
-            if code not in (0x0000, 0xB000, 0xB007, 0xB006):
-                raise DeliveryError(f"{destination.ae_title} answered C-STORE of {path.name} with status "
-                                    f"{'none (connection lost)' if code < 0 else hex(code)}")
+            outcomes.append(None if code in STORED else
+                            f"{where} answered C-STORE of {path.name} with {'no status (connection lost)' if code < 0 else hex(code)}")
     finally:
         if assoc.is_established:
             assoc.release()
+    return outcomes
 
 
-def _stowrs(destination: Destination, files: list[Path]) -> None:
+def _stowrs(destination: Destination, files: list[Path]) -> list[str | None]:
     import pydicom
     from dicomweb_client.api import DICOMwebClient
 
+    datasets = [pydicom.dcmread(str(path)) for path in files]
     client = DICOMwebClient(url=destination.url)
     try:
-        response = client.store_instances([pydicom.dcmread(str(path)) for path in files])
+        response = client.store_instances(datasets)
     except Exception as exc:  # noqa: BLE001 - requests' connection errors, HTTP errors
         raise DeliveryError(f"STOW-RS to {destination.url} failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    failed = response.get("FailedSOPSequence") if response is not None else None
-    if failed:
-        raise DeliveryError(f"STOW-RS to {destination.url}: {len(failed)} instances refused")
+    failed = {str(item.ReferencedSOPInstanceUID) for item in (response.get("FailedSOPSequence") or [])} if response is not None else set()
+    return [f"STOW-RS to {destination.url} refused {path.name}" if str(ds.SOPInstanceUID) in failed else None
+            for ds, path in zip(datasets, files)]

@@ -44,6 +44,9 @@ class Gateway:
         self.receiver = Receiver(config, self.spool, self.journal, on_instance=self.metrics.instance,
                                  on_reject=lambda why: self.metrics.rejected.inc())
         self._stop = threading.Event()
+        # each loop sleeps on its event between polls; the stage before it wakes it up at once
+        self._wake = {"scheduler": threading.Event(), "worker": threading.Event(), "sender": threading.Event()}
+        self._links = threading.local()  # each worker's Connection to Triton, kept between series
         self._threads: list[threading.Thread] = []
         self._stack = contextlib.ExitStack()
         self.url = config.url
@@ -51,14 +54,15 @@ class Gateway:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.warm_up()
         self.recover()
         if self.config.embedded_server:
             self._start_embedded()
         self.receiver.start()
-        loops = [("scheduler", self._schedule), ("sender", self._send)]
-        loops += [(f"worker-{i + 1}", self._work) for i in range(self.config.workers)]
-        for name, loop in loops:
-            thread = threading.Thread(target=self._loop, args=(name, loop), name=f"gateway-{name}", daemon=True)
+        loops = [("scheduler", "scheduler", self._schedule), ("sender", "sender", self._send)]
+        loops += [(f"worker-{i + 1}", "worker", self._work) for i in range(self.config.workers)]
+        for name, kind, loop in loops:
+            thread = threading.Thread(target=self._loop, args=(name, kind, loop), name=f"gateway-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
         if self.config.metrics_port:
@@ -66,6 +70,8 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
+        for event in self._wake.values():
+            event.set()
         self.receiver.stop()
         for thread in self._threads:
             thread.join(timeout=60)
@@ -76,6 +82,31 @@ class Gateway:
     def wait(self) -> None:
         while not self._stop.wait(1.0):
             pass
+
+    @staticmethod
+    def warm_up() -> None:
+        """Do once, before the first association, what the first series would otherwise pay for
+        (about 0.6 s here): import pydicom's pixel handlers, highdicom and the pipelines' client
+        code, and build a SEG and an SR of a small synthetic series, which loads highdicom's
+        tables of the standard."""
+        import tempfile
+
+        import numpy as np
+
+        from lesionseg.client import legacy, task  # noqa: F401
+        from lesionseg.client.dicom import results
+        from lesionseg.client.dicom.from_volume import SeriesSpec, write_series
+        from lesionseg.client.dicom.series import read_series
+        from lesionseg.client.lesion_stats import lesion_stats
+
+        with tempfile.TemporaryDirectory(prefix="lesionseg-gateway-warm-up-") as folder:
+            data = np.arange(16 * 16 * 3, dtype=np.float32).reshape(16, 16, 3)
+            write_series(data, np.eye(4), Path(folder), SeriesSpec(seed="warm-up"))
+            series = read_series(Path(folder))
+            mask = (data > data.mean()).astype(np.uint8)
+            algorithm = results.Algorithm(name="warm-up", version="0")
+            seg = results.segmentation(series, {results.LESION: mask}, algorithm)
+            results.report(series, seg, lesion_stats(mask, series.spacing), algorithm)
 
     def _start_embedded(self) -> None:
         from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
@@ -106,15 +137,20 @@ class Gateway:
         if requeued:
             logger.info("%d interrupted jobs queued again", requeued)
 
-    def _loop(self, name: str, step) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = step()
-            except Exception:  # noqa: BLE001 - a loop must survive anything one job throws
-                logger.exception("gateway %s", name)
-                busy = False
-            if not busy:
-                self._stop.wait(POLL_SECONDS)
+    def _loop(self, name: str, kind: str, step) -> None:
+        wake = self._wake[kind]
+        try:
+            while not self._stop.is_set():
+                try:
+                    busy = step()
+                except Exception:  # noqa: BLE001 - a loop must survive anything one job throws
+                    logger.exception("gateway %s", name)
+                    busy = False
+                if not busy:
+                    wake.wait(POLL_SECONDS)
+                    wake.clear()
+        finally:
+            self._drop_link()
 
     def backoff(self, attempts: int) -> float:
         return min(self.config.retry_max, self.config.retry_first * 2 ** max(attempts - 1, 0))
@@ -145,6 +181,7 @@ class Gateway:
             else:
                 self.journal.set_state(job.uid, states.QUEUED, route=route.name, expect=states.RECEIVED)
                 logger.info("series %s (%d instances) complete: route %r", job.uid, job.instances, route.name)
+                self._wake["worker"].set()
         return bool(jobs)
 
     # --- worker: segment --------------------------------------------------------------------------
@@ -166,6 +203,7 @@ class Gateway:
         try:
             objects = self.segment(job.uid, route)
         except (ServerUnavailableError, ModelNotFoundError) as exc:
+            self._drop_link()
             wait = self.backoff(job.attempts)
             logger.warning("series %s waits %.0f s: %s", job.uid, wait, exc)
             self.journal.set_state(job.uid, states.QUEUED, reason=f"waiting: {exc}", not_before=time.time() + wait)
@@ -182,6 +220,7 @@ class Gateway:
         self.journal.add_deliveries(job.uid, destinations, objects)
         if destinations:
             self.journal.set_state(job.uid, states.SENDING, expect=states.RUNNING)
+            self._wake["sender"].set()
         else:
             self.journal.set_state(job.uid, states.SENT, reason="no destinations configured", expect=states.RUNNING)
         return True
@@ -195,7 +234,6 @@ class Gateway:
         import pydicom
 
         from lesionseg.client.batch.inputs import InputImage
-        from lesionseg.client.connection import Connection, ConnectionSettings, live_client
         from lesionseg.client.dicom.series import read_series, series_volume
         from lesionseg.client.images import Input
         from lesionseg.client.task import TaskJob, infer_task
@@ -204,52 +242,77 @@ class Gateway:
         series = read_series(files, label=f"series {series_uid}")
         folder = self.spool.results_folder(series_uid)
         loaded = Input(volume=series_volume(series, folder.parent / f"{folder.name}.dcm"), series=series)
-        live_client(self.url, timeout=3).close()
-        with Connection(self.url, ConnectionSettings.resolve()) as link:
-            cord = infer_task(link, loaded.volume, route.cord_task)[0] if route.cord_task else None
-            if route.contrast:
-                from lesionseg.client.legacy import LegacyJob
+        link = self._link()  # one Connection per worker, reused for every series it segments
+        cord = infer_task(link, loaded.volume, route.cord_task)[0] if route.cord_task else None
+        if route.contrast:
+            from lesionseg.client.legacy import LegacyJob
 
-                result = LegacyJob(contrast=route.contrast, ofolder=folder, output_format="dicom").segment(
-                    link, InputImage(path=loaded.path, relative=Path(".")), overwrite=True, loaded=loaded, cord=cord)
-                written = [p for p in result.files.values() if p.suffix == ".dcm"]
-            else:
-                done = TaskJob(task=route.task, crop_to_cord=route.crop_to_cord, output_format="dicom").segment(
-                    link, loaded, ofolder=folder, overwrite=True, cord=cord)
-                written = [p for p in done.other if p.suffix == ".dcm"]
+            result = LegacyJob(contrast=route.contrast, ofolder=folder, output_format="dicom", dicom_qc=self.config.qc_capture).segment(
+                link, InputImage(path=loaded.path, relative=Path(".")), overwrite=True, loaded=loaded, cord=cord)
+            written = [p for p in result.files.values() if p.suffix == ".dcm"]
+        else:
+            done = TaskJob(task=route.task, crop_to_cord=route.crop_to_cord, output_format="dicom",
+                           dicom_qc=self.config.qc_capture).segment(
+                link, loaded, ofolder=folder, overwrite=True, cord=cord)
+            written = [p for p in done.other if p.suffix == ".dcm"]
         return {str(pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID): p for p in written}
+
+    def _link(self):
+        """This worker's Connection to Triton (made when missing: the server is checked live first).
+
+        Raises:
+            ServerUnavailableError: nothing answers at the gateway's Triton address.
+        """
+        from lesionseg.client.connection import Connection, ConnectionSettings, live_client
+
+        link = getattr(self._links, "link", None)
+        if link is None:
+            live_client(self.url, timeout=3).close()
+            link = self._links.link = Connection(self.url, ConnectionSettings.resolve())
+        return link
+
+    def _drop_link(self) -> None:
+        link = getattr(self._links, "link", None)
+        self._links.link = None
+        if link is not None:
+            with contextlib.suppress(Exception):
+                link.close()
 
     # --- sender -----------------------------------------------------------------------------------
 
     def _send(self) -> bool:
+        """One round: every pending delivery, one association (or request) per destination."""
         pending = self.journal.pending_deliveries()
         if not pending:
             return False
-        batches: dict[tuple[str, str], list] = {}
+        by_destination: dict[str, list] = {}
         for row in pending:
-            batches.setdefault((row["series_uid"], row["destination"]), []).append(row)
-        for (series_uid, name), rows in batches.items():
+            by_destination.setdefault(row["destination"], []).append(row)
+        for name, rows in by_destination.items():
             destination = next((d for d in self.config.destinations if d.name == name), None)
             if destination is None:
                 for row in rows:
-                    self.journal.delivery_failed(series_uid, name, row["sop_uid"], "destination no longer configured",
+                    self.journal.delivery_failed(row["series_uid"], name, row["sop_uid"], "destination no longer configured",
                                                  time.time() + self.config.retry_max)
                 continue
             started = time.time()
             try:
-                send(destination, [Path(row["path"]) for row in rows], calling_ae=self.config.ae_title)
+                outcomes = send(destination, [Path(row["path"]) for row in rows], calling_ae=self.config.ae_title)
             except (DeliveryError, OSError) as exc:
-                wait = self.backoff(max(row["attempts"] for row in rows) + 1)
-                logger.warning("series %s: sending to %s failed, retry in %.0f s: %s", series_uid, name, wait, exc)
+                outcomes = [str(exc)] * len(rows)
+            for row, failure in zip(rows, outcomes):
+                if failure is None:
+                    self.journal.delivered(row["series_uid"], name, row["sop_uid"])
+                    continue
+                wait = self.backoff(row["attempts"] + 1)
+                logger.warning("series %s: sending %s to %s failed, retry in %.0f s: %s", row["series_uid"], Path(row["path"]).name,
+                               name, wait, failure)
                 self.metrics.failures.labels(stage="send").inc()
-                for row in rows:
-                    self.journal.delivery_failed(series_uid, name, row["sop_uid"], str(exc), time.time() + wait)
-                continue
-            for row in rows:
-                self.journal.delivered(series_uid, name, row["sop_uid"])
+                self.journal.delivery_failed(row["series_uid"], name, row["sop_uid"], failure, time.time() + wait)
             self.metrics.stage.labels(stage="send").observe(time.time() - started)
-            job = self.journal.job(series_uid)
-            if job is not None and job.state == states.SENT:
-                self.metrics.stage.labels(stage="total").observe(time.time() - job.first_received)
-                logger.info("series %s sent to %s", series_uid, ", ".join(d.name for d in self.config.destinations))
+        for uid in {row["series_uid"] for row in pending}:
+            job = self.journal.job(uid)
+            if job is not None and job.state == states.SENT and job.finished is not None:
+                self.metrics.stage.labels(stage="total").observe(job.finished - job.first_received)
+                logger.info("series %s sent to %s", uid, ", ".join(d.name for d in self.config.destinations))
         return True

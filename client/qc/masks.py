@@ -44,7 +44,7 @@ def _slices_to_show(*masks: np.ndarray) -> slice:
     return slice(int(present[0]), int(present[-1]) + 1)
 
 
-def _rpi_views(image: Volume, cord: np.ndarray | None, lesion: Volume | None, plane: str, cord_source: Path | str
+def rpi_views(image: Volume, cord: np.ndarray | None, lesion: Volume | None, plane: str, cord_source: Path | str
                ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Background and overlay of `plane` from the RPI-reoriented image and masks, and what the
     entry's JSON should say about them ("slices_rpi": the axial tiles' z range [start, stop)).
@@ -103,7 +103,7 @@ def write_qc(qc_dir: Path, image: Volume, *, cord: np.ndarray | None = None, cor
 
     if plane not in PLANES:
         raise ValueError(f"plane must be one of {PLANES}, got {plane!r}")
-    background, overlay, extra = _rpi_views(image, cord, lesion, plane, cord_source)
+    background, overlay, extra = rpi_views(image, cord, lesion, plane, cord_source)
     attachments: dict[str, str] = {}
     if lesion is not None:
         lesion_extra, attachments = _lesion_record(lesion)
