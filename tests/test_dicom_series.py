@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from dicom_data import SERIES, canonical, dcm2niix, source_volume, write
 
@@ -71,6 +72,15 @@ def test_dicom2nifti_writes_dcm2niix_grid(series_folders, tmp_path, capsys):
     b, b_affine = canonical(oracle.get_fdata(), oracle.affine)
     assert np.abs(a_affine - b_affine).max() < 1e-4 and np.array_equal(a, b)
     assert '"SeriesInstanceUID"' in (tmp_path / "oblique.json").read_text()
+
+
+@pytest.mark.parametrize("compression", ["jpegls", "rle"])
+def test_compressed_series_read_like_uncompressed(shared, series_folders, tmp_path, compression):
+    """JPEG-LS (pyjpegls) and RLE (pylibjpeg-rle) decode to the uncompressed series' voxels."""
+    folder = write(shared, "sagittal", tmp_path / compression, compression=compression)
+    assert pydicom.dcmread(str(next(folder.glob("*.dcm")))).file_meta.TransferSyntaxUID.is_compressed
+    plain, packed = read_series(series_folders["sagittal"]), read_series(folder)
+    assert np.array_equal(plain.data, packed.data) and np.allclose(plain.affine, packed.affine)
 
 
 def test_instance_list_and_order_independence(series_folders):

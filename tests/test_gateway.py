@@ -49,7 +49,7 @@ def series(shared, tmp_path_factory) -> dict[str, Path]:
     return folders
 
 
-def write_config(path: Path, *, port: int, url: str, destinations: str, spool: Path | None = None) -> Path:
+def write_config(path: Path, *, port: int, url: str, destinations: str, spool: Path | None = None, routes: str = "") -> Path:
     path.write_text(f"""
 [gateway]
 ae_title = "LESIONSEG"
@@ -66,6 +66,7 @@ retry_max = 2.0
 ORTHANC = ["127.0.0.1"]
 STORESCU = []
 
+{routes}
 [[routes]]
 name = "study"
 series_description = "(?i)t2w study"
@@ -246,3 +247,30 @@ def test_sigkill_mid_study_loses_nothing_and_sends_once(legacy_server, orthanc, 
     finally:
         gateway.stop()
         archive.stop()
+
+
+def test_task_route_with_cord_segment(nnunet_server, series, gateway_port, tmp_path):
+    """A route to an sct_deepseg task with a cord task: the SEG's lesion and cord segments are the
+    masks `deepseg` writes for the converted image with each task."""
+    url = nnunet_server.settings.grpc_url
+    archive = StoreSCP(tmp_path / "archive").start()
+    route = ('[[routes]]\nname = "nnunet"\nseries_description = "(?i)t2w sagittal"\ntask = "seg_ms_lesion"\n'
+             'cord_task = "seg_sc_contrast_agnostic"\n')
+    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=url, routes=route,
+                          destinations=cstore("archive", "ARCHIVE", archive.port))
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
+    try:
+        assert storescu(series["sagittal"], gateway_port).returncode == 0
+        source = read_series(series["sagittal"])
+        wait_for(lambda: jobs(tmp_path / "spool").get(source.series_uid, ("",))[0] == "sent", 180, "the series to be sent")
+    finally:
+        gateway.stop()
+        archive.stop()
+    (seg_file,) = [p for p in archive.files() if pydicom.dcmread(str(p), stop_before_pixels=True).Modality == "SEG"]
+    image = tmp_path / "sagittal.nii.gz"
+    assert main(["dicom2nifti", "-i", str(series["sagittal"]), "-o", str(image)]) == 0
+    for task, label, out in (("seg_ms_lesion", "multiple sclerosis lesion", "lesion.nii.gz"),
+                             ("seg_sc_contrast_agnostic", "spinal cord", "cord.nii.gz")):
+        assert main(["deepseg", "-i", str(image), "-task", task, "-o", str(tmp_path / out), "-url", url]) == 0
+        expected = np.asanyarray(nib.load(str(tmp_path / out)).dataobj)
+        assert np.array_equal(decode_segment(seg_file, source, label), expected), label

@@ -100,7 +100,8 @@ class DicomSeries:
 
     @property
     def multiframe(self) -> bool:
-        return len(self.datasets) == 1 and len(self.frames) > 1 and self.frames[0].frame != self.frames[1].frame
+        """Whether the slices are the frames of one multi-frame instance."""
+        return len(self.datasets) == 1 and len(self.frames) > 1
 
     @property
     def first(self):

@@ -239,9 +239,10 @@ class Gateway:
         from lesionseg.client.task import TaskJob, infer_task
 
         files = self.journal.instance_files(series_uid)
-        series = read_series(files, label=f"series {series_uid}")
+        series = read_series(files, label=str(self.spool.instance_path(series_uid, "x").parent))
         folder = self.spool.results_folder(series_uid)
-        loaded = Input(volume=series_volume(series, folder.parent / f"{folder.name}.dcm"), series=series)
+        # results are results/<series>/series_<model>_{seg,sr}.dcm
+        loaded = Input(volume=series_volume(series, folder / "series"), series=series)
         link = self._link()  # one Connection per worker, reused for every series it segments
         cord = infer_task(link, loaded.volume, route.cord_task)[0] if route.cord_task else None
         if route.contrast:
