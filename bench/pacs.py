@@ -20,7 +20,7 @@ real SCT weights) on ONE warm embedded Triton server. In one run:
 Printed: seconds and series/min of nifti and dicom, dicom/nifti (target >= 0.8), instances/s of
 storescp and the gateway, gateway/storescp.
 
-    .venv/bin/python bench/pacs.py [--n 16] [--stable-age 2] [--workers 3] [--shared ../shared]
+    .venv/bin/python bench/pacs.py [--n 16] [--stable-age 1] [--workers 3] [--shared ../shared]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def storescu(folder: Path, port: int, called: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=16)
-    parser.add_argument("--stable-age", type=float, default=2.0)
+    parser.add_argument("--stable-age", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=3, help="the gateway's segmentation workers")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     args = parser.parse_args()
