@@ -204,11 +204,11 @@ def test_triton_down_jobs_wait_then_run(legacy_server, series, gateway_port, tmp
 
 def test_sigkill_mid_study_loses_nothing_and_sends_once(legacy_server, orthanc, series, gateway_port, tmp_path):
     """SIGKILL while a study is arriving: every acknowledged instance is in the spool; after the
-    restart and a resend, each series is segmented and sent exactly once (storescp -uf keeps every
-    copy it receives; Orthanc holds one SEG per series)."""
+    restart and a resend, each series is segmented and sent exactly once: storescp -uf keeps every
+    copy it receives (one SEG and one SR per series), and Orthanc holds one SEG per series."""
     archive = StoreSCP(tmp_path / "archive").start()
     config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=legacy_server.settings.grpc_url,
-                          destinations=cstore("archive", "ARCHIVE", archive.port))
+                          destinations=cstore("archive", "ARCHIVE", archive.port) + cstore("orthanc", "ORTHANC", orthanc.dicom_port))
     study = tmp_path / "study"
     study.mkdir()
     for k in range(3):
@@ -244,6 +244,9 @@ def test_sigkill_mid_study_loses_nothing_and_sends_once(legacy_server, orthanc, 
         assert [m for _, m in per_series] == ["SEG", "SR"] * 3
         assert {u for u, _ in per_series} == uids
         assert len(list(instances.rglob("*.dcm"))) == total
+        studies = [st for st in orthanc.get("/studies?expand") if st["MainDicomTags"].get("StudyInstanceUID") == "2.25.9000"]
+        modalities = sorted(orthanc.get(f"/series/{sid}")["MainDicomTags"]["Modality"] for sid in studies[0]["Series"])
+        assert modalities == ["SEG"] * 3 + ["SR"] * 3  # Orthanc holds one SEG and one SR per series (it was sent no source)
     finally:
         gateway.stop()
         archive.stop()
