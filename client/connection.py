@@ -32,7 +32,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from lesionseg.client import shm
-from lesionseg.client.address import is_local_address, resolve_url
+from lesionseg.client.address import DEFAULT_URL, is_local_address, resolve_url
 from lesionseg.core.errors import InferenceError, ModelNotFoundError, ServerUnavailableError, UsageError
 from lesionseg.core.settings import setting
 
@@ -275,7 +275,19 @@ def connect(url: str | None = None, settings: ConnectionSettings | None = None, 
     Raises:
         ServerUnavailableError: nothing answers at a remote `url`, or there is no repository to serve.
     """
-    address = resolve_url(url)
+    text = setting("URL", url, DEFAULT_URL)
+    if "," in text:  # several servers: one image goes to the first that answers
+        for entry in text.split(","):
+            address = resolve_url(entry.strip())
+            try:
+                live_client(address, timeout=3).close()
+            except ServerUnavailableError:
+                continue
+            with Connection(address, settings) as connection:
+                yield connection
+            return
+        raise ServerUnavailableError(f"no Triton server answers at {text}")
+    address = resolve_url(text)
     try:
         live_client(address, timeout=3).close()
     except ServerUnavailableError:

@@ -194,7 +194,7 @@ def test_run_batch_resume_failures_and_order(tmp_path: Path):
     table = summary_table(outcomes, 2.0)
     assert "5 subjects: 2 ok, 1 skipped, 2 failed in 2.0 s (60.0 subjects/min)" in table
     tsv = write_summary_tsv(outcomes, tmp_path / "summary.tsv").read_text().splitlines()
-    assert tsv[0].split("\t") == ["image", "status", "seconds", "attempts", "result", "outputs"]
+    assert tsv[0].split("\t") == ["image", "status", "seconds", "attempts", "result", "outputs", "server"]
     assert len(tsv) == 6 and tsv[3].split("\t")[1] == FAILED
 
 

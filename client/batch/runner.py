@@ -76,6 +76,7 @@ class Outcome:
     attempts: int = 0
     note: str = ""
     unavailable: bool = False
+    server: str = ""  # the server that segmented it, when -url names several
 
 
 def outputs_valid(subject: Subject) -> str | None:
@@ -195,15 +196,26 @@ class CohortResult:
 
 def run_cohort(job: Job, images: Sequence[InputImage], *, options: BatchOptions, url: str | None = None,
                settings=None, on_done: Callable[[Outcome], None] = lambda outcome: None) -> CohortResult:
-    """Segment `images` with `job` on one server (`lesionseg.client.connection.connect(url, settings)`),
-    `options.jobs` in flight: every subject planned and its outputs checked before any work.
+    """Segment `images` with `job` on one server (`lesionseg.client.connection.connect(url, settings)`)
+    or, when `url` names several, spread over them (`lesionseg.client.pool.ServerPool`), `options.jobs`
+    in flight: every subject planned and its outputs checked before any work.
 
     Raises:
         UsageError: outputs clash or exist (see `check_outputs`); ModelNotFoundError,
             ServerUnavailableError: the job's model is not served, or no server.
     """
     from lesionseg.client.connection import connect
+    from lesionseg.client.pool import ServerPool, is_multi
 
+    if is_multi(url):
+        with ServerPool(url, settings, model=job.model) as pool:
+            link = pool.any_link()
+            subjects = [job.plan(link, image) for image in images]
+            check_outputs(subjects, options)
+            start = time.monotonic()
+            outcomes = run_batch(subjects, lambda subject: pool.run(lambda link: job.run(link, subject)), options=options,
+                                 wait_ready=pool.wait_ready, on_done=on_done)
+            return CohortResult(outcomes=outcomes, seconds=time.monotonic() - start)
     with connect(url, settings) as link:
         subjects = [job.plan(link, image) for image in images]
         check_outputs(subjects, options)
@@ -220,8 +232,10 @@ def _attempt(subject: Subject, work: Work, options: BatchOptions, wait_ready) ->
     while True:
         attempts += 1
         try:
-            note = work(subject)
-            return Outcome(subject=subject, status=OK, seconds=time.monotonic() - start, attempts=attempts, note=note)
+            done = work(subject)
+            note, server = done if isinstance(done, tuple) else (done, "")
+            return Outcome(subject=subject, status=OK, seconds=time.monotonic() - start, attempts=attempts, note=note,
+                           server=server)
         except ServerUnavailableError as exc:
             now = time.monotonic()
             deadline = deadline if deadline is not None else now + options.retry_seconds
@@ -248,11 +262,14 @@ def exit_code(outcomes: Sequence[Outcome]) -> int:
 
 def summary_table(outcomes: Sequence[Outcome], elapsed: float) -> str:
     """A plain-text table (one row per subject) and a totals line with subjects/minute."""
-    rows = [("#", "image", "status", "seconds", "tries", "result")]
+    servers = any(o.server for o in outcomes)
+    rows = [("#", "image", "status", "seconds", "tries", *(("server",) if servers else ()), "result")]
     for n, o in enumerate(outcomes, 1):
-        rows.append((str(n), o.subject.image.label, o.status, f"{o.seconds:.1f}", str(o.attempts), o.note))
-    widths = [max(len(r[c]) for r in rows) for c in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+        rows.append((str(n), o.subject.image.label, o.status, f"{o.seconds:.1f}", str(o.attempts),
+                     *((o.server,) if servers else ()), o.note))
+    columns = len(rows[0]) - 1
+    widths = [max(len(r[c]) for r in rows) for c in range(columns)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:columns], widths)) + "  " + r[columns] for r in rows]
     counts = {s: sum(o.status == s for o in outcomes) for s in (OK, SKIPPED, FAILED)}
     done = counts[OK]
     rate = f"{done / elapsed * 60:.1f} subjects/min" if elapsed > 0 and done else "nothing segmented"
@@ -265,9 +282,9 @@ def write_summary_tsv(outcomes: Sequence[Outcome], path: Path) -> Path:
     """The summary as TSV (image, status, seconds, attempts, result, outputs), written atomically."""
     from lesionseg.core.files import atomic_write_text
 
-    lines = ["image\tstatus\tseconds\tattempts\tresult\toutputs"]
+    lines = ["image\tstatus\tseconds\tattempts\tresult\toutputs\tserver"]
     for o in outcomes:
         outputs = ",".join(str(p) for p in o.subject.outputs) if o.status != FAILED else ""
         note = o.note.replace("\t", " ").replace("\n", " ")
-        lines.append(f"{o.subject.image.path}\t{o.status}\t{o.seconds:.2f}\t{o.attempts}\t{note}\t{outputs}")
+        lines.append(f"{o.subject.image.path}\t{o.status}\t{o.seconds:.2f}\t{o.attempts}\t{note}\t{outputs}\t{o.server}")
     return atomic_write_text(path, "\n".join(lines) + "\n")

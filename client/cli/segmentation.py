@@ -25,7 +25,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                              "and a TID 1500 SR (lesion count and volumes) instead of them or beside them")
     parser.add_argument("--dicom-qc", action="store_true",
                         help="with DICOM output, also a Secondary Capture of the QC mosaic (for viewers without SEG support)")
-    parser.add_argument("-url", "--url", help="Triton gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001)")
+    parser.add_argument("-url", "--url", help="Triton gRPC address HOST:PORT (env LESIONSEG_URL; default 127.0.0.1:8001); "
+                                              "several, comma-separated, or a name resolving to several addresses: a batch "
+                                              "spreads its subjects over them")
     group = parser.add_argument_group("transport")
     group.add_argument("--transport", choices=("auto", "shm", "grpc"),
                        help="volumes via system shared memory (server on this host) or inline gRPC "

@@ -1,0 +1,90 @@
+"""Scale-out: one batch spread over two real embedded servers (`-url a,b`), one SIGKILLed mid-batch;
+and a server that comes back is used again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import legacy_models_dir, ports
+from pacs_peers import Forwarder, wait_for
+
+from lesionseg.client.cli import main
+
+pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
+
+N = 12
+
+
+@pytest.fixture(scope="module")
+def t2s_repository(shared, tmp_path_factory) -> Path:
+    from lesionseg.export.legacy import export_sct_legacy
+
+    repo = tmp_path_factory.mktemp("scale_out_repo")
+    export_sct_legacy(legacy_models_dir(tmp_path_factory.mktemp("models")), repo, contrast="t2s")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def cohort(shared, tmp_path_factory) -> Path:
+    """N variants of the real T2*w image (intensities scaled by 1 + 0.01 i), one folder."""
+    image = nib.load(str(shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"))
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    root = tmp_path_factory.mktemp("cohort")
+    for i in range(N):
+        nib.save(nib.Nifti1Image(data * (1 + 0.01 * i), image.affine, image.header), str(root / f"s{i:02d}.nii.gz"))
+    return root
+
+
+def _server(repo: Path):
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings
+
+    return EmbeddedServer(ServerSettings(repository=repo, startup_timeout=300, grace_period=5, **ports()))
+
+
+def _masks(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asanyarray(nib.load(str(p)).dataobj) for p in sorted(folder.glob("*_lesionseg.nii.gz"))}
+
+
+def test_batch_over_two_servers_survives_losing_one(t2s_repository, cohort, tmp_path):
+    with _server(t2s_repository) as first, _server(t2s_repository) as second:
+        reference = tmp_path / "reference"
+        assert main(["-q", "deepseg-lesion", "-i", str(cohort), "-c", "t2s", "-ofolder", str(reference),
+                     "-url", first.settings.grpc_url]) == 0
+        out, summary = tmp_path / "out", tmp_path / "summary.tsv"
+        result: list[int] = []
+        run = threading.Thread(target=lambda: result.append(main([
+            "-q", "deepseg-lesion", "-i", str(cohort), "-c", "t2s", "-ofolder", str(out), "-j", "4", "--summary", str(summary),
+            "-url", f"{first.settings.grpc_url},{second.settings.grpc_url}"])))
+        run.start()
+        wait_for(lambda: len(list(out.glob("*_lesionseg.nii.gz"))) >= 3, 300, "the first outputs", interval=0.05)
+        os.killpg(second._process.pid, signal.SIGKILL)  # the server and its Python-backend stubs, mid-batch
+        run.join(600)
+        assert result == [0]
+        assert _masks(out).keys() == _masks(reference).keys() and len(_masks(out)) == N
+        assert all(np.array_equal(a, b) for a, b in zip(_masks(out).values(), _masks(reference).values()))
+        servers = [line.split("\t")[6] for line in summary.read_text().splitlines()[1:]]
+        assert set(servers) == {first.settings.grpc_url, second.settings.grpc_url}
+
+
+def test_pool_takes_a_server_back(legacy_server):
+    """A server that was down (nothing listening) is used once it answers."""
+    from lesionseg.client.pool import ServerPool
+
+    real = legacy_server.settings
+    stand_in = Forwarder(("127.0.0.1", real.grpc_port))
+    with ServerPool(f"{real.grpc_url},127.0.0.1:{stand_in.port}", model="deepseg_lesion_t2s", check_seconds=0.2) as pool:
+        assert [e.healthy for e in pool.endpoints.values()] == [True, False]
+        stand_in.start()
+        try:
+            wait_for(lambda: all(e.healthy for e in pool.endpoints.values()), 30, "the second server to be taken back")
+            served = {pool.run(lambda link: link.parameters("deepseg_lesion_t2s") and time.sleep(0.01))[1] for _ in range(2)}
+            assert served == set(pool.endpoints)  # least in flight, then least served: both get work
+        finally:
+            stand_in.stop()
