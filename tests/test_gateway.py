@@ -277,3 +277,19 @@ def test_task_route_with_cord_segment(nnunet_server, series, gateway_port, tmp_p
         assert main(["deepseg", "-i", str(image), "-task", task, "-o", str(tmp_path / out), "-url", url]) == 0
         expected = np.asanyarray(nib.load(str(tmp_path / out)).dataobj)
         assert np.array_equal(decode_segment(seg_file, source, label), expected), label
+
+
+def test_gateway_spreads_over_servers_and_skips_a_dead_one(legacy_server, series, gateway_port, tmp_path):
+    """`url` with two servers, one of them down: every series is segmented on the live one."""
+    archive = StoreSCP(tmp_path / "archive").start()
+    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=f"127.0.0.1:{free_port()},{legacy_server.settings.grpc_url}",
+                          destinations=cstore("archive", "ARCHIVE", archive.port))
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
+    try:
+        assert storescu(series["axial"], gateway_port).returncode == 0
+        uid = read_series(series["axial"]).series_uid
+        wait_for(lambda: jobs(tmp_path / "spool").get(uid, ("",))[0] == "sent", 120, "the series to be sent")
+        assert len(archive.files()) == 2
+    finally:
+        gateway.stop()
+        archive.stop()

@@ -8,7 +8,7 @@
     spool = "spool"               # received instances, results and the job journal (relative: to the file)
     stable_age = 10.0             # seconds a series must be quiet before it counts as complete
     min_free_mb = 1024            # refuse associations (and C-STOREs) under this much free disk
-    url = "127.0.0.1:8001"        # Triton gRPC address
+    url = "127.0.0.1:8001"        # Triton gRPC address; several, comma-separated, or a name with several addresses
     embedded_server = false       # start the embedded Triton (with `repository`) for the gateway's life
     repository = ""               # model repository of the embedded server (default: the model cache)
     metrics_port = 0              # Prometheus /metrics on this port (0: off)

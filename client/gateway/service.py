@@ -47,6 +47,9 @@ class Gateway:
         # each loop sleeps on its event between polls; the stage before it wakes it up at once
         self._wake = {"scheduler": threading.Event(), "worker": threading.Event(), "sender": threading.Event()}
         self._links = threading.local()  # each worker's Connection to Triton, kept between series
+        self._pool = None  # several Triton servers at `url`: lesionseg.client.pool.ServerPool
+        self._pool_lock = threading.Lock()
+        self._multi: bool | None = None
         self._threads: list[threading.Thread] = []
         self._stack = contextlib.ExitStack()
         self.url = config.url
@@ -76,6 +79,8 @@ class Gateway:
         for thread in self._threads:
             thread.join(timeout=60)
         self.metrics.close()
+        if self._pool is not None:
+            self._pool.close()
         self._stack.close()
         self.journal.close()
 
@@ -243,34 +248,45 @@ class Gateway:
         folder = self.spool.results_folder(series_uid)
         # results are results/<series>/series_<model>_{seg,sr}.dcm
         loaded = Input(volume=series_volume(series, folder / "series"), series=series)
-        link = self._link()  # one Connection per worker, reused for every series it segments
-        cord = infer_task(link, loaded.volume, route.cord_task)[0] if route.cord_task else None
-        if route.contrast:
-            from lesionseg.client.legacy import LegacyJob
 
-            result = LegacyJob(contrast=route.contrast, ofolder=folder, output_format="dicom", dicom_qc=self.config.qc_capture).segment(
-                link, InputImage(path=loaded.path, relative=Path(".")), overwrite=True, loaded=loaded, cord=cord)
-            written = [p for p in result.files.values() if p.suffix == ".dcm"]
-        else:
+        def run_route(link) -> list[Path]:
+            cord = infer_task(link, loaded.volume, route.cord_task)[0] if route.cord_task else None
+            if route.contrast:
+                from lesionseg.client.legacy import LegacyJob
+
+                result = LegacyJob(contrast=route.contrast, ofolder=folder, output_format="dicom", dicom_qc=self.config.qc_capture
+                                   ).segment(link, InputImage(path=loaded.path, relative=Path(".")), overwrite=True, loaded=loaded,
+                                             cord=cord)
+                return [p for p in result.files.values() if p.suffix == ".dcm"]
             done = TaskJob(task=route.task, crop_to_cord=route.crop_to_cord, output_format="dicom",
-                           dicom_qc=self.config.qc_capture).segment(
-                link, loaded, ofolder=folder, overwrite=True, cord=cord)
-            written = [p for p in done.other if p.suffix == ".dcm"]
+                           dicom_qc=self.config.qc_capture).segment(link, loaded, ofolder=folder, overwrite=True, cord=cord)
+            return [p for p in done.other if p.suffix == ".dcm"]
+
+        written = self._on_server(run_route)
         return {str(pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID): p for p in written}
 
-    def _link(self):
-        """This worker's Connection to Triton (made when missing: the server is checked live first).
+    def _on_server(self, work):
+        """`work(connection)` on Triton: this worker's Connection (kept between series), or with
+        several servers at `url` the least busy healthy one (`lesionseg.client.pool.ServerPool`).
 
         Raises:
-            ServerUnavailableError: nothing answers at the gateway's Triton address.
+            ServerUnavailableError: no server answers (the job waits and is retried).
         """
         from lesionseg.client.connection import Connection, ConnectionSettings, live_client
+        from lesionseg.client.pool import ServerPool, is_multi
 
+        with self._pool_lock:
+            if self._multi is None:
+                self._multi = is_multi(self.url)
+            if self._multi and self._pool is None:
+                self._pool = ServerPool(self.url, ConnectionSettings.resolve())
+        if self._pool is not None:
+            return self._pool.run(work)[0]
         link = getattr(self._links, "link", None)
         if link is None:
             live_client(self.url, timeout=3).close()
             link = self._links.link = Connection(self.url, ConnectionSettings.resolve())
-        return link
+        return work(link)
 
     def _drop_link(self) -> None:
         link = getattr(self._links, "link", None)
