@@ -48,6 +48,18 @@ def _server(repo: Path):
     return EmbeddedServer(ServerSettings(repository=repo, startup_timeout=300, grace_period=5, **ports()))
 
 
+def _successes(url: str) -> int:
+    """Requests the pipeline model answered on the server at `url` (Triton's statistics)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics("deepseg_lesion_t2s", as_json=True)
+        return int(stats["model_stats"][0]["inference_stats"]["success"].get("count", 0))
+    finally:
+        client.close()
+
+
 def _masks(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: np.asanyarray(nib.load(str(p)).dataobj) for p in sorted(folder.glob("*_lesionseg.nii.gz"))}
 
@@ -57,13 +69,20 @@ def test_batch_over_two_servers_survives_losing_one(t2s_repository, cohort, tmp_
         reference = tmp_path / "reference"
         assert main(["-q", "deepseg-lesion", "-i", str(cohort), "-c", "t2s", "-ofolder", str(reference),
                      "-url", first.settings.grpc_url]) == 0
+        # warm the second server too, so both answer at the same pace
+        assert main(["-q", "deepseg-lesion", "-i", str(cohort / "s00.nii.gz"), "-c", "t2s", "-ofolder", str(tmp_path / "warm"),
+                     "-url", second.settings.grpc_url]) == 0
+        warm = _successes(second.settings.grpc_url)
         out, summary = tmp_path / "out", tmp_path / "summary.tsv"
         result: list[int] = []
         run = threading.Thread(target=lambda: result.append(main([
             "-q", "deepseg-lesion", "-i", str(cohort), "-c", "t2s", "-ofolder", str(out), "-j", "4", "--summary", str(summary),
             "-url", f"{first.settings.grpc_url},{second.settings.grpc_url}"])))
         run.start()
-        wait_for(lambda: len(list(out.glob("*_lesionseg.nii.gz"))) >= 3, 300, "the first outputs", interval=0.05)
+        # kill it once it has answered a subject of the batch (and the answer has had time to arrive)
+        wait_for(lambda: _successes(second.settings.grpc_url) > warm, 300, "the second server to serve a subject", interval=0.02)
+        time.sleep(0.3)
+        assert len(list(out.glob("*_lesionseg.nii.gz"))) < N - 4, "the batch ended before the kill"
         os.killpg(second._process.pid, signal.SIGKILL)  # the server and its Python-backend stubs, mid-batch
         run.join(600)
         assert result == [0]
@@ -88,3 +107,12 @@ def test_pool_takes_a_server_back(legacy_server):
             assert served == set(pool.endpoints)  # least in flight, then least served: both get work
         finally:
             stand_in.stop()
+
+
+def test_one_image_goes_to_the_first_server_that_answers(legacy_server, shared, tmp_path):
+    from pacs_peers import free_port
+
+    image = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    url = f"127.0.0.1:{free_port()},{legacy_server.settings.grpc_url}"
+    assert main(["-q", "deepseg-lesion", "-i", str(image), "-c", "t2s", "-ofolder", str(tmp_path), "-url", url]) == 0
+    assert (tmp_path / "t2s_lesionseg.nii.gz").exists()
