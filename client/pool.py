@@ -173,7 +173,7 @@ class ServerPool:
                 ready = self.model is None or client.is_model_ready(self.model, client_timeout=2)
             finally:
                 client.close()
-        except (ServerUnavailableError, Exception):  # noqa: BLE001 - any failure means "not back yet"
+        except Exception:  # noqa: BLE001 - unavailable, refused, timed out: "not back yet"
             ready = False
         if not ready:
             return

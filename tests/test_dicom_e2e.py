@@ -101,9 +101,7 @@ def test_crop_to_cord_adds_the_cord_segment(nnunet_server, folders, tmp_path):
     out = tmp_path / "dicom"
     code = main(["deepseg", "-i", str(folders["sagittal"]), "-task", "seg_ms_lesion", "--crop-to-cord", "-ofolder", str(out),
                  "-url", url, "--output-format", "dicom"])
-    if code == 1:
-        pytest.skip("the random-weight cord model found no cord in this image")
-    assert code == 0
+    assert code == 0  # the seeded random-weight cord model finds a cord in this image
     cord = decode_segment(out / "sagittal_seg_ms_lesion_seg.dcm", series, "spinal cord")
     nifti = _nifti_of(folders["sagittal"], tmp_path)
     assert main(["deepseg", "-i", str(nifti), "-task", "seg_sc_contrast_agnostic", "-o", str(tmp_path / "cord.nii.gz"), "-url", url]) == 0

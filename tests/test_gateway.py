@@ -4,6 +4,7 @@ title, a destination that is down, Triton down, the gateway SIGKILLed mid-study.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import time
@@ -89,6 +90,20 @@ action = "ignore"
 
 def cstore(name: str, aet: str, port: int) -> str:
     return f'\n[[destinations]]\nname = "{name}"\nkind = "cstore"\nae_title = "{aet}"\nhost = "127.0.0.1"\nport = {port}\n'
+
+
+@contextlib.contextmanager
+def gateway_to_archive(tmp_path: Path, port: int, url: str, *, routes: str = ""):
+    """A gateway process sending to a storescp archive (both started); yields (gateway, archive)."""
+    archive = StoreSCP(tmp_path / "archive").start()
+    config = write_config(tmp_path / "gateway.toml", port=port, url=url, routes=routes,
+                          destinations=cstore("archive", "ARCHIVE", archive.port))
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(port)
+    try:
+        yield gateway, archive
+    finally:
+        gateway.stop()
+        archive.stop()
 
 
 def jobs(spool: Path) -> dict[str, tuple[str, str]]:
@@ -184,22 +199,17 @@ def test_destination_down_then_back(legacy_server, series, gateway_port, tmp_pat
 
 def test_triton_down_jobs_wait_then_run(legacy_server, series, gateway_port, tmp_path):
     triton = Forwarder(("127.0.0.1", legacy_server.settings.grpc_port))
-    archive = StoreSCP(tmp_path / "archive").start()
-    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=f"127.0.0.1:{triton.port}",
-                          destinations=cstore("archive", "ARCHIVE", archive.port))
-    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
     try:
-        assert storescu(series["axial"], gateway_port).returncode == 0
-        uid = read_series(series["axial"]).series_uid
-        wait_for(lambda: "waiting" in jobs(tmp_path / "spool").get(uid, ("", ""))[1], 60, "the job to wait for Triton")
-        assert jobs(tmp_path / "spool")[uid][0] == "queued"
-        triton.start()
-        wait_for(lambda: jobs(tmp_path / "spool")[uid][0] == "sent", 120, "the job to run once Triton is back")
-        assert len(archive.files()) == 2
+        with gateway_to_archive(tmp_path, gateway_port, f"127.0.0.1:{triton.port}") as (gateway, archive):
+            assert storescu(series["axial"], gateway_port).returncode == 0
+            uid = read_series(series["axial"]).series_uid
+            wait_for(lambda: "waiting" in jobs(tmp_path / "spool").get(uid, ("", ""))[1], 60, "the job to wait for Triton")
+            assert jobs(tmp_path / "spool")[uid][0] == "queued"
+            triton.start()
+            wait_for(lambda: jobs(tmp_path / "spool")[uid][0] == "sent", 120, "the job to run once Triton is back")
+            assert len(archive.files()) == 2
     finally:
-        gateway.stop()
         triton.stop()
-        archive.stop()
 
 
 def test_sigkill_mid_study_loses_nothing_and_sends_once(legacy_server, orthanc, series, gateway_port, tmp_path):
@@ -256,19 +266,12 @@ def test_task_route_with_cord_segment(nnunet_server, series, gateway_port, tmp_p
     """A route to an sct_deepseg task with a cord task: the SEG's lesion and cord segments are the
     masks `deepseg` writes for the converted image with each task."""
     url = nnunet_server.settings.grpc_url
-    archive = StoreSCP(tmp_path / "archive").start()
     route = ('[[routes]]\nname = "nnunet"\nseries_description = "(?i)t2w sagittal"\ntask = "seg_ms_lesion"\n'
              'cord_task = "seg_sc_contrast_agnostic"\n')
-    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=url, routes=route,
-                          destinations=cstore("archive", "ARCHIVE", archive.port))
-    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
-    try:
+    with gateway_to_archive(tmp_path, gateway_port, url, routes=route) as (gateway, archive):
         assert storescu(series["sagittal"], gateway_port).returncode == 0
         source = read_series(series["sagittal"])
         wait_for(lambda: jobs(tmp_path / "spool").get(source.series_uid, ("",))[0] == "sent", 180, "the series to be sent")
-    finally:
-        gateway.stop()
-        archive.stop()
     (seg_file,) = [p for p in archive.files() if pydicom.dcmread(str(p), stop_before_pixels=True).Modality == "SEG"]
     image = tmp_path / "sagittal.nii.gz"
     assert main(["dicom2nifti", "-i", str(series["sagittal"]), "-o", str(image)]) == 0
@@ -281,15 +284,9 @@ def test_task_route_with_cord_segment(nnunet_server, series, gateway_port, tmp_p
 
 def test_gateway_spreads_over_servers_and_skips_a_dead_one(legacy_server, series, gateway_port, tmp_path):
     """`url` with two servers, one of them down: every series is segmented on the live one."""
-    archive = StoreSCP(tmp_path / "archive").start()
-    config = write_config(tmp_path / "gateway.toml", port=gateway_port, url=f"127.0.0.1:{free_port()},{legacy_server.settings.grpc_url}",
-                          destinations=cstore("archive", "ARCHIVE", archive.port))
-    gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
-    try:
+    url = f"127.0.0.1:{free_port()},{legacy_server.settings.grpc_url}"
+    with gateway_to_archive(tmp_path, gateway_port, url) as (gateway, archive):
         assert storescu(series["axial"], gateway_port).returncode == 0
         uid = read_series(series["axial"]).series_uid
         wait_for(lambda: jobs(tmp_path / "spool").get(uid, ("",))[0] == "sent", 120, "the series to be sent")
         assert len(archive.files()) == 2
-    finally:
-        gateway.stop()
-        archive.stop()

@@ -74,7 +74,7 @@ def test_config_precedence(tmp_path, monkeypatch):
 def test_config_errors_name_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(UsageError, match=None) as error:
+    with pytest.raises(UsageError) as error:
         load_config(path)
     assert message in str(error.value) and len(str(error.value).splitlines()) == 1
 
@@ -214,3 +214,17 @@ def test_yaml_config(tmp_path):
     path.write_text("gateway:\n  port: 11300\ncallers:\n  ORTHANC: []\nroutes:\n  - name: t2s\n    contrast: t2s\n")
     config = load_config(path)
     assert config.port == 11300 and config.routes[0].model == "deepseg_lesion_t2s"
+
+
+def test_relative_spool_follows_where_it_was_given(tmp_path, monkeypatch):
+    """A relative spool from the file is relative to the file; from the environment or an
+    argument, to the current folder."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "gateway.toml"
+    path.write_text(CONFIG)
+    monkeypatch.chdir(tmp_path)
+    assert load_config(path).spool == (folder / "myspool").resolve()
+    monkeypatch.setenv("LESIONSEG_GATEWAY_SPOOL", "envspool")
+    assert load_config(path).spool == (tmp_path / "envspool").resolve()
+    assert load_config(path, spool="argspool").spool == (tmp_path / "argspool").resolve()

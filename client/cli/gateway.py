@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     def stop(signum, frame) -> None:
         stopping.append(signum)
-        gateway._stop.set()
+        gateway.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -12,7 +12,6 @@ files.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,9 @@ import numpy as np
 from lesionseg.client.dicom.series import MR_IMAGE_STORAGE
 from lesionseg.client.dicom.uids import derived_uid
 from lesionseg.core.files import atomic_path
+
+#: the date written series carry (fixed, so the same call writes the same files)
+FIXTURE_DATE = "20260101"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,7 +81,6 @@ def write_series(data: np.ndarray, affine: np.ndarray, folder: Path, spec: Serie
     study = spec.study_uid or uid(spec.seed, "study")
     series = uid(spec.seed, "series")
     frame_of_reference = spec.frame_of_reference_uid or uid(spec.seed, "frame of reference")
-    today = datetime.date(2026, 1, 1).strftime("%Y%m%d")
     datasets = []
     for k in range(stored.shape[2]):
         ds = pydicom.Dataset()
@@ -91,7 +92,7 @@ def write_series(data: np.ndarray, affine: np.ndarray, folder: Path, spec: Serie
         ds.ImageType = list(spec.image_type)
         ds.SOPClassUID = MR_IMAGE_STORAGE
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = today
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = FIXTURE_DATE
         ds.StudyTime = ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = "120000"
         ds.AccessionNumber = ""
         ds.Modality = spec.modality

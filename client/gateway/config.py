@@ -229,6 +229,7 @@ def load_config(path: Path | None, **arguments: Any) -> GatewayConfig:
     if bad:
         raise UsageError(f"{where}: unknown key [gateway] {sorted(bad)[0]!r} (known: {', '.join(SCALARS)})")
     values: dict[str, Any] = {}
+    from_file: set[str] = set()
     for name, field in SCALARS.items():
         env = os.environ.get(f"{ENV_PREFIX}GATEWAY_{name.upper()}")
         if arguments.get(name) is not None:
@@ -237,11 +238,13 @@ def load_config(path: Path | None, **arguments: Any) -> GatewayConfig:
             values[name] = _cast(field, env, f"{ENV_PREFIX}GATEWAY_{name.upper()}")
         elif name in section:
             values[name] = _cast(field, section[name], f"{where}: [gateway] {name}")
-    if "spool" in values and not Path(values["spool"]).is_absolute():
-        base = path.parent if path is not None and "spool" in section and arguments.get("spool") is None else Path.cwd()
-        values["spool"] = (base / values["spool"]).resolve()
-    elif "spool" not in values:
-        values["spool"] = ((path.parent if path is not None else Path.cwd()) / "spool").resolve()
+            from_file.add(name)
+    # a relative spool is relative to the file when the file gave it (or by default), else to the cwd
+    file_folder = path.parent if path is not None else Path.cwd()
+    spool = Path(values.get("spool", "spool"))
+    if not spool.is_absolute():
+        spool = (file_folder if "spool" in from_file or "spool" not in values else Path.cwd()) / spool
+    values["spool"] = spool.resolve()
     callers = data.get("callers", {})
     if not isinstance(callers, dict):
         raise UsageError(f"{where}: [callers] maps calling AE titles to lists of hosts")

@@ -84,6 +84,10 @@ class Gateway:
         self._stack.close()
         self.journal.close()
 
+    def request_stop(self) -> None:
+        """Ask `wait` to return (from a signal handler); `stop` then shuts everything down."""
+        self._stop.set()
+
     def wait(self) -> None:
         while not self._stop.wait(1.0):
             pass
