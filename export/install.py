@@ -19,11 +19,14 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from lesionseg.core.errors import InputError, LesionsegError, ModelNotFoundError, UsageError
 from lesionseg.core.files import sha256
 from lesionseg.core.paths import cache_dir, user_path
+
+if TYPE_CHECKING:
+    from lesionseg.export.networks import Serving
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +243,7 @@ class Installed:
     skipped: tuple[str, ...] = ()
 
 
-def install_legacy(source: str | None, repository: Path, *, contrast: str = "all", backend: str = "python",
+def install_legacy(source: str | None, repository: Path, *, contrast: str = "all", serving: Serving | None = None,
                    progress: Callable[[int, int | None], None] | None = None) -> Installed:
     """`lesionseg models install sct-legacy`: SCT's legacy networks from `source` (see
     `resolve_source`; None: SCT's release URLs) exported as the `deepseg_lesion_<contrast>` pipelines."""
@@ -248,13 +251,13 @@ def install_legacy(source: str | None, repository: Path, *, contrast: str = "all
     from lesionseg.export.legacy import export_sct_legacy
 
     folder = resolve_source(source, progress=progress)
-    result = export_sct_legacy(folder, repository, contrast=contrast, backend=backend)
+    result = export_sct_legacy(folder, repository, contrast=contrast, serving=serving)
     models = tuple(legacy_model(c) for c in result.contrasts)
     return Installed(models=models, description=", ".join(models), source=str(folder), skipped=result.skipped)
 
 
 def install_task(name: str, repository: Path, *, release: str | None = None, source: str | None = None,
-                 folds: Sequence[str] | None = None, target: str = "cpu",
+                 folds: Sequence[str] | None = None, serving: Serving | None = None,
                  progress: Callable[[int, int | None], None] | None = None) -> Installed:
     """`lesionseg models install <task>`: a sct_deepseg task's release (or `source`), verified and
     exported in its format: an nnU-Net model folder, SCT 6.5's MONAI checkpoint or SCT 6.0-6.3's
@@ -282,15 +285,15 @@ def install_task(name: str, repository: Path, *, release: str | None = None, sou
     if not nnunet and any(next(f.rglob("*.onnx"), None) for f in folders):  # SCT 6.0-6.3's ivadomed models
         from lesionseg.export.ivadomed import export_ivadomed
 
-        ivadomed = export_ivadomed(folders, repository, task=task.name, target=target, source=source)
+        ivadomed = export_ivadomed(folders, repository, task=task.name, serving=serving, source=source)
         return Installed(models=(ivadomed.task,), description=f"{ivadomed.task} ({len(ivadomed.members)} ivadomed members)",
                          source=source)
     if not nnunet and any(folder.rglob("*.ckpt")):  # SCT 6.5's MONAI model
         from lesionseg.export.monai import export_monai
 
-        monai = export_monai(folder, repository, task=task.name, target=target, source=source)
+        monai = export_monai(folder, repository, task=task.name, serving=serving, source=source)
         return Installed(models=(monai.task,), description=f"{monai.task} ({monai.plan.network}, MONAI checkpoint)", source=source)
     from lesionseg.export.nnunet import export_nnunet
 
-    result = export_nnunet(folder, repository, task=task.name, folds=folds, target=target, source=source)
+    result = export_nnunet(folder, repository, task=task.name, folds=folds, serving=serving, source=source)
     return Installed(models=(result.task,), description=f"{result.task} ({', '.join(result.plan.networks)})", source=source)

@@ -20,7 +20,7 @@ import numpy as np
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.core.files import sha256
 from lesionseg.core.paths import user_path
-from lesionseg.export.networks import target_options, write_network
+from lesionseg.export.networks import Serving, write_network
 from lesionseg.server.pipelines.ivadomed import IvadomedPlan, MemberPlan, UnsupportedConfig
 from lesionseg.server.repository.ivadomed import write_ivadomed_task
 from lesionseg.server.repository.networks import NetworkEntry
@@ -83,7 +83,7 @@ def check_member(onnx_path: Path, plan: MemberPlan) -> tuple[Any, str, str, floa
     return model, inputs[0].name, outputs[0].name, deviation
 
 
-def export_ivadomed(model_dir: Path | Sequence[Path], repository: Path, *, task: str, target: str = "cpu",
+def export_ivadomed(model_dir: Path | Sequence[Path], repository: Path, *, task: str, serving: Serving | None = None,
                     source: str | None = None) -> IvadomedExport:
     """Export the members found in `model_dir` (or in each of several folders: an ensemble
     released as one zip per member) as the task `task`."""
@@ -110,7 +110,7 @@ def export_ivadomed(model_dir: Path | Sequence[Path], repository: Path, *, task:
                              input_dims=(1, *plan.length), output_dims=(1, *plan.length), max_batch_size=16, queue_delay_us=2000)
         record = {"source": str(folder), "onnx_source_sha256": sha256(folder / f"{folder.name}.onnx"),
                   "parity": {"reference": "the member's own ONNX file", "compared": "served unchanged", "max_abs_diff": 0.0}}
-        write_network(entry, model, repository, record=record, **target_options(target))
+        write_network(entry, model, repository, serving=serving or Serving(), record=record)
     plan = IvadomedPlan(members=tuple(plans))
     write_ivadomed_task(repository, task, plan, input_name=input_name, output_name=output_name, source=source or str(model_dir))
     logger.info("%s: %d ivadomed members from %s", task, len(members), model_dir)

@@ -19,7 +19,7 @@ from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, U
 from lesionseg.core.files import sha256
 from lesionseg.core.paths import user_path
 from lesionseg.export.keras_onnx import LOGITS_NAME, convert_keras_h5
-from lesionseg.export.networks import write_network
+from lesionseg.export.networks import Serving, write_network
 from lesionseg.server.pipelines.legacy import CONTRASTS
 from lesionseg.server.repository.legacy import (
     EXTRA_CENTERLINE,
@@ -144,7 +144,7 @@ def select_contrasts(contrast: str) -> list[str]:
 
 
 def export_sct_legacy(
-    models_dir: Path, repository: Path, *, contrast: str = "all", backend: str = "python",
+    models_dir: Path, repository: Path, *, contrast: str = "all", serving: Serving | None = None,
     golden_dir: Path | None = None,
 ) -> ExportResult:
     """Export the legacy pipeline(s) for `contrast` ("t2", "t2_ax", "t2s" or "all").
@@ -176,7 +176,7 @@ def export_sct_legacy(
         path = find_network(models_dir, network)
         assert path is not None  # noqa: S101 - checked above
         model, record = load_network(path, network, golden=_golden(models_dir, golden_dir, network))
-        write_network(network_entry(network), model, repository, backend=backend, record=record)
+        write_network(network_entry(network), model, repository, serving=serving or Serving(), record=record)
         records[network] = record
     for name in chosen:
         write_pipeline(repository, name)

@@ -20,7 +20,7 @@ from typing import Any
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError
 from lesionseg.core.files import sha256
 from lesionseg.core.paths import user_path
-from lesionseg.export.networks import target_options, write_network
+from lesionseg.export.networks import Serving, write_network
 from lesionseg.export.torch_onnx import INPUT_NAME, OUTPUT_NAME, load_checkpoint, to_onnx, torch_module
 from lesionseg.server.pipelines.monai import MonaiPlan
 from lesionseg.server.repository.monai import write_monai_task
@@ -84,7 +84,7 @@ class MonaiExport:
     record: dict[str, Any]
 
 
-def export_monai(ckpt: Path, repository: Path, *, task: str, target: str = "cpu", source: str | None = None) -> MonaiExport:
+def export_monai(ckpt: Path, repository: Path, *, task: str, serving: Serving | None = None, source: str | None = None) -> MonaiExport:
     path = user_path(find_checkpoint(ckpt))  # recorded with the model: relative to where it was typed
     state = load_state_dict(path)
     n_stages, features = architecture(state)
@@ -99,6 +99,6 @@ def export_monai(ckpt: Path, repository: Path, *, task: str, target: str = "cpu"
                          output_dims=(1, *plan.roi_size), max_batch_size=4, queue_delay_us=5000)
     record = {"source": str(path), "checkpoint_sha256": sha256(path), "stages": n_stages, "features": features,
               "parity": {"reference": "pytorch", "compared": "output on random windows", "max_abs_diff": diff}}
-    write_network(entry, model, repository, record=record, **target_options(target))
+    write_network(entry, model, repository, serving=serving or Serving(), record=record)
     write_monai_task(repository, task, plan, source=source or str(path))
     return MonaiExport(task=task, plan=plan, record=record)

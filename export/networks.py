@@ -4,25 +4,49 @@ parity record and checksum)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+from lesionseg.core.errors import UsageError
 from lesionseg.core.files import atomic_write_bytes, atomic_write_text, sha256
-from lesionseg.server.repository.networks import WEIGHTS, NetworkEntry, write_network_entry
+from lesionseg.server.repository.gpu import GpuOptions
+from lesionseg.server.repository.networks import BACKENDS, WEIGHTS, NetworkEntry, write_network_entry
 
 RECORD_NAME = "export.json"
+TARGETS = ("cpu", "gpu")
 
 
-def target_options(target: str) -> dict[str, str]:
-    """The serving backend and instance kind of the networks of an export `target` (cpu or gpu)."""
-    return {"backend": "python", "instance_kind": "KIND_CPU"} if target == "cpu" else \
-        {"backend": "onnxruntime", "instance_kind": "KIND_GPU"}
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Serving:
+    """How an export serves its networks.
+
+    Attributes:
+        target: "cpu" writes `config.pbtxt` only; "gpu" adds `configs/gpu.pbtxt` (Triton's
+            onnxruntime backend on the GPU with TensorRT, `tritonserver --model-config-name=gpu`).
+        backend: the CPU config's backend: "python" (the embedded server) or "onnxruntime" (NGC
+            images).
+        gpu: the GPU variant's options (target "gpu" only).
+    """
+
+    target: str = "cpu"
+    backend: str = "python"
+    gpu: GpuOptions = dataclasses.field(default_factory=GpuOptions)
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise UsageError(f"unknown target {self.target!r} (choose from {', '.join(TARGETS)})")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"unknown serving backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+
+    @property
+    def gpu_options(self) -> GpuOptions | None:
+        return self.gpu if self.target == "gpu" else None
 
 
-def write_network(entry: NetworkEntry, model: Any, repository: Path, *, backend: str, record: dict[str, Any],
-                  instance_kind: str = "KIND_CPU") -> Path:
-    """Write `model` (an onnx.ModelProto) and its entry; `record` (source, parity) goes to export.json.
+def write_network(entry: NetworkEntry, model: Any, repository: Path, *, serving: Serving, record: dict[str, Any]) -> Path:
+    """Write `model` (an onnx.ModelProto) and its entries; `record` (source, parity) goes to export.json.
 
     Returns:
         The path of `model.onnx`.
@@ -31,7 +55,9 @@ def write_network(entry: NetworkEntry, model: Any, repository: Path, *, backend:
     version = folder / "1"
     version.mkdir(parents=True, exist_ok=True)
     target = atomic_write_bytes(version / WEIGHTS, model.SerializeToString())
-    write_network_entry(entry, repository, backend=backend, instance_kind=instance_kind)
-    full_record = {**record, "onnx_sha256": sha256(target), "backend": backend}
+    write_network_entry(entry, repository, backend=serving.backend, gpu=serving.gpu_options)
+    full_record = {**record, "onnx_sha256": sha256(target), "backend": serving.backend, "target": serving.target}
+    if serving.gpu_options is not None:
+        full_record["gpu"] = dataclasses.asdict(serving.gpu)
     atomic_write_text(folder / RECORD_NAME, json.dumps(full_record, indent=2, sort_keys=True) + "\n")
     return target

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, UsageError
 from lesionseg.core.files import sha256
 from lesionseg.core.paths import user_path
-from lesionseg.export.networks import target_options, write_network
+from lesionseg.export.networks import Serving, write_network
 from lesionseg.export.torch_onnx import INPUT_NAME, OUTPUT_NAME, load_checkpoint, to_onnx, torch_module
 from lesionseg.server.pipelines.nnunet import NORMALISATIONS, NnunetPlan
 from lesionseg.server.repository.networks import NetworkEntry
@@ -273,12 +273,10 @@ class NnunetExport:
 
 
 def export_nnunet(
-    model_dir: Path, repository: Path, *, task: str, folds: Sequence[str] | None = None, target: str = "cpu",
+    model_dir: Path, repository: Path, *, task: str, folds: Sequence[str] | None = None, serving: Serving | None = None,
     mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None, source: str | None = None,
 ) -> NnunetExport:
     """Export an nnU-Net model folder as the `<task>` ensemble and its networks."""
-    if target not in ("cpu", "gpu"):
-        raise UsageError(f"unknown target {target!r} (cpu or gpu)")
     folder = load_folder(model_dir, folds, configuration)
     labels_of(folder.dataset)
     network = build_network(folder)
@@ -307,7 +305,7 @@ def export_nnunet(
         record = {"source": str(folder.path), "folds": list(folder.checkpoints) if merge_folds else [name.split("_fold")[-1][:-4]],
                   "checkpoints": {f: sha256(p) for f, p in folder.checkpoints.items()},
                   "parity": {"reference": "pytorch", "compared": "logits on 3 random tiles", "max_abs_diff": diff}}
-        write_network(entry, model, repository, record=record, **target_options(target))
+        write_network(entry, model, repository, serving=serving or Serving(), record=record)
         records[name] = record
     plan = make_plan(folder, networks=list(modules), mirror_axes=mirror_axes or (), use_mirroring=mirroring)
     write_task(repository, task, plan, source=source or str(folder.path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lesionseg.client.cli.parsers import command, contrast_argument, parse_folds, repository_arguments, subcommands
+from lesionseg.client.cli.parsers import command, contrast_argument, parse_folds, repository_arguments, serving, subcommands
 from lesionseg.core import paths
 from lesionseg.core.errors import EXIT_OK
 
@@ -13,10 +13,13 @@ HELP = """\
 examples:
   lesionseg export sct-legacy --models-dir ../shared/sct_models --repository model_repository
   lesionseg export sct-legacy --models-dir ~/sct/data --repository repo --contrast t2s --backend onnxruntime
+  lesionseg export sct-legacy --models-dir ../shared/sct_models --repository repo --target gpu --precision fp16
 
 --backend python (default) serves the ONNX networks from Python-backend models with onnxruntime,
 as the embedded server needs; --backend onnxruntime writes configs for Triton's own ONNX Runtime
-backend (NGC images, GPU).
+backend (NGC images). --target gpu adds configs/gpu.pbtxt beside each network's config.pbtxt:
+Triton's onnxruntime backend on the GPU with the TensorRT accelerator, which a server started with
+--model-config-name=gpu uses while the Python pre/post-processing stays on the CPU.
 """
 
 
@@ -41,9 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     kinds = subcommands(parser, dest="kind", metavar="KIND")
     legacy = command(kinds, "sct-legacy", help="SCT's legacy deepseg_lesion / deepseg_sc centerline models (.h5 or .onnx)", epilog=HELP)
     legacy.add_argument("--models-dir", required=True, type=Path, metavar="DIR", help="folder holding *_lesion / *_ctr .h5 or .onnx files")
-    repository_arguments(legacy)
+    repository_arguments(legacy, target=True)
     contrast_argument(legacy)
-    legacy.add_argument("--backend", default="python", choices=("python", "onnxruntime"), help="how the networks are served")
     legacy.add_argument("--golden", type=Path, metavar="DIR", help="Keras golden outputs <model>.npz for parity (default: <models-dir>/golden)")
     legacy.set_defaults(run=run_legacy)
     nnunet = _kind(kinds, "nnunet", help="an nnU-Net v2 model folder (plans.json, dataset.json, fold_N/checkpoint_final.pth)",
@@ -60,6 +62,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
           epilog="example:\n  lesionseg export ivadomed --model-dir model_seg_ms_lesion_mp2rage/ --task seg_ms_lesion_mp2rage\n",
           source=("--model-dir", "DIR", "a member folder, or a folder holding several (seed1/NAME/, ...)"),
           task="seg_ms_lesion_mp2rage", run=run_ivadomed)
+    engines = command(kinds, "tensorrt", help="TensorRT engines for the repository's GPU networks (trtexec, on the serving GPU)",
+                      epilog=TENSORRT_HELP)
+    repository_arguments(engines)
+    engines.add_argument("--network", action="append", metavar="NAME", help="only this network (repeatable; default: every GPU network)")
+    engines.add_argument("--precision", choices=("fp32", "fp16"), help="default: the precision of each network's configs/gpu.pbtxt")
+    engines.add_argument("--trtexec", metavar="PATH", help="trtexec to use (default: env LESIONSEG_TRTEXEC, PATH, /usr/src/tensorrt/bin)")
+    engines.set_defaults(run=run_tensorrt)
+
+
+TENSORRT_HELP = """\
+examples:
+  lesionseg models install sct-legacy --repository /models --target gpu --precision fp16
+  lesionseg export tensorrt --repository /models
+  tritonserver --model-repository=/models --model-config-name=tensorrt
+
+Builds 1/model.plan for every network with a configs/gpu.pbtxt and writes configs/tensorrt.pbtxt
+(platform tensorrt_plan) beside it. Engines are tied to the GPU model and the TensorRT version:
+build them on the node type that serves them (the Helm chart does it at pod start).
+"""
+
+
+def run_tensorrt(args: argparse.Namespace) -> int:
+    from lesionseg.export.tensorrt import build_engines
+
+    repository = paths.repository(args.repository)
+    for engine in build_engines(repository, networks=args.network, precision=args.precision, trtexec=args.trtexec):
+        version = f"TensorRT {engine.tensorrt_version}" if engine.tensorrt_version else "TensorRT version not reported"
+        print(f"{engine.network}: {engine.precision} engine {engine.plan} in {engine.seconds:.0f} s ({version})")
+    return EXIT_OK
 
 
 NNUNET_HELP = """\
@@ -73,7 +104,7 @@ def run_nnunet(args: argparse.Namespace) -> int:
     from lesionseg.export.nnunet import export_nnunet
 
     repository = paths.repository(args.repository)
-    result = export_nnunet(args.model_dir, repository, task=args.task, folds=args.folds, target=args.target,
+    result = export_nnunet(args.model_dir, repository, task=args.task, folds=args.folds, serving=serving(args),
                            mirroring=args.mirroring, merge_folds=args.merge_folds, configuration=args.configuration)
     for name, record in result.networks.items():
         print(f"{name}: ONNX vs PyTorch max abs logits difference {record['parity']['max_abs_diff']:.2g} on random tiles")
@@ -86,7 +117,7 @@ def run_monai(args: argparse.Namespace) -> int:
     from lesionseg.export.monai import export_monai
 
     repository = paths.repository(args.repository)
-    result = export_monai(args.ckpt, repository, task=args.task, target=args.target)
+    result = export_monai(args.ckpt, repository, task=args.task, serving=serving(args))
     print(f"{result.plan.network}: {result.record['stages']} stages, features {result.record['features']}; ONNX vs PyTorch "
           f"max abs difference {result.record['parity']['max_abs_diff']:.2g} on random windows")
     print(f"task {result.task} written to {repository}")
@@ -97,7 +128,7 @@ def run_ivadomed(args: argparse.Namespace) -> int:
     from lesionseg.export.ivadomed import export_ivadomed
 
     repository = paths.repository(args.repository)
-    result = export_ivadomed(args.model_dir, repository, task=args.task, target=args.target)
+    result = export_ivadomed(args.model_dir, repository, task=args.task, serving=serving(args))
     print(f"task {result.task} written to {repository}: {len(result.members)} members, patches {list(result.plan.members[0].length)}")
     return EXIT_OK
 
@@ -107,7 +138,7 @@ def run_legacy(args: argparse.Namespace) -> int:
     from lesionseg.export.legacy import export_sct_legacy
 
     repository = paths.repository(args.repository)
-    result = export_sct_legacy(args.models_dir, repository, contrast=args.contrast, backend=args.backend, golden_dir=args.golden)
+    result = export_sct_legacy(args.models_dir, repository, contrast=args.contrast, serving=serving(args), golden_dir=args.golden)
     for network, record in result.networks.items():
         parity = record.get("parity")
         measured = (f"max abs {parity['compared']} difference {parity['max_abs_diff']:.2g} vs Keras golden outputs"

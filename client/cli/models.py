@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lesionseg.client.cli.parsers import command, contrast_argument, parse_folds, repository_arguments, subcommands
+from lesionseg.client.cli.parsers import command, contrast_argument, parse_folds, repository_arguments, serving, subcommands
 from lesionseg.core.catalogue import TASKS
 from lesionseg.core.errors import EXIT_OK
 
@@ -35,7 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     install.add_argument("--from", dest="source", metavar="SRC", help="URL, zip, folder, or 'sct' ($SCT_DIR); default: SCT's release URLs")
     repository_arguments(install, target=True)
     contrast_argument(install)
-    install.add_argument("--backend", default="python", choices=("python", "onnxruntime"))
     install.add_argument("--folds", default=None, type=parse_folds, metavar="all|0,1", help="nnU-Net tasks: folds to use (default all)")
     install.add_argument("--release", metavar="NAME", help="a task's other release (e.g. seg_sc_contrast_agnostic v2.5, the MONAI model)")
     install.set_defaults(run=run_install)
@@ -55,11 +54,11 @@ def run_install(args: argparse.Namespace) -> int:
     repository = paths.repository(args.repository)
     try:
         if args.family == "sct-legacy":
-            installed = install_legacy(args.source, repository, contrast=args.contrast, backend=args.backend,
+            installed = install_legacy(args.source, repository, contrast=args.contrast, serving=serving(args),
                                        progress=progress)
         else:
             installed = install_task(args.family, repository, release=args.release, source=args.source,
-                                     folds=args.folds, target=args.target, progress=progress)
+                                     folds=args.folds, serving=serving(args), progress=progress)
     finally:
         if shown:
             print(file=sys.stderr)

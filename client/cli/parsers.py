@@ -32,12 +32,30 @@ def subcommands(parser: argparse.ArgumentParser, *, dest: str, metavar: str) -> 
 
 
 def repository_arguments(parser: argparse.ArgumentParser, *, target: bool = False) -> None:
-    """--repository (and --target) as every export kind and `models install` take them."""
+    """--repository (and the serving options: --target, --backend, --precision, --engine-cache) as
+    every export kind and `models install` take them; `serving(args)` turns them into `Serving`."""
     parser.add_argument("--repository", type=Path, metavar="REPO",
                         help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
     if target:
-        parser.add_argument("--target", default="cpu", choices=("cpu", "gpu"),
-                            help="cpu: embedded server (Python backend + onnxruntime); gpu: Triton's onnxruntime backend on GPU")
+        group = parser.add_argument_group("serving")
+        group.add_argument("--target", default="cpu", choices=("cpu", "gpu"),
+                           help="cpu: config.pbtxt only; gpu: also configs/gpu.pbtxt, the networks on Triton's onnxruntime "
+                                "backend on the GPU with TensorRT (tritonserver --model-config-name=gpu)")
+        group.add_argument("--backend", default="python", choices=("python", "onnxruntime"),
+                           help="backend of the CPU config.pbtxt: python (embedded server, default) or onnxruntime (NGC images)")
+        group.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
+                           help="--target gpu: TensorRT precision (default fp32)")
+        group.add_argument("--engine-cache", default="/engine-cache", metavar="DIR",
+                           help="--target gpu: TensorRT engine cache path in the serving container (default /engine-cache)")
+
+
+def serving(args: argparse.Namespace):
+    """The `lesionseg.export.networks.Serving` of --target/--backend/--precision/--engine-cache."""
+    from lesionseg.export.networks import Serving
+    from lesionseg.server.repository.gpu import GpuOptions
+
+    return Serving(target=args.target, backend=args.backend,
+                   gpu=GpuOptions(precision=args.precision, engine_cache=args.engine_cache))
 
 
 def parse_folds(text: str) -> list[str] | None:

@@ -4,7 +4,13 @@ Every problem is collected, not just the first: a repository with three broken m
 lines. Checks: each `config.pbtxt` parses with `model_config_pb2`; its name matches the folder;
 numeric version folders exist and hold the file the backend needs (and, for Python-backend
 models, the file their `weights` parameter names); ensemble steps reference
-models that exist, map existing tensor names, and connect tensors of the same data type.
+models that exist, map existing tensor names, and connect tensors of the same data type; GPU
+execution accelerators use only the keys and values Triton's onnxruntime backend accepts.
+
+A repository may hold variants, `<model>/configs/<name>.pbtxt`, that `tritonserver
+--model-config-name=<name>` takes instead of `config.pbtxt` (`lesionseg.server.repository.gpu`).
+Each variant is checked as that server sees the repository: the variant where a model has one,
+`config.pbtxt` elsewhere, so an ensemble that reaches a GPU network is checked against it too.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from lesionseg.server.repository.modelconfig import CONFIG_NAME, data_type_name, read_config
+from lesionseg.server.repository.gpu import accelerator_problems
+from lesionseg.server.repository.modelconfig import CONFIG_NAME, VARIANTS_DIR, config_path, data_type_name, read_config
 
 #: The file a version folder must hold, per backend or platform.
 MODEL_FILES = {
@@ -39,22 +46,37 @@ class Problem:
         return f"{self.model}: {self.message}"
 
 
-def load_configs(repository: Path) -> tuple[dict[str, mc.ModelConfig], list[Problem]]:
-    """Parse every model folder's config; returns the configs that parsed and the problems."""
+def _model_folders(repository: Path) -> list[Path]:
+    return sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def variants(repository: Path) -> list[str]:
+    """The config variant names (`configs/<name>.pbtxt`) any model of `repository` has, sorted."""
+    return sorted({path.stem for folder in _model_folders(repository) for path in (folder / VARIANTS_DIR).glob("*.pbtxt")})
+
+
+def load_configs(repository: Path, variant: str | None = None) -> tuple[dict[str, mc.ModelConfig], list[Problem]]:
+    """Parse every model folder's config as a server with `--model-config-name=<variant>` would
+    (None: `config.pbtxt` only); returns the configs that parsed and the problems. A problem in a
+    variant file is named after it (`configs/gpu.pbtxt: ...`)."""
     configs: dict[str, mc.ModelConfig] = {}
     problems: list[Problem] = []
-    for folder in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        path = folder / CONFIG_NAME
+    for folder in _model_folders(repository):
+        path = config_path(repository, folder.name, variant)
+        if variant is None or not path.is_file():
+            path = folder / CONFIG_NAME
+        where = "" if path.name == CONFIG_NAME else f"{VARIANTS_DIR}/{path.name}: "
         if not path.is_file():
             problems.append(Problem(model=folder.name, message=f"no {CONFIG_NAME}"))
             continue
         try:
             config = read_config(path)
         except ValueError as exc:
-            problems.append(Problem(model=folder.name, message=f"invalid {CONFIG_NAME}: {exc}"))
+            problems.append(Problem(model=folder.name, message=f"invalid {where or CONFIG_NAME + ': '}{exc}"))
             continue
         if config.name and config.name != folder.name:
-            problems.append(Problem(model=folder.name, message=f"config name {config.name!r} does not match its folder"))
+            problems.append(Problem(model=folder.name, message=f"{where}config name {config.name!r} does not match its folder"))
+        problems.extend(Problem(model=folder.name, message=where + message) for message in accelerator_problems(config))
         configs[folder.name] = config
     return configs, problems
 
@@ -142,11 +164,17 @@ def check_repository(repository: Path) -> list[Problem]:
         return [Problem(model=str(repository), message="repository does not exist")]
     if not repository.is_dir():
         return [Problem(model=str(repository), message="repository is not a directory")]
-    configs, problems = load_configs(repository)
-    if not configs and not problems:
-        problems.append(Problem(model=str(repository), message="repository holds no model"))
-    for name, config in configs.items():
-        problems.extend(_check_files(name, config, repository / name))
-        if config.platform == "ensemble" or config.ensemble_scheduling.step:
-            problems.extend(_check_ensemble(name, config, configs))
+    problems: list[Problem] = []
+    for variant in (None, *variants(repository)):
+        configs, found = load_configs(repository, variant)
+        if not configs and not found:
+            found.append(Problem(model=str(repository), message="repository holds no model"))
+        for name, config in configs.items():
+            where = f"{VARIANTS_DIR}/{variant}.pbtxt: " if variant and config_path(repository, name, variant).is_file() else ""
+            found.extend(Problem(model=p.model, message=where + p.message) for p in _check_files(name, config, repository / name))
+            if config.platform == "ensemble" or config.ensemble_scheduling.step:
+                label = f" (with --model-config-name={variant})" if variant else ""
+                found.extend(Problem(model=p.model, message=p.message + label) for p in _check_ensemble(name, config, configs)
+                             if p not in problems)
+        problems.extend(p for p in found if p not in problems)
     return problems

@@ -16,6 +16,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 CONFIG_NAME = "config.pbtxt"
+#: Folder of a model's alternative configurations: `configs/<name>.pbtxt`, chosen by
+#: `tritonserver --model-config-name=<name>`; a model without one falls back to `config.pbtxt`.
+VARIANTS_DIR = "configs"
 
 #: Triton data type names (without the TYPE_ prefix) for numpy dtypes.
 _NUMPY_TO_TRITON = {
@@ -84,6 +87,26 @@ class DynamicBatching:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Accelerator:
+    """One GPU execution accelerator (`optimization.execution_accelerators.gpu_execution_accelerator`):
+    for the onnxruntime backend, `name` "tensorrt" with the string `parameters` its
+    `src/onnxruntime.cc` accepts (an unknown key fails the model's load)."""
+
+    name: str
+    parameters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Warmup:
+    """One `model_warmup` sample: `batch_size` items of zeros for every input, sent at load time
+    (TensorRT builds its engine then, inside the startup probe, not on the first request)."""
+
+    name: str
+    batch_size: int
+    inputs: Sequence[TensorSpec]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """Everything lesionseg sets in a model's `config.pbtxt`.
 
@@ -103,6 +126,8 @@ class ModelSpec:
     parameters: Mapping[str, str] = dataclasses.field(default_factory=dict)
     steps: Sequence[EnsembleStep] = ()
     default_model_filename: str = ""
+    gpu_accelerators: Sequence[Accelerator] = ()
+    warmup: Sequence[Warmup] = ()
 
     def __post_init__(self) -> None:
         if bool(self.steps) != (self.platform == "ensemble"):
@@ -141,6 +166,16 @@ def to_proto(spec: ModelSpec) -> mc.ModelConfig:
         config.dynamic_batching.preferred_batch_size.extend(spec.dynamic_batching.preferred_batch_sizes)
     for key in sorted(spec.parameters):
         config.parameters[key].string_value = str(spec.parameters[key])
+    for accelerator in spec.gpu_accelerators:
+        message = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name=accelerator.name)
+        for key in sorted(accelerator.parameters):
+            message.parameters[key] = str(accelerator.parameters[key])
+    for sample in spec.warmup:
+        message = config.model_warmup.add(name=sample.name, batch_size=sample.batch_size)
+        for tensor in sample.inputs:
+            message.inputs[tensor.name].data_type = data_type(tensor.dtype)
+            message.inputs[tensor.name].dims.extend(tensor.dims)
+            message.inputs[tensor.name].zero_data = True
     for step in spec.steps:
         message = config.ensemble_scheduling.step.add(model_name=step.model, model_version=step.version)
         for key, value in step.input_map.items():
@@ -176,12 +211,17 @@ def read_config(path: Path) -> mc.ModelConfig:
     return parse_config(text, source=str(path))
 
 
-def write_config(spec: ModelSpec | mc.ModelConfig, repository: Path) -> Path:
-    """Write `<repository>/<name>/config.pbtxt`; returns its path."""
+def config_path(repository: Path, model: str, variant: str | None = None) -> Path:
+    """`<repository>/<model>/config.pbtxt`, or `<model>/configs/<variant>.pbtxt` for a variant."""
+    folder = repository / model
+    return folder / VARIANTS_DIR / f"{variant}.pbtxt" if variant else folder / CONFIG_NAME
+
+
+def write_config(spec: ModelSpec | mc.ModelConfig, repository: Path, *, variant: str | None = None) -> Path:
+    """Write `<repository>/<name>/config.pbtxt` (or `configs/<variant>.pbtxt`); returns its path."""
     config = to_proto(spec) if isinstance(spec, ModelSpec) else spec
-    folder = repository / config.name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / CONFIG_NAME
+    path = config_path(repository, config.name, variant)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_text(config))
     return path
 

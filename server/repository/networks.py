@@ -1,21 +1,23 @@
 """Repository entries of the networks every model family calls: `<name>/config.pbtxt` (and, on
 the embedded server, the thin `1/model.py`), batched dynamically along the first axis.
 
-Two serving variants of the same network: `python` (the embedded server, which has no ONNX
-Runtime backend: a Python-backend model holding an onnxruntime session,
-`lesionseg.server.backend.onnx_network`) and `onnxruntime` (Triton's own backend, as in NGC
-images). The weights (`1/model.onnx`) are written by `lesionseg.export.networks`.
+`config.pbtxt` runs the network on the CPU, with one of two backends: `python` (the embedded
+server, which has no ONNX Runtime backend: a Python-backend model holding an onnxruntime session,
+`lesionseg.server.backend.onnx_network`) or `onnxruntime` (Triton's own backend, as in NGC
+images). With `gpu` options the same folder also gets `configs/gpu.pbtxt`
+(`lesionseg.server.repository.gpu`), chosen by `tritonserver --model-config-name=gpu`. The weights
+(`1/model.onnx`) are written by `lesionseg.export.networks`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Sequence
 
 from lesionseg.core.errors import ExportError
 from lesionseg.server.backend.onnx_network import OnnxNetModel
-from lesionseg.server.repository.modelconfig import DynamicBatching, ModelSpec, TensorSpec, write_config
+from lesionseg.server.repository.entry import NetworkEntry
+from lesionseg.server.repository.gpu import GPU_VARIANT, PLAN, TENSORRT_VARIANT, GpuOptions, gpu_network_spec
+from lesionseg.server.repository.modelconfig import DynamicBatching, ModelSpec, TensorSpec, config_path, write_config
 from lesionseg.server.repository.pymodel import write_model_py
 
 BACKENDS = ("python", "onnxruntime")
@@ -30,31 +32,16 @@ CPU_INTRA_OP_THREADS = 1
 WEIGHTS = "model.onnx"
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class NetworkEntry:
-    """A network model entry: tensor names and per-item shapes (batch axis excluded)."""
-
-    name: str
-    input_name: str
-    output_names: Sequence[str]
-    input_dims: tuple[int, ...]
-    output_dims: tuple[int, ...]
-    max_batch_size: int = 16
-    queue_delay_us: int = 2000
-    instance_count: int = 0  # 0: CPU_NETWORK_INSTANCES on CPU, 1 on GPU
-
-
-def network_spec(entry: NetworkEntry, *, backend: str, instance_kind: str = "KIND_CPU") -> ModelSpec:
+def network_spec(entry: NetworkEntry, *, backend: str) -> ModelSpec:
+    """The CPU `config.pbtxt` of a network on `backend` ("python" or "onnxruntime")."""
     if backend not in BACKENDS:
         raise ExportError(f"unknown serving backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    cpu = instance_kind == "KIND_CPU"
     parameters: dict[str, str] = {}
     if backend == "python":
         # the python backend's entry point is model.py; the weights it loads must be there too
         parameters["weights"] = WEIGHTS
-        if cpu:
-            parameters.update(intra_op_threads=str(CPU_INTRA_OP_THREADS), ort_spinning="0")
-    elif cpu:
+        parameters.update(intra_op_threads=str(CPU_INTRA_OP_THREADS), ort_spinning="0")
+    else:
         parameters["intra_op_thread_count"] = str(CPU_INTRA_OP_THREADS)  # Triton's onnxruntime backend
     return ModelSpec(
         name=entry.name,
@@ -62,19 +49,34 @@ def network_spec(entry: NetworkEntry, *, backend: str, instance_kind: str = "KIN
         max_batch_size=entry.max_batch_size,
         inputs=[TensorSpec(name=entry.input_name, dtype="FP32", dims=entry.input_dims)],
         outputs=[TensorSpec(name=n, dtype="FP32", dims=entry.output_dims) for n in entry.output_names],
-        instance_count=entry.instance_count or (CPU_NETWORK_INSTANCES if cpu else 1),
-        instance_kind=instance_kind,
+        instance_count=entry.instance_count or CPU_NETWORK_INSTANCES,
+        instance_kind="KIND_CPU",
         dynamic_batching=DynamicBatching(max_queue_delay_us=entry.queue_delay_us),
         parameters=parameters,
     )
 
 
-def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str, instance_kind: str = "KIND_CPU") -> Path:
-    """Write a network's config (and, for the python backend, its thin model.py); no weights."""
-    path = write_config(network_spec(entry, backend=backend, instance_kind=instance_kind), repository)
-    stale = repository / entry.name / "1" / "model.py"
+def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str, gpu: GpuOptions | None = None) -> Path:
+    """Write a network's `config.pbtxt` (and, for the python backend, its thin model.py) and, with
+    `gpu`, its `configs/gpu.pbtxt`; no weights.
+
+    What an earlier export left that no longer fits is removed: the GPU variant when `gpu` is None,
+    and always a TensorRT engine with its `configs/tensorrt.pbtxt`, built from the weights being
+    replaced (`lesionseg export tensorrt` builds it again).
+
+    Returns:
+        The path of `config.pbtxt`.
+    """
+    path = write_config(network_spec(entry, backend=backend), repository)
+    stale = [config_path(repository, entry.name, TENSORRT_VARIANT), repository / entry.name / "1" / PLAN]
     if backend == "python":
         write_model_py(repository, entry.name, OnnxNetModel)
-    elif stale.exists():
-        stale.unlink()
+    else:
+        stale.append(repository / entry.name / "1" / "model.py")
+    if gpu is not None:
+        write_config(gpu_network_spec(entry, gpu), repository, variant=GPU_VARIANT)
+    else:
+        stale.append(config_path(repository, entry.name, GPU_VARIANT))
+    for old in stale:
+        old.unlink(missing_ok=True)
     return path
