@@ -118,3 +118,21 @@ def test_install_line_works_in_a_fresh_venv(target: str, commands: tuple[list[st
     for argv in commands:
         ran = subprocess.run([str(env_dir / "bin" / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=120)
         assert ran.returncode == 0, (argv, ran.stderr)
+
+
+def test_the_chart_runs_what_the_images_hold() -> None:
+    """The chart's commands are the images' entrypoints, and its init containers (and the GPU
+    image's TensorRT build) run `lesionseg`, which the triton target installs."""
+    import helm_chart as hc
+
+    found = stages()
+    for values in ([], [hc.CI_VALUES / "tensorrt-values.yaml"]):
+        objects = hc.render(values)
+        triton = hc.find(objects, "Deployment", "triton")
+        assert hc.container(triton, "triton")["command"] == json.loads(last(found["triton"], "ENTRYPOINT"))
+        for init in triton["spec"]["template"]["spec"]["initContainers"]:
+            assert init["image"] == hc.container(triton, "triton")["image"]
+            assert init["command"][0] == "lesionseg", init["command"]
+        gateway = hc.container(hc.find(objects, "StatefulSet", "gateway"), "gateway")
+        assert gateway["command"] == json.loads(last(found["gateway"], "ENTRYPOINT"))
+        assert gateway["args"][:3] == json.loads(last(found["gateway"], "CMD"))

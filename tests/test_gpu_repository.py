@@ -293,3 +293,19 @@ def test_triton_251_takes_the_gpu_variant_only_when_asked(tmp_path: Path) -> Non
     assert gpu["tiny_net"]["state"] == "UNAVAILABLE"
     assert "unable to find backend library for backend 'onnxruntime'" in gpu["tiny_net"]["reason"]
     np.testing.assert_equal(read_config(tmp_path / "tiny_net" / "configs" / "gpu.pbtxt").max_batch_size, 64)
+
+
+@pytest.mark.realdata
+def test_models_install_legacy_for_the_gpu(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the chart's init container runs on a GPU node: the real SCT weights, both variants."""
+    repo = tmp_path / "models"
+    assert main(["models", "install", "sct-legacy", "--from", str(shared / "sct_models"), "--contrast", "t2s",
+                 "--repository", str(repo), "--target", "gpu", "--precision", "fp16", "--engine-cache", "/cache"]) == 0
+    networks = sorted(p.parent.parent.name for p in repo.glob("*/configs/gpu.pbtxt"))
+    assert networks == ["deepseg_ctr_dwi_net", "deepseg_ctr_t2s_net", "deepseg_lesion_t2s_net"]
+    params = tensorrt_accelerator(read_config(repo / "deepseg_lesion_t2s_net" / "configs" / "gpu.pbtxt"))
+    assert params is not None
+    assert (params["precision_mode"], params["trt_engine_cache_path"]) == ("FP16", "/cache/deepseg_lesion_t2s_net")
+    assert not (repo / "deepseg_lesion_t2s" / "configs").exists()  # the Python pipeline stays on the CPU
+    capsys.readouterr()
+    assert main(["repository", "check", str(repo)]) == 0
