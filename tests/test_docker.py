@@ -80,7 +80,7 @@ def test_two_targets_non_root_no_weights() -> None:
 
 @pytest.mark.server
 def test_base_image_is_the_embedded_tritons_release(server) -> None:
-    with urllib.request.urlopen(f"{server.settings.http_url}/v2", timeout=10) as response:
+    with urllib.request.urlopen(f"http://{server.settings.http_url}/v2", timeout=10) as response:
         version = json.loads(response.read())["version"]
     tag = args_of(stages()[""])["TRITON_IMAGE"].rsplit(":", 1)[1]
     assert tag == f"{NGC_RELEASE_OF[version]}-py3", (version, tag)
