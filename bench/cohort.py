@@ -28,7 +28,7 @@ requests are byte-identical) is segmented, in one run:
      tiles the pipeline sends for all N subjects (legacy: the centerline and the lesion network,
      in the pipeline's BLS requests of `net_batch` items; nnU-Net: the sliding-window tiles, in
      requests of 2), sequentially, with sessions configured like the server's
-     (`lesionseg.server.backend.onnx_network.make_session`). Tiles are captured once, untimed; no I/O,
+     (`lesionseg.server.backend.runtimes.make_session`). Tiles are captured once, untimed; no I/O,
      no pre/post-processing.
 
 Printed per pipeline: seconds and subjects/minute of a, b, c; b/a (lesionseg speed-up over
@@ -227,7 +227,7 @@ def server_settings(repo: Path):
 
 def ort_session(path: Path):
     """An onnxruntime session configured like the server's networks (threads as the server reads them)."""
-    from lesionseg.server.backend.onnx_network import make_session
+    from lesionseg.server.backend.runtimes import make_session
 
     return make_session(path, intra_op_threads=int(os.environ.get("LESIONSEG_ORT_THREADS", "0")))
 

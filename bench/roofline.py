@@ -7,9 +7,11 @@ temporary folder):
 
   FLOPs     counted from the ONNX graph at its real tile (`lesionseg.export.flops`: Conv,
             ConvTranspose, MatMul, Gemm; 2 per multiply-accumulate), batch 1;
-  seconds   median of `--repeats` runs of ONNX Runtime on that tile, the session configured as
-            the server's (`lesionseg.server.backend.onnx_network.make_session`, `--threads`
-            intra-op threads: 1 is what each of the server's two instances uses);
+  seconds   best of `--repeats` runs on that tile with each runtime of `--runtimes` (ONNX Runtime
+            and OpenVINO FP32, as the server's network models configure them:
+            `lesionseg.server.backend.runtimes.make_runner`, `--threads` threads: 1 is what
+            each of the server's two instances uses); the roofline columns are the first
+            runtime's, the others are printed as its speed-up;
   achieved  FLOPs / seconds, against the peaks measured in the same run with the same threads:
             the best square matrix product (1024^2 to 4096^2) in FP32 (numpy's BLAS, PyTorch,
             OpenVINO), BF16 (PyTorch, OpenVINO: AVX512-BF16 or AMX where the CPU has them) and
@@ -127,12 +129,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--runtimes", default="onnxruntime,openvino",
+                        help="network runtimes to time, the first one for the roofline columns (default onnxruntime,openvino)")
     args = parser.parse_args()
+    args.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
 
     import onnx
 
     from lesionseg.export.flops import network_flops
-    from lesionseg.server.backend.onnx_network import make_session
+    from lesionseg.server.backend.runtimes import make_runner
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,11 +148,15 @@ def main() -> int:
             for name, path, dims in networks(repository):
                 shape = (1, *dims)
                 flops = network_flops(onnx.load(str(path)), shape)
-                session = make_session(path, intra_op_threads=args.threads, spinning=False)
-                feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
-                seconds = _best_seconds(lambda: session.run(None, feed), args.repeats)
-                rows.append({"network": name, "tile": "x".join(map(str, dims)), "gflop": flops / 1e9, "seconds": seconds,
-                             "gflops": flops / seconds / 1e9})
+                feed_name = onnx.load(str(path), load_external_data=False).graph.input[0].name
+                feed = {feed_name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+                row = {"network": name, "tile": "x".join(map(str, dims)), "gflop": flops / 1e9}
+                for runtime in args.runtimes:
+                    runner = make_runner(path, runtime=runtime, threads=args.threads, spinning=False)
+                    row[runtime] = _best_seconds(lambda: runner.run(None, feed), args.repeats)
+                row["seconds"] = row[args.runtimes[0]]
+                row["gflops"] = flops / row["seconds"] / 1e9
+                rows.append(row)
     import onnxruntime
     import torch
 
@@ -158,10 +167,14 @@ def main() -> int:
     for kind, by in peak.items():
         print(f"  {kind.upper():5} {best(peak, kind):6.0f}  (" + ", ".join(f"{lib} {v:.0f}" for lib, v in by.items()) + ")")
     kinds = [k for k in ("fp32", "bf16", "int8") if k in peak]
-    print(f"{'network':32} {'tile':>14} {'GFLOP':>8} {'seconds':>8} {'GFLOP/s':>8}" + "".join(f" {'of ' + k.upper():>8}" for k in kinds))
+    others = args.runtimes[1:]
+    print(f"roofline columns: {args.runtimes[0]} FP32" + (f"; {', '.join(others)} FP32 as speed-up over it" if others else ""))
+    print(f"{'network':32} {'tile':>14} {'GFLOP':>8} {'seconds':>8} {'GFLOP/s':>8}" + "".join(f" {'of ' + k.upper():>8}" for k in kinds)
+          + "".join(f" {r[:8] + ' x':>10}" for r in others))
     for row in rows:
         print(f"{row['network']:32} {row['tile']:>14} {row['gflop']:8.2f} {row['seconds']:8.3f} {row['gflops']:8.1f}"
-              + "".join(f" {row['gflops'] / best(peak, k):8.0%}" for k in kinds))
+              + "".join(f" {row['gflops'] / best(peak, k):8.0%}" for k in kinds)
+              + "".join(f" {row['seconds'] / row[r]:10.2f}" for r in others))
     if args.json:
         args.json.write_text(json.dumps({"peaks": peak, "networks": rows, "threads": args.threads}, indent=2) + "\n")
     return 0

@@ -41,8 +41,12 @@ def repository_arguments(parser: argparse.ArgumentParser, *, target: bool = Fals
         group.add_argument("--target", default="cpu", choices=("cpu", "gpu"),
                            help="cpu: config.pbtxt only; gpu: also configs/gpu.pbtxt, the networks on Triton's onnxruntime "
                                 "backend on the GPU with TensorRT (tritonserver --model-config-name=gpu)")
-        group.add_argument("--backend", default="python", choices=("python", "onnxruntime"),
-                           help="backend of the CPU config.pbtxt: python (embedded server, default) or onnxruntime (NGC images)")
+        group.add_argument("--backend", default="python", choices=("python", "onnxruntime", "openvino"),
+                           help="backend of the CPU config.pbtxt: python (embedded server, default) or Triton's own "
+                                "onnxruntime / openvino (NGC images)")
+        group.add_argument("--runtime", default="auto", choices=("auto", "onnxruntime", "openvino"),
+                           help="--backend python: run the networks with ONNX Runtime or OpenVINO; auto (default): "
+                                "each network's measured choice (bench/README.md)")
         group.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
                            help="--target gpu: TensorRT precision (default fp32)")
         group.add_argument("--engine-cache", default="/engine-cache", metavar="DIR",
@@ -50,11 +54,11 @@ def repository_arguments(parser: argparse.ArgumentParser, *, target: bool = Fals
 
 
 def serving(args: argparse.Namespace):
-    """The `lesionseg.export.networks.Serving` of --target/--backend/--precision/--engine-cache."""
+    """The `lesionseg.export.networks.Serving` of --target/--backend/--runtime/--precision/--engine-cache."""
     from lesionseg.export.networks import Serving
     from lesionseg.server.repository.gpu import GpuOptions
 
-    return Serving(target=args.target, backend=args.backend,
+    return Serving(target=args.target, backend=args.backend, runtime=args.runtime,
                    gpu=GpuOptions(precision=args.precision, engine_cache=args.engine_cache))
 
 

@@ -1,7 +1,8 @@
 """A network served from `<model>/<version>/model.onnx` with ONNX Runtime inside the Python backend.
 
 The embedded Triton (nvidia-pytriton) has no onnxruntime backend, so each network is a
-Python-backend model holding one `onnxruntime.InferenceSession`. With `max_batch_size > 0` and
+Python-backend model holding one `onnxruntime.InferenceSession` (or, with the config parameter
+`runtime` "openvino", one OpenVINO compiled model: `lesionseg.server.backend.runtimes`). With `max_batch_size > 0` and
 dynamic batching in its config, Triton hands `execute` several requests at once: their inputs are
 concatenated along the batch axis, run in one call, and split back — real batching of tiles from
 concurrent requests. Production images use Triton's own `onnxruntime` backend with the same
@@ -18,23 +19,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from lesionseg.server.backend.base import PythonModel, RequestError, _pb_utils
+from lesionseg.server.backend.runtimes import make_runner
 
 logger = logging.getLogger(__name__)
-
-
-def make_session(path: Path, *, intra_op_threads: int = 0, inter_op_threads: int = 1, spinning: bool = True) -> Any:
-    """An ONNX Runtime CPU session for `path` (threads 0 = ONNX Runtime's default: one per core;
-    `spinning` False makes idle pool threads sleep instead of busy-waiting, which matters when
-    several sessions and Python stubs share few cores)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = inter_op_threads
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class OnnxNetModel(PythonModel):
@@ -46,9 +33,10 @@ class OnnxNetModel(PythonModel):
         # an operator's environment (LESIONSEG_ORT_THREADS / _SPINNING) > the config's parameters > ORT's defaults
         threads = int(os.environ.get("LESIONSEG_ORT_THREADS") or self.parameters.get("intra_op_threads", "0"))
         spinning = (os.environ.get("LESIONSEG_ORT_SPINNING") or self.parameters.get("ort_spinning", "1")) != "0"
-        self.session = make_session(self.path, intra_op_threads=threads, spinning=spinning)
+        self.runtime = os.environ.get("LESIONSEG_NETWORK_RUNTIME") or self.parameters.get("runtime", "onnxruntime")
+        self.session = make_runner(self.path, runtime=self.runtime, threads=threads, spinning=spinning)
         self.batched = int(config.get("max_batch_size", 0)) > 0
-        logger.info("%s: loaded %s (threads=%s)", self.name, self.path, threads or "default")
+        logger.info("%s: loaded %s on %s (threads=%s)", self.name, self.path, self.runtime, threads or "default")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         if not self.batched or len(requests) == 1:

@@ -20,7 +20,22 @@ from lesionseg.server.repository.gpu import GPU_VARIANT, PLAN, TENSORRT_VARIANT,
 from lesionseg.server.repository.modelconfig import DynamicBatching, ModelSpec, TensorSpec, config_path, write_config
 from lesionseg.server.repository.pymodel import write_model_py
 
-BACKENDS = ("python", "onnxruntime")
+#: python: the embedded server's Python-backend model running the network with a `runtime`
+#: (lesionseg.server.backend.runtimes); onnxruntime / openvino: Triton's own backends (NGC images).
+BACKENDS = ("python", "onnxruntime", "openvino")
+RUNTIMES = ("onnxruntime", "openvino")
+#: The CPU runtime of each network when none is asked for ("auto"), chosen by measurement
+#: (bench/roofline.py, one thread, FP32, numbers in bench/README.md): OpenVINO runs the legacy 3D
+#: lesion networks 2.0-2.3x faster than ONNX Runtime with the same masks on every real image
+#: (tests/test_runtimes.py); the 2D centerline networks are faster on ONNX Runtime (OpenVINO
+#: 0.8-0.9x); nnU-Net tiles run 1.4x faster on OpenVINO but miss the 1e-3 probability bar
+#: against ONNX Runtime on random weights, so they stay on ONNX Runtime. First matching prefix wins.
+MEASURED_RUNTIMES = (("deepseg_lesion_", "openvino"),)
+
+
+def default_runtime(network: str) -> str:
+    """The measured CPU runtime of `network` (see MEASURED_RUNTIMES); ONNX Runtime otherwise."""
+    return next((runtime for prefix, runtime in MEASURED_RUNTIMES if network.startswith(prefix)), "onnxruntime")
 #: CPU serving defaults, chosen by measurement (bench/tuning.py, numbers in bench/README.md): two
 #: instances of every network, each ONNX Runtime session on one intra-op thread whose idle workers
 #: sleep instead of spinning. On the 2-core machine this beat one instance using every core by
@@ -32,17 +47,28 @@ CPU_INTRA_OP_THREADS = 1
 WEIGHTS = "model.onnx"
 
 
-def network_spec(entry: NetworkEntry, *, backend: str) -> ModelSpec:
-    """The CPU `config.pbtxt` of a network on `backend` ("python" or "onnxruntime")."""
+def network_spec(entry: NetworkEntry, *, backend: str, runtime: str = "auto") -> ModelSpec:
+    """The CPU `config.pbtxt` of a network on `backend` (BACKENDS); the python backend runs it
+    with `runtime` (RUNTIMES, or "auto": `default_runtime`), Triton's own backends are their runtime."""
     if backend not in BACKENDS:
         raise ExportError(f"unknown serving backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if runtime == "auto":
+        runtime = default_runtime(entry.name)
+    if runtime not in RUNTIMES:
+        raise ExportError(f"unknown network runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     parameters: dict[str, str] = {}
+    filename = ""
     if backend == "python":
         # the python backend's entry point is model.py; the weights it loads must be there too
         parameters["weights"] = WEIGHTS
         parameters.update(intra_op_threads=str(CPU_INTRA_OP_THREADS), ort_spinning="0")
-    else:
+        if runtime != "onnxruntime":
+            parameters["runtime"] = runtime
+    elif backend == "onnxruntime":
         parameters["intra_op_thread_count"] = str(CPU_INTRA_OP_THREADS)  # Triton's onnxruntime backend
+    else:  # Triton's openvino backend reads the ONNX file itself (its README: model.onnx allowed)
+        filename = WEIGHTS
+        parameters.update(INFERENCE_NUM_THREADS=str(CPU_INTRA_OP_THREADS), NUM_STREAMS="1", PERFORMANCE_HINT="LATENCY")
     return ModelSpec(
         name=entry.name,
         backend=backend,
@@ -53,10 +79,12 @@ def network_spec(entry: NetworkEntry, *, backend: str) -> ModelSpec:
         instance_kind="KIND_CPU",
         dynamic_batching=DynamicBatching(max_queue_delay_us=entry.queue_delay_us),
         parameters=parameters,
+        default_model_filename=filename,
     )
 
 
-def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str, gpu: GpuOptions | None = None) -> Path:
+def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str, gpu: GpuOptions | None = None,
+                        runtime: str = "auto") -> Path:
     """Write a network's `config.pbtxt` (and, for the python backend, its thin model.py) and, with
     `gpu`, its `configs/gpu.pbtxt`; no weights.
 
@@ -67,7 +95,7 @@ def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str, 
     Returns:
         The path of `config.pbtxt`.
     """
-    path = write_config(network_spec(entry, backend=backend), repository)
+    path = write_config(network_spec(entry, backend=backend, runtime=runtime), repository)
     stale = [config_path(repository, entry.name, TENSORRT_VARIANT), repository / entry.name / "1" / PLAN]
     if backend == "python":
         write_model_py(repository, entry.name, OnnxNetModel)

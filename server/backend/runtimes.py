@@ -1,0 +1,72 @@
+"""The runtimes a Python-backend network model can run its `model.onnx` with: ONNX Runtime or
+OpenVINO, behind one call, `run(output_names, feeds) -> list of arrays`.
+
+Both run the same ONNX file on the CPU with the same thread budget. OpenVINO compiles the graph
+with its dynamic batch axis once (measured here: the same speed per item as a static shape) and
+keeps one infer request; FP32 is asked for explicitly (`INFERENCE_PRECISION_HINT` f32), since the
+CPU plugin would otherwise pick BF16 on CPUs with native BF16. Its threads are not pinned to cores:
+several stub processes share the cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from lesionseg.core.errors import UsageError
+
+RUNTIMES = ("onnxruntime", "openvino")
+#: lesionseg's precision names -> OpenVINO's INFERENCE_PRECISION_HINT
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def make_session(path: Path, *, intra_op_threads: int = 0, inter_op_threads: int = 1, spinning: bool = True) -> Any:
+    """An ONNX Runtime CPU session for `path` (threads 0 = ONNX Runtime's default: one per core;
+    `spinning` False makes idle pool threads sleep instead of busy-waiting, which matters when
+    several sessions and Python stubs share few cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OpenVinoRunner:
+    """`model.onnx` compiled by OpenVINO's CPU plugin; `run` has ONNX Runtime's signature."""
+
+    def __init__(self, path: Path, *, threads: int = 0, precision: str = "fp32") -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise UsageError("the openvino runtime needs the openvino package: pip install openvino") from None
+        if precision not in OPENVINO_PRECISIONS:
+            raise UsageError(f"unknown precision {precision!r} (choose from {', '.join(OPENVINO_PRECISIONS)})")
+        core = ov.Core()
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision], "NUM_STREAMS": 1,
+                                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        # a tensor may carry several names in OpenVINO (the ONNX output's among them)
+        self.outputs = {name: port for port in self.compiled.outputs for name in port.get_names()}
+        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
+
+    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.request.infer(dict(feeds))  # copies the outputs out of the request's buffers
+        return [np.asarray(results[self.outputs[name]]) for name in (output_names or self.output_names)]
+
+
+def make_runner(path: Path, *, runtime: str = "onnxruntime", threads: int = 0, spinning: bool = True) -> Any:
+    """A runner of `path` on `runtime` (see RUNTIMES) with `threads` threads (0: the runtime's default)."""
+    if runtime == "onnxruntime":
+        return make_session(path, intra_op_threads=threads, spinning=spinning)
+    if runtime == "openvino":
+        return OpenVinoRunner(path, threads=threads)
+    raise UsageError(f"unknown network runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
