@@ -235,7 +235,9 @@ def test_sigkill_mid_study_loses_nothing_and_sends_once(legacy_server, orthanc, 
     log = sender.communicate(timeout=60)[0]
     acknowledged = log.count("Received Store Response (Success)")
     spooled = list(instances.rglob("*.dcm"))
-    assert 5 <= acknowledged <= len(spooled) < total, (acknowledged, len(spooled), total)  # killed mid-study, nothing acknowledged lost
+    # killed mid-study and nothing acknowledged lost. storescu sends one instance at a time, so
+    # at most the last spooled one can lack its C-STORE response (CI once saw 4 of 5 acknowledged)
+    assert 4 <= len(spooled) - 1 <= acknowledged <= len(spooled) < total, (acknowledged, len(spooled), total)
     for path in spooled:
         pydicom.dcmread(str(path))  # complete files only
     gateway = GatewayProcess(config, tmp_path / "gateway.log").start(gateway_port)
