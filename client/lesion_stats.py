@@ -22,8 +22,8 @@ import numpy as np
 
 from lesionseg.client.nifti import Volume, stem
 from lesionseg.core.files import atomic_write_text
+from lesionseg.core.lesions import CONNECTIVITY, label_lesions, voxel_volume_mm3
 
-CONNECTIVITY = 26
 TSV_COLUMNS = (
     "lesion", "voxels", "volume_mm3", "extent_x_mm", "extent_y_mm", "extent_z_mm",
     "centroid_x_vox", "centroid_y_vox", "centroid_z_vox",
@@ -83,26 +83,6 @@ class LesionStats:
                 for lesion in self.lesions
             ],
         }
-
-
-def voxel_volume_mm3(spacing: Sequence[float]) -> float:
-    """Volume of one voxel (mm3) from its (x, y, z) size in mm."""
-    return float(np.prod(np.asarray(spacing, dtype=np.float64)))
-
-
-def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Connected lesions of an (x, y, z) mask under 26-connectivity.
-
-    Returns:
-        (labels, n): int32 (x, y, z) array with 0 outside lesions and 1..n inside, numbered by
-        first voxel in C order; n the number of lesions.
-    """
-    from scipy import ndimage
-
-    if mask.ndim != 3:
-        raise ValueError(f"lesion mask must be 3D (x, y, z), got shape {mask.shape}")
-    labels, count = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
-    return labels.astype(np.int32, copy=False), int(count)
 
 
 def lesion_stats(

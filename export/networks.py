@@ -12,7 +12,7 @@ from typing import Any
 from lesionseg.core.errors import UsageError
 from lesionseg.core.files import atomic_write_bytes, atomic_write_text, sha256
 from lesionseg.server.repository.gpu import GpuOptions
-from lesionseg.server.repository.networks import BACKENDS, RUNTIMES, WEIGHTS, NetworkEntry, default_runtime, write_network_entry
+from lesionseg.server.repository.networks import BACKENDS, RUNTIMES, WEIGHTS, NetworkEntry, resolve_runtime, write_network_entry
 
 RECORD_NAME = "export.json"
 TARGETS = ("cpu", "gpu")
@@ -28,7 +28,7 @@ class Serving:
         backend: the CPU config's backend: "python" (the embedded server) or Triton's own
             "onnxruntime" / "openvino" (NGC images).
         runtime: what the python backend runs the network with: "onnxruntime", "openvino" or
-            "auto" (each network's measured choice, `networks.default_runtime`).
+            "auto" (each network's measured choice, `networks.resolve_runtime`).
         gpu: the GPU variant's options (target "gpu" only).
     """
 
@@ -63,7 +63,7 @@ def write_network(entry: NetworkEntry, model: Any, repository: Path, *, serving:
     version.mkdir(parents=True, exist_ok=True)
     target = atomic_write_bytes(version / WEIGHTS, model.SerializeToString())
     write_network_entry(entry, repository, backend=serving.backend, gpu=serving.gpu_options, runtime=serving.runtime)
-    runtime = default_runtime(entry.name) if serving.runtime == "auto" else serving.runtime
+    runtime = resolve_runtime(entry.name, serving.runtime)
     full_record = {**record, "onnx_sha256": sha256(target), "backend": serving.backend,
                    "runtime": runtime if serving.backend == "python" else serving.backend,
                    "target": serving.target}

@@ -25,6 +25,7 @@ import pytest
 
 from lesionseg.client.nifti import load_volume
 from lesionseg.client.orientation import reorientation, sct_to_nib
+from lesionseg.export.parity import dice
 from lesionseg.server.backend.runtimes import make_runner
 from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
 from lesionseg.server.pipelines.legacy_centerline import CenterlineError
@@ -33,12 +34,6 @@ IMAGES = ("t1/t1w.nii.gz", "t2/t2.nii.gz", "t2/t2_fake_lesion.nii.gz", "t2s/t2s.
 PROB_TOLERANCE = 1e-3  # issue 13's bar
 NNUNET_PROB_SANITY = 1e-2  # random weights: 1e-3 is not met, see the module docstring
 MIN_DICE = 0.9999
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / float(total)
 
 
 def predictor(path: Path, runtime: str, *, input_name: str, output_name: str, batch: int):

@@ -33,9 +33,12 @@ RUNTIMES = ("onnxruntime", "openvino")
 MEASURED_RUNTIMES = (("deepseg_lesion_", "openvino"),)
 
 
-def default_runtime(network: str) -> str:
-    """The measured CPU runtime of `network` (see MEASURED_RUNTIMES); ONNX Runtime otherwise."""
-    return next((runtime for prefix, runtime in MEASURED_RUNTIMES if network.startswith(prefix)), "onnxruntime")
+def resolve_runtime(network: str, runtime: str = "auto") -> str:
+    """`runtime`, or for "auto" the measured CPU runtime of `network` (MEASURED_RUNTIMES; ONNX
+    Runtime where no prefix matches)."""
+    if runtime != "auto":
+        return runtime
+    return next((measured for prefix, measured in MEASURED_RUNTIMES if network.startswith(prefix)), "onnxruntime")
 #: CPU serving defaults, chosen by measurement (bench/tuning.py, numbers in bench/README.md): two
 #: instances of every network, each ONNX Runtime session on one intra-op thread whose idle workers
 #: sleep instead of spinning. On the 2-core machine this beat one instance using every core by
@@ -49,11 +52,10 @@ WEIGHTS = "model.onnx"
 
 def network_spec(entry: NetworkEntry, *, backend: str, runtime: str = "auto") -> ModelSpec:
     """The CPU `config.pbtxt` of a network on `backend` (BACKENDS); the python backend runs it
-    with `runtime` (RUNTIMES, or "auto": `default_runtime`), Triton's own backends are their runtime."""
+    with `runtime` (RUNTIMES, or "auto": `resolve_runtime`), Triton's own backends are their runtime."""
     if backend not in BACKENDS:
         raise ExportError(f"unknown serving backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    if runtime == "auto":
-        runtime = default_runtime(entry.name)
+    runtime = resolve_runtime(entry.name, runtime)
     if runtime not in RUNTIMES:
         raise ExportError(f"unknown network runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     parameters: dict[str, str] = {}
