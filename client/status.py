@@ -15,6 +15,10 @@ class ModelState:
     version: str
     state: str
     reason: str
+    #: with `details`: the precision the model's config says ("fp32" when it says none) and its
+    #: parity report's one-line summary ("" for FP32), for READY models
+    precision: str = ""
+    parity: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,8 +35,9 @@ class ServerState:
         return sorted({m.name for m in self.models if m.state == "READY"})
 
 
-def server_state(url: str, *, timeout: float = 5.0) -> ServerState:
-    """Liveness, readiness, version and every model's state of the server at `url` (HOST:PORT).
+def server_state(url: str, *, timeout: float = 5.0, details: bool = False) -> ServerState:
+    """Liveness, readiness, version and every model's state of the server at `url` (HOST:PORT);
+    with `details`, each READY model's precision and parity summary from its loaded config.
 
     Raises:
         ServerUnavailableError: nothing answers at `url`.
@@ -42,10 +47,14 @@ def server_state(url: str, *, timeout: float = 5.0) -> ServerState:
         ready = client.is_server_ready(client_timeout=timeout)
         metadata = client.get_server_metadata(client_timeout=timeout)
         index = client.get_model_repository_index(client_timeout=timeout)
+        models = []
+        for m in sorted(index.models, key=lambda m: (m.name, m.version)):
+            extra = {}
+            if details and m.state == "READY":
+                config = client.get_model_config(m.name, m.version, client_timeout=timeout).config
+                extra = {"precision": config.parameters["precision"].string_value if "precision" in config.parameters else "fp32",
+                         "parity": config.parameters["parity"].string_value if "parity" in config.parameters else ""}
+            models.append(ModelState(name=m.name, version=m.version or "-", state=m.state or "UNKNOWN", reason=m.reason, **extra))
     finally:
         client.close()
-    models = tuple(
-        ModelState(name=m.name, version=m.version or "-", state=m.state or "UNKNOWN", reason=m.reason)
-        for m in sorted(index.models, key=lambda m: (m.name, m.version))
-    )
-    return ServerState(url=url, live=True, ready=ready, version=metadata.version, models=models)
+    return ServerState(url=url, live=True, ready=ready, version=metadata.version, models=tuple(models))

@@ -27,6 +27,7 @@ from lesionseg.core.paths import cache_dir, user_path
 
 if TYPE_CHECKING:
     from lesionseg.export.networks import Serving
+    from lesionseg.export.precision import ParityOptions
 
 logger = logging.getLogger(__name__)
 
@@ -244,14 +245,14 @@ class Installed:
 
 
 def install_legacy(source: str | None, repository: Path, *, contrast: str = "all", serving: Serving | None = None,
-                   progress: Callable[[int, int | None], None] | None = None) -> Installed:
+                   progress: Callable[[int, int | None], None] | None = None, parity: ParityOptions | None = None) -> Installed:
     """`lesionseg models install sct-legacy`: SCT's legacy networks from `source` (see
     `resolve_source`; None: SCT's release URLs) exported as the `deepseg_lesion_<contrast>` pipelines."""
     from lesionseg.core.catalogue import legacy_model
     from lesionseg.export.legacy import export_sct_legacy
 
     folder = resolve_source(source, progress=progress)
-    result = export_sct_legacy(folder, repository, contrast=contrast, serving=serving)
+    result = export_sct_legacy(folder, repository, contrast=contrast, serving=serving, parity=parity)
     models = tuple(legacy_model(c) for c in result.contrasts)
     return Installed(models=models, description=", ".join(models), source=str(folder), skipped=result.skipped)
 

@@ -87,6 +87,7 @@ def export_ivadomed(model_dir: Path | Sequence[Path], repository: Path, *, task:
                     source: str | None = None) -> IvadomedExport:
     """Export the members found in `model_dir` (or in each of several folders: an ensemble
     released as one zip per member) as the task `task`."""
+    (serving or Serving()).require_fp32("ivadomed")
     folders = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(p) for p in model_dir]
     members = [user_path(m) for folder in folders for m in find_members(folder)]  # recorded: absolute
     model_dir = user_path(folders[0] if len(folders) == 1 else folders[0].parent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, U
 from lesionseg.core.files import sha256
 from lesionseg.core.paths import user_path
 from lesionseg.export.keras_onnx import LOGITS_NAME, convert_keras_h5
+from lesionseg.export.legacy_precision import legacy_report
 from lesionseg.export.networks import Serving, write_network
+from lesionseg.export.parity import ParityReport
+from lesionseg.export.precision import ParityOptions
 from lesionseg.server.pipelines.legacy import CONTRASTS
 from lesionseg.server.repository.legacy import (
     EXTRA_CENTERLINE,
@@ -133,6 +137,7 @@ class ExportResult:
     contrasts: tuple[str, ...]
     networks: dict[str, dict[str, Any]]
     skipped: tuple[str, ...]
+    reports: dict[str, ParityReport] = dataclasses.field(default_factory=dict)  # reduced network -> its report
 
 
 def select_contrasts(contrast: str) -> list[str]:
@@ -145,13 +150,19 @@ def select_contrasts(contrast: str) -> list[str]:
 
 def export_sct_legacy(
     models_dir: Path, repository: Path, *, contrast: str = "all", serving: Serving | None = None,
-    golden_dir: Path | None = None,
+    golden_dir: Path | None = None, parity: ParityOptions | None = None,
 ) -> ExportResult:
     """Export the legacy pipeline(s) for `contrast` ("t2", "t2_ax", "t2s" or "all").
 
     With "all", contrasts whose lesion model is absent are skipped (and reported); with one
-    contrast, a missing model is an error naming what was looked for.
+    contrast, a missing model is an error naming what was looked for. A reduced
+    `serving.precision` is computed first, the parity report of each contrast's pipeline on the
+    real images of `parity` (`lesionseg.export.legacy_precision`); if any fails, nothing is
+    written and the error gives the failing numbers in one line.
     """
+    serving = serving or Serving()
+    parity = parity or ParityOptions()
+    parity.check(serving.precision)
     if not models_dir.is_dir():
         raise InputError(f"{models_dir}: models folder does not exist")
     wanted = select_contrasts(contrast)
@@ -171,13 +182,28 @@ def export_sct_legacy(
         raise ModelNotFoundError(f"{models_dir}: no complete legacy pipeline ({'; '.join(lacking)})")
     networks = sorted({n for c in chosen for n in networks_of(c)} | {n for n in EXTRA_CENTERLINE if find_network(models_dir, n)})
     records: dict[str, dict[str, Any]] = {}
-    repository.mkdir(parents=True, exist_ok=True)
+    models: dict[str, Any] = {}
     for network in networks:
         path = find_network(models_dir, network)
         assert path is not None  # noqa: S101 - checked above
-        model, record = load_network(path, network, golden=_golden(models_dir, golden_dir, network))
-        write_network(network_entry(network), model, repository, serving=serving or Serving(), record=record)
-        records[network] = record
+        models[network], records[network] = load_network(path, network, golden=_golden(models_dir, golden_dir, network))
+    reduced: dict[str, tuple[Any, ParityReport]] = {}  # lesion network -> (its candidate graph, its report)
+    if serving.precision != "fp32":
+        failures = []
+        with tempfile.TemporaryDirectory(prefix="lesionseg-parity-") as tmp:
+            for name in chosen:
+                report, candidate = legacy_report(name, models, serving.precision, parity, Path(tmp) / name)
+                if report.passed:
+                    reduced[networks_of(name)[0]] = (candidate.model, report)
+                else:
+                    failures.append(f"{name}: {report.failure_line()}")
+        if failures:
+            raise ExportError(f"{models_dir}: not written: " + " | ".join(failures))
+    repository.mkdir(parents=True, exist_ok=True)
+    for network in networks:
+        model, report = reduced.get(network, (models[network], None))
+        write_network(network_entry(network), model, repository, serving=serving, record=records[network], report=report)
     for name in chosen:
         write_pipeline(repository, name)
-    return ExportResult(contrasts=tuple(chosen), networks=records, skipped=tuple(skipped))
+    return ExportResult(contrasts=tuple(chosen), networks=records, skipped=tuple(skipped),
+                        reports={network: report for network, (_, report) in reduced.items()})

@@ -85,6 +85,7 @@ class MonaiExport:
 
 
 def export_monai(ckpt: Path, repository: Path, *, task: str, serving: Serving | None = None, source: str | None = None) -> MonaiExport:
+    (serving or Serving()).require_fp32("MONAI")
     path = user_path(find_checkpoint(ckpt))  # recorded with the model: relative to where it was typed
     state = load_state_dict(path)
     n_stages, features = architecture(state)

@@ -277,6 +277,7 @@ def export_nnunet(
     mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None, source: str | None = None,
 ) -> NnunetExport:
     """Export an nnU-Net model folder as the `<task>` ensemble and its networks."""
+    (serving or Serving()).require_fp32("nnU-Net")
     folder = load_folder(model_dir, folds, configuration)
     labels_of(folder.dataset)
     network = build_network(folder)

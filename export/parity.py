@@ -97,6 +97,7 @@ class ParityReport:
         reference: what ran the FP32 reference (e.g. "onnxruntime 1.32.0 fp32").
         images: one entry per image.
         notes: anything a reader must know (proxies, calibration images that are also test images).
+        data: the folder the images were found in (their names are relative to it).
     """
 
     precision: str
@@ -105,6 +106,7 @@ class ParityReport:
     images: Sequence[ImageParity]
     bar: ParityBar = dataclasses.field(default_factory=ParityBar)
     notes: Sequence[str] = ()
+    data: str = ""
 
     @property
     def passed(self) -> bool:
@@ -118,6 +120,16 @@ class ParityReport:
         return f"{self.precision} fails its parity against FP32 on {len(failing)} of {len(self.images)} images: " + \
             "; ".join(failing) if failing else ""
 
+    def summary(self) -> str:
+        """One line for a config parameter and `lesionseg status --models`: the passing numbers,
+        or the failure line."""
+        if not self.passed:
+            return self.failure_line()
+        worst = min(image.dice for image in self.images)
+        change = max(image.volume_change for image in self.images)
+        return (f"{self.precision} parity passed on {len(self.images)} images: min Dice {worst:.4f}, "
+                f"lesion counts equal, max volume change {change:.2%}")
+
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["passed"] = self.passed
@@ -128,4 +140,4 @@ class ParityReport:
         data: Mapping[str, Any] = json.loads(text)
         return cls(precision=data["precision"], runtime=data["runtime"], reference=data["reference"],
                    images=[ImageParity(**image) for image in data["images"]], bar=ParityBar(**data["bar"]),
-                   notes=tuple(data.get("notes", ())))
+                   notes=tuple(data.get("notes", ())), data=data.get("data", ""))

@@ -119,7 +119,11 @@ def build_engine(repository: Path, network: str, trtexec: Path, *, precision: st
     """Build one network's engine and write its `configs/tensorrt.pbtxt` (see the module doc)."""
     folder = repository / network
     gpu_config = read_config(config_path(repository, network, GPU_VARIANT))
-    precision = precision or _precision_of(gpu_config)
+    proven = _precision_of(gpu_config)
+    precision = precision or proven
+    if precision != "fp32" and precision != proven:
+        raise UsageError(f"{network}: its configs/gpu.pbtxt is {proven}; a {precision} engine needs the network exported with "
+                         f"--target gpu --precision {precision} and its parity report")
     plan = folder / "1" / PLAN
     partial = plan.with_name(plan.name + ".part")
     command = trtexec_command(trtexec, folder / "1" / WEIGHTS, partial, gpu_config, precision=precision)

@@ -25,6 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from lesionseg.client.cli import main
 from lesionseg.core.errors import UsageError
 from lesionseg.export.networks import Serving, write_network
+from lesionseg.export.parity import ImageParity, ParityReport
 from lesionseg.export.tensorrt import trtexec_command
 from lesionseg.server.launch.binary import find_distribution, make_backend_dir, server_environment
 from lesionseg.server.launch.embedded import free_ports
@@ -67,19 +68,31 @@ TINY = NetworkEntry(name="tiny_net", input_name="input_1", output_names=("predic
                     input_dims=(1, 8, 8, 8), output_dims=(1, 8, 8, 8), max_batch_size=4)
 
 
+#: The one-line summary an FP16 parity report gives (the reports themselves: tests/test_precision.py).
+FP16_PARITY = "fp16 parity passed on 5 images: min Dice 0.9988, lesion counts equal, max volume change 0.23%"
+
+
+def fp16_report() -> ParityReport:
+    """A passing FP16 report of one image, for what a report unlocks in the configs."""
+    image = ImageParity(image="a.nii.gz", dice=1.0, lesions_reference=1, lesions_candidate=1,
+                        volume_reference_mm3=8.0, volume_candidate_mm3=8.0)
+    return ParityReport(precision="fp16", runtime="FP16 proxy", reference="onnxruntime FP32", images=[image])
+
+
 def write_tiny(repository: Path, serving: Serving) -> Path:
-    return write_network(TINY, tiny_onnx(), repository, serving=serving, record={"source": "test"})
+    report = fp16_report() if serving.precision == "fp16" else None
+    return write_network(TINY, tiny_onnx(), repository, serving=serving, record={"source": "test"}, report=report)
 
 
 # -- generation --------------------------------------------------------------------------------
 
 def test_gpu_config_matches_golden_file() -> None:
-    text = to_text(to_proto(gpu_network_spec(LESION, GpuOptions(precision="fp16"))))
+    text = to_text(to_proto(gpu_network_spec(LESION, GpuOptions(precision="fp16"), parity=FP16_PARITY)))
     assert text == (GOLDEN / "gpu_net.pbtxt").read_text()
 
 
 def test_tensorrt_plan_config_matches_golden_file() -> None:
-    gpu = to_proto(gpu_network_spec(LESION, GpuOptions(precision="fp16")))
+    gpu = to_proto(gpu_network_spec(LESION, GpuOptions(precision="fp16"), parity=FP16_PARITY))
     assert to_text(tensorrt_plan_config(gpu)) == (GOLDEN / "tensorrt_net.pbtxt").read_text()
 
 
@@ -121,7 +134,7 @@ def test_bad_gpu_options_are_usage_errors(options: dict, message: str) -> None:
 # -- what the repository holds -------------------------------------------------------------------
 
 def test_gpu_target_writes_both_variants_and_cpu_removes_them(tmp_path: Path) -> None:
-    write_tiny(tmp_path, Serving(target="gpu", gpu=GpuOptions(precision="fp16")))
+    write_tiny(tmp_path, Serving(target="gpu", gpu=GpuOptions(precision="fp16"), precision="fp16"))
     folder = tmp_path / "tiny_net"
     cpu, gpu = read_config(folder / "config.pbtxt"), read_config(folder / "configs" / "gpu.pbtxt")
     assert (cpu.backend, cpu.instance_group[0].kind) == ("python", mc.ModelInstanceGroup.KIND_CPU)
@@ -209,7 +222,7 @@ def _stand_in_trtexec(folder: Path, *, fail: bool) -> Path:
 
 
 def test_export_tensorrt_builds_engines_and_their_configs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_tiny(tmp_path, Serving(target="gpu", gpu=GpuOptions(precision="fp16")))
+    write_tiny(tmp_path, Serving(target="gpu", gpu=GpuOptions(precision="fp16"), precision="fp16"))
     tool = _stand_in_trtexec(tmp_path, fail=False)
     assert main(["export", "tensorrt", "--repository", str(tmp_path / "x"), "--trtexec", str(tool)]) == 1
     assert "repository does not exist" in capsys.readouterr().err
@@ -300,12 +313,17 @@ def test_models_install_legacy_for_the_gpu(shared: Path, tmp_path: Path, capsys:
     """What the chart's init container runs on a GPU node: the real SCT weights, both variants."""
     repo = tmp_path / "models"
     assert main(["models", "install", "sct-legacy", "--from", str(shared / "sct_models"), "--contrast", "t2s",
-                 "--repository", str(repo), "--target", "gpu", "--precision", "fp16", "--engine-cache", "/cache"]) == 0
+                 "--repository", str(repo), "--target", "gpu", "--precision", "fp16", "--engine-cache", "/cache",
+                 "--parity-data", str(shared / "sct_testing_data")]) == 0
     networks = sorted(p.parent.parent.name for p in repo.glob("*/configs/gpu.pbtxt"))
     assert networks == ["deepseg_ctr_dwi_net", "deepseg_ctr_t2s_net", "deepseg_lesion_t2s_net"]
     params = tensorrt_accelerator(read_config(repo / "deepseg_lesion_t2s_net" / "configs" / "gpu.pbtxt"))
     assert params is not None
     assert (params["precision_mode"], params["trt_engine_cache_path"]) == ("FP16", "/cache/deepseg_lesion_t2s_net")
+    # only the lesion network has an FP16 report; the centerline networks stay FP32 on the GPU too
+    ctr = tensorrt_accelerator(read_config(repo / "deepseg_ctr_t2s_net" / "configs" / "gpu.pbtxt"))
+    assert ctr is not None and ctr["precision_mode"] == "FP32"
+    assert json.loads((repo / "deepseg_lesion_t2s_net" / "parity.json").read_text())["passed"]
     assert not (repo / "deepseg_lesion_t2s" / "configs").exists()  # the Python pipeline stays on the CPU
     capsys.readouterr()
     assert main(["repository", "check", str(repo)]) == 0

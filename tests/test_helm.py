@@ -270,6 +270,7 @@ def test_yamllint_chart_files() -> None:
     ("triton.replicas=-1", "/triton/replicas"),
     ("autoscaling.minReplicas=0", "/autoscaling/minReplicas"),
     ("gpu.precison=fp16", "precison"),
+    ("gpu.precision=fp16", "parityData"),  # FP16 needs the images of its parity report
     ("tritonn.replicas=2", "tritonn"),
     ("shm.sizeLimit=lots", "/shm/sizeLimit"),
     ("service.grpcPort=70000", "/service/grpcPort"),
@@ -382,7 +383,12 @@ def test_install_init_containers(rendered) -> None:
 def test_tensorrt_builds_engines_at_pod_start_with_the_gpu(rendered) -> None:
     deployment = triton(rendered["tensorrt-values"])
     build = container(deployment, "export-tensorrt", init=True)
-    assert build["command"] == ["lesionseg", "export", "tensorrt", "--repository", "/models", "--precision", "fp16"]
+    # each engine at its configs/gpu.pbtxt's precision: FP16 where a parity report backs it
+    assert build["command"] == ["lesionseg", "export", "tensorrt", "--repository", "/models"]
+    installs = {c["name"]: c["command"][3:] for c in deployment["spec"]["template"]["spec"]["initContainers"][:-1]}
+    assert installs["install-sct-legacy"][-6:] == ["--precision", "fp16", "--parity-data", "/sources/sct_testing_data",
+                                                   "--engine-cache", "/engine-cache"]
+    assert installs["install-seg-ms-lesion"][-4:] == ["--precision", "fp32", "--engine-cache", "/engine-cache"]
     assert build["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert deployment["spec"]["template"]["spec"]["initContainers"][-1]["name"] == "export-tensorrt"
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}

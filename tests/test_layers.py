@@ -7,7 +7,8 @@ Layers (README, Architecture), lowest first; each may import itself and the laye
     lesionseg.server.backend     core, pipelines
     lesionseg.server.repository  core, pipelines, backend
     lesionseg.server.launch      core
-    lesionseg.export             core, pipelines, repository
+    lesionseg.export             core, pipelines, backend (the runtimes a parity report measures), repository,
+                                 and the client's NIfTI reading and orientation (what a report's images go through)
     lesionseg.client             core, launch (never export, repository, backend or pipelines)
     lesionseg.client.cli         anything: the command line sits on top
 
@@ -32,7 +33,8 @@ LAYERS = {
     "lesionseg.server.repository": {"lesionseg.core", "lesionseg.server.pipelines", "lesionseg.server.backend",
                                     "lesionseg.server.repository"},
     "lesionseg.server.launch": {"lesionseg.core", "lesionseg.server.launch"},
-    "lesionseg.export": {"lesionseg.core", "lesionseg.server.pipelines", "lesionseg.server.repository", "lesionseg.export"},
+    "lesionseg.export": {"lesionseg.core", "lesionseg.server.pipelines", "lesionseg.server.backend", "lesionseg.server.repository",
+                         "lesionseg.export", "lesionseg.client.nifti", "lesionseg.client.orientation"},
     "lesionseg.client": {"lesionseg.core", "lesionseg.server.launch", "lesionseg.client"},
     "lesionseg.client.cli": {"lesionseg"},
 }

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lesionseg.client.cli.parsers import command, contrast_argument, parse_folds, repository_arguments, serving, subcommands
+from lesionseg.client.cli.parsers import (
+    command,
+    contrast_argument,
+    parity_options,
+    parse_folds,
+    repository_arguments,
+    serving,
+    subcommands,
+)
 from lesionseg.core import paths
 from lesionseg.core.errors import EXIT_OK
 
@@ -13,13 +21,22 @@ HELP = """\
 examples:
   lesionseg export sct-legacy --models-dir ../shared/sct_models --repository model_repository
   lesionseg export sct-legacy --models-dir ~/sct/data --repository repo --contrast t2s --backend onnxruntime
-  lesionseg export sct-legacy --models-dir ../shared/sct_models --repository repo --target gpu --precision fp16
+  lesionseg export sct-legacy --models-dir ../shared/sct_models --repository repo --precision bf16 \
+      --parity-data ../shared/sct_testing_data
+  lesionseg export sct-legacy --models-dir ../shared/sct_models --repository repo --target gpu --precision fp16 \
+      --parity-data ../shared/sct_testing_data
 
 --backend python (default) serves the ONNX networks from Python-backend models with onnxruntime,
 as the embedded server needs; --backend onnxruntime writes configs for Triton's own ONNX Runtime
 backend (NGC images). --target gpu adds configs/gpu.pbtxt beside each network's config.pbtxt:
 Triton's onnxruntime backend on the GPU with the TensorRT accelerator, which a server started with
 --model-config-name=gpu uses while the Python pre/post-processing stays on the CPU.
+
+--precision bf16 (OpenVINO BF16) or int8 (a quantized graph calibrated on the real images of
+--calibration-data, default --parity-data) reduces each lesion network on the CPU; fp16 the GPU
+variant's (TensorRT). A reduced network is written only with a passing parity report on every
+image of --parity-data (Dice vs FP32 >= 0.99, the same lesion count, total volume within 2 %),
+stored as <network>/parity.json; a failing one writes nothing and exits 1 with its numbers.
 """
 
 
@@ -136,14 +153,19 @@ def run_ivadomed(args: argparse.Namespace) -> int:
 def run_legacy(args: argparse.Namespace) -> int:
     from lesionseg.core.catalogue import legacy_model
     from lesionseg.export.legacy import export_sct_legacy
+    from lesionseg.export.precision import REPORT_NAME
+    from lesionseg.server.repository.legacy import network_model
 
     repository = paths.repository(args.repository)
-    result = export_sct_legacy(args.models_dir, repository, contrast=args.contrast, serving=serving(args), golden_dir=args.golden)
+    result = export_sct_legacy(args.models_dir, repository, contrast=args.contrast, serving=serving(args), golden_dir=args.golden,
+                               parity=parity_options(args))
     for network, record in result.networks.items():
         parity = record.get("parity")
         measured = (f"max abs {parity['compared']} difference {parity['max_abs_diff']:.2g} vs Keras golden outputs"
                     if parity else "parity not measured (no golden outputs)")
         print(f"{network}: {record['source_format']} -> {repository}; {measured}")
+    for network, report in result.reports.items():
+        print(f"{network}: {report.summary()} ({repository / network_model(network) / REPORT_NAME})")
     for contrast in result.contrasts:
         print(f"pipeline {legacy_model(contrast)} written")
     for contrast in result.skipped:

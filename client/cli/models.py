@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lesionseg.client.cli.parsers import command, contrast_argument, parse_folds, repository_arguments, serving, subcommands
+from lesionseg.client.cli.parsers import command, contrast_argument, parity_options, parse_folds, repository_arguments, serving, subcommands
 from lesionseg.core.catalogue import TASKS
 from lesionseg.core.errors import EXIT_OK
 
@@ -55,7 +55,7 @@ def run_install(args: argparse.Namespace) -> int:
     try:
         if args.family == "sct-legacy":
             installed = install_legacy(args.source, repository, contrast=args.contrast, serving=serving(args),
-                                       progress=progress)
+                                       progress=progress, parity=parity_options(args))
         else:
             installed = install_task(args.family, repository, release=args.release, source=args.source,
                                      folds=args.folds, serving=serving(args), progress=progress)

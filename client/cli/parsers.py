@@ -4,6 +4,7 @@ epilogs (examples, exit codes) kept as written."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -47,8 +48,14 @@ def repository_arguments(parser: argparse.ArgumentParser, *, target: bool = Fals
         group.add_argument("--runtime", default="auto", choices=("auto", "onnxruntime", "openvino"),
                            help="--backend python: run the networks with ONNX Runtime or OpenVINO; auto (default): "
                                 "each network's measured choice (bench/README.md)")
-        group.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
-                           help="--target gpu: TensorRT precision (default fp32)")
+        group.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8", "fp16"),
+                           help="network precision (default fp32): bf16 / int8 on the CPU, fp16 for --target gpu (TensorRT); "
+                                "a reduced one is written only with a passing parity report on --parity-data")
+        group.add_argument("--parity-data", type=Path, metavar="DIR",
+                           help="folder of real NIfTI images the parity report of a reduced --precision runs on "
+                                "(env LESIONSEG_PARITY_DATA)")
+        group.add_argument("--calibration-data", type=Path, metavar="DIR",
+                           help="--precision int8: images whose network inputs calibrate it (default: --parity-data)")
         group.add_argument("--engine-cache", default="/engine-cache", metavar="DIR",
                            help="--target gpu: TensorRT engine cache path in the serving container (default /engine-cache)")
 
@@ -58,8 +65,17 @@ def serving(args: argparse.Namespace):
     from lesionseg.export.networks import Serving
     from lesionseg.server.repository.gpu import GpuOptions
 
-    return Serving(target=args.target, backend=args.backend, runtime=args.runtime,
-                   gpu=GpuOptions(precision=args.precision, engine_cache=args.engine_cache))
+    return Serving(target=args.target, backend=args.backend, runtime=args.runtime, precision=args.precision,
+                   gpu=GpuOptions(precision="fp16" if args.precision == "fp16" else "fp32", engine_cache=args.engine_cache))
+
+
+def parity_options(args: argparse.Namespace):
+    """The `lesionseg.export.precision.ParityOptions` of --parity-data / --calibration-data
+    (argument > env LESIONSEG_PARITY_DATA)."""
+    from lesionseg.export.precision import ParityOptions
+
+    env = os.environ.get("LESIONSEG_PARITY_DATA")
+    return ParityOptions(parity_data=args.parity_data or (Path(env) if env else None), calibration_data=args.calibration_data)
 
 
 def parse_folds(text: str) -> list[str] | None:

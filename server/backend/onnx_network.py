@@ -2,7 +2,9 @@
 
 The embedded Triton (nvidia-pytriton) has no onnxruntime backend, so each network is a
 Python-backend model holding one `onnxruntime.InferenceSession` (or, with the config parameter
-`runtime` "openvino", one OpenVINO compiled model: `lesionseg.server.backend.runtimes`). With `max_batch_size > 0` and
+`runtime` "openvino", one OpenVINO compiled model: `lesionseg.server.backend.runtimes`; the
+parameter `precision` says what the export proved: "bf16" asks OpenVINO for BF16 arithmetic,
+"int8" marks a quantized graph). With `max_batch_size > 0` and
 dynamic batching in its config, Triton hands `execute` several requests at once: their inputs are
 concatenated along the batch axis, run in one call, and split back — real batching of tiles from
 concurrent requests. Production images use Triton's own `onnxruntime` backend with the same
@@ -18,8 +20,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lesionseg.core.errors import UsageError
 from lesionseg.server.backend.base import PythonModel, RequestError, _pb_utils
-from lesionseg.server.backend.runtimes import make_runner
+from lesionseg.server.backend.runtimes import RUNNER_PRECISION, make_runner
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +37,15 @@ class OnnxNetModel(PythonModel):
         threads = int(os.environ.get("LESIONSEG_ORT_THREADS") or self.parameters.get("intra_op_threads", "0"))
         spinning = (os.environ.get("LESIONSEG_ORT_SPINNING") or self.parameters.get("ort_spinning", "1")) != "0"
         self.runtime = os.environ.get("LESIONSEG_NETWORK_RUNTIME") or self.parameters.get("runtime", "onnxruntime")
-        self.session = make_runner(self.path, runtime=self.runtime, threads=threads, spinning=spinning)
+        # "fp32" unless an export wrote a reduced precision with its parity report (lesionseg.export.precision)
+        self.precision = self.parameters.get("precision", "fp32")
+        if self.precision not in RUNNER_PRECISION:
+            raise UsageError(f"{self.name}: unknown precision {self.precision!r} (choose from {', '.join(RUNNER_PRECISION)})")
+        self.session = make_runner(self.path, runtime=self.runtime, threads=threads, spinning=spinning,
+                                   precision=RUNNER_PRECISION[self.precision])
         self.batched = int(config.get("max_batch_size", 0)) > 0
-        logger.info("%s: loaded %s on %s (threads=%s)", self.name, self.path, self.runtime, threads or "default")
+        logger.info("%s: loaded %s on %s %s (threads=%s)", self.name, self.path, self.runtime, self.precision,
+                    threads or "default")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         if not self.batched or len(requests) == 1:

@@ -20,6 +20,9 @@ from lesionseg.core.errors import UsageError
 RUNTIMES = ("onnxruntime", "openvino")
 #: lesionseg's precision names -> OpenVINO's INFERENCE_PRECISION_HINT
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+#: a network's exported precision -> the precision its runner is asked for: INT8 lives in the
+#: quantized graph itself (QuantizeLinear/DequantizeLinear pairs), everything around it stays FP32.
+RUNNER_PRECISION = {"fp32": "fp32", "bf16": "bf16", "int8": "fp32", "fp16": "fp16"}
 
 
 def make_session(path: Path, *, intra_op_threads: int = 0, inter_op_threads: int = 1, spinning: bool = True) -> Any:
@@ -63,10 +66,16 @@ class OpenVinoRunner:
         return [np.asarray(results[self.outputs[name]]) for name in (output_names or self.output_names)]
 
 
-def make_runner(path: Path, *, runtime: str = "onnxruntime", threads: int = 0, spinning: bool = True) -> Any:
-    """A runner of `path` on `runtime` (see RUNTIMES) with `threads` threads (0: the runtime's default)."""
+def make_runner(path: Path, *, runtime: str = "onnxruntime", threads: int = 0, spinning: bool = True,
+                precision: str = "fp32") -> Any:
+    """A runner of `path` on `runtime` (see RUNTIMES) with `threads` threads (0: the runtime's
+    default). `precision` is the arithmetic OpenVINO is asked for (OPENVINO_PRECISIONS); ONNX
+    Runtime runs the graph as it is (FP32, or the INT8 a quantized graph spells out), so it takes
+    "fp32" only."""
     if runtime == "onnxruntime":
+        if precision != "fp32":
+            raise UsageError(f"ONNX Runtime runs {precision} only as a quantized graph, not as a precision hint: use openvino")
         return make_session(path, intra_op_threads=threads, spinning=spinning)
     if runtime == "openvino":
-        return OpenVinoRunner(path, threads=threads)
+        return OpenVinoRunner(path, threads=threads, precision=precision)
     raise UsageError(f"unknown network runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")

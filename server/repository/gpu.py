@@ -37,6 +37,8 @@ TENSORRT_VARIANT = "tensorrt"
 #: not offered until a parity report backs them).
 PRECISIONS = {"fp32": "FP32", "fp16": "FP16"}
 PLAN = "model.plan"
+#: Config parameters saying a network's precision and its parity report's summary.
+PRECISION_PARAMETERS = ("precision", "parity")
 DEFAULT_ENGINE_CACHE = "/engine-cache"
 DEFAULT_WORKSPACE_BYTES = 4 << 30
 #: Input voxels (channels included) of one GPU batch: the maximum batch is the largest power of
@@ -141,8 +143,18 @@ def tensorrt_parameters(entry: NetworkEntry, options: GpuOptions) -> dict[str, s
     }
 
 
-def gpu_network_spec(entry: NetworkEntry, options: GpuOptions) -> ModelSpec:
-    """`configs/gpu.pbtxt` of a network: onnxruntime backend, KIND_GPU, TensorRT accelerator."""
+def gpu_network_spec(entry: NetworkEntry, options: GpuOptions, *, parity: str = "") -> ModelSpec:
+    """`configs/gpu.pbtxt` of a network: onnxruntime backend, KIND_GPU, TensorRT accelerator.
+
+    FP16 comes with `parity`, its parity report's one-line summary (`lesionseg.export.precision`),
+    kept with the precision in the config's parameters for `lesionseg status --models`.
+
+    Raises:
+        UsageError: FP16 without a parity report.
+    """
+    if options.precision != "fp32" and not parity:
+        raise UsageError(f"{entry.name}: GPU precision {options.precision} is written only with its parity report "
+                         "(--parity-data DIR)")
     batch = gpu_max_batch(entry)
     inputs = [TensorSpec(name=entry.input_name, dtype="FP32", dims=entry.input_dims)]
     return ModelSpec(
@@ -156,6 +168,7 @@ def gpu_network_spec(entry: NetworkEntry, options: GpuOptions) -> ModelSpec:
         dynamic_batching=DynamicBatching(max_queue_delay_us=entry.queue_delay_us),
         gpu_accelerators=[Accelerator(name="tensorrt", parameters=tensorrt_parameters(entry, options))],
         warmup=[Warmup(name=f"zeros_batch{batch}", batch_size=batch, inputs=inputs)],
+        parameters={"precision": options.precision, "parity": parity} if parity else {},
     )
 
 
@@ -166,7 +179,10 @@ def tensorrt_plan_config(gpu_config: mc.ModelConfig) -> mc.ModelConfig:
     config.CopyFrom(gpu_config)
     config.ClearField("backend")
     config.ClearField("optimization")
+    kept = {key: config.parameters[key].string_value for key in PRECISION_PARAMETERS if key in config.parameters}
     config.ClearField("parameters")
+    for key, value in kept.items():
+        config.parameters[key].string_value = value
     config.platform = "tensorrt_plan"
     config.default_model_filename = PLAN
     return config

@@ -31,11 +31,24 @@ RUNTIMES = ("onnxruntime", "openvino")
 #: 0.8-0.9x); nnU-Net tiles run 1.4x faster on OpenVINO but miss the 1e-3 probability bar
 #: against ONNX Runtime on random weights, so they stay on ONNX Runtime. First matching prefix wins.
 MEASURED_RUNTIMES = (("deepseg_lesion_", "openvino"),)
+#: What runs a reduced CPU precision on the python backend: the runtime its parity report ran
+#: (lesionseg.export.precision): BF16 arithmetic is OpenVINO's; the INT8 graph runs 3-4x faster
+#: on OpenVINO's VNNI kernels than on ONNX Runtime here (legacy lesion network, one thread).
+PRECISION_RUNTIMES = {"bf16": "openvino", "int8": "openvino"}
 
 
-def resolve_runtime(network: str, runtime: str = "auto") -> str:
+def resolve_runtime(network: str, runtime: str = "auto", precision: str = "fp32") -> str:
     """`runtime`, or for "auto" the measured CPU runtime of `network` (MEASURED_RUNTIMES; ONNX
-    Runtime where no prefix matches)."""
+    Runtime where no prefix matches); a reduced `precision` runs on PRECISION_RUNTIMES's.
+
+    Raises:
+        ExportError: `runtime` is not the one a reduced `precision` runs on.
+    """
+    if precision in PRECISION_RUNTIMES:
+        needed = PRECISION_RUNTIMES[precision]
+        if runtime not in ("auto", needed):
+            raise ExportError(f"--precision {precision} runs on {needed} (what its parity report measures), not --runtime {runtime}")
+        return needed
     if runtime != "auto":
         return runtime
     return next((measured for prefix, measured in MEASURED_RUNTIMES if network.startswith(prefix)), "onnxruntime")
@@ -50,12 +63,23 @@ CPU_INTRA_OP_THREADS = 1
 WEIGHTS = "model.onnx"
 
 
-def network_spec(entry: NetworkEntry, *, backend: str, runtime: str = "auto") -> ModelSpec:
+def network_spec(entry: NetworkEntry, *, backend: str, runtime: str = "auto", precision: str = "fp32",
+                 parity: str = "") -> ModelSpec:
     """The CPU `config.pbtxt` of a network on `backend` (BACKENDS); the python backend runs it
-    with `runtime` (RUNTIMES, or "auto": `resolve_runtime`), Triton's own backends are their runtime."""
+    with `runtime` (RUNTIMES, or "auto": `resolve_runtime`), Triton's own backends are their runtime.
+
+    `precision` "bf16" (python backend only: OpenVINO's BF16 hint) or "int8" (the weights file is a
+    quantized graph) comes with `parity`, its parity report's one-line summary; both go into the
+    config's parameters, where `lesionseg status --models` reads them.
+    """
     if backend not in BACKENDS:
         raise ExportError(f"unknown serving backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    runtime = resolve_runtime(entry.name, runtime)
+    if precision != "fp32" and not parity:
+        raise ExportError(f"{entry.name}: precision {precision} is written only with its parity report")
+    if precision == "bf16" and backend != "python":
+        raise ExportError(f"--precision bf16 is served by the python backend's OpenVINO runtime; Triton's {backend} backend "
+                          "is not offered it (no parity report was run there)")
+    runtime = resolve_runtime(entry.name, runtime, precision)
     if runtime not in RUNTIMES:
         raise ExportError(f"unknown network runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     parameters: dict[str, str] = {}
@@ -71,6 +95,8 @@ def network_spec(entry: NetworkEntry, *, backend: str, runtime: str = "auto") ->
     else:  # Triton's openvino backend reads the ONNX file itself (its README: model.onnx allowed)
         filename = WEIGHTS
         parameters.update(INFERENCE_NUM_THREADS=str(CPU_INTRA_OP_THREADS), NUM_STREAMS="1", PERFORMANCE_HINT="LATENCY")
+    if precision != "fp32":
+        parameters.update(precision=precision, parity=parity)
     return ModelSpec(
         name=entry.name,
         backend=backend,
@@ -86,7 +112,7 @@ def network_spec(entry: NetworkEntry, *, backend: str, runtime: str = "auto") ->
 
 
 def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str, gpu: GpuOptions | None = None,
-                        runtime: str = "auto") -> Path:
+                        runtime: str = "auto", precision: str = "fp32", parity: str = "") -> Path:
     """Write a network's `config.pbtxt` (and, for the python backend, its thin model.py) and, with
     `gpu`, its `configs/gpu.pbtxt`; no weights.
 
@@ -97,14 +123,17 @@ def write_network_entry(entry: NetworkEntry, repository: Path, *, backend: str, 
     Returns:
         The path of `config.pbtxt`.
     """
-    path = write_config(network_spec(entry, backend=backend, runtime=runtime), repository)
+    cpu_precision = precision if precision != "fp16" else "fp32"  # FP16 is the GPU variant's
+    path = write_config(network_spec(entry, backend=backend, runtime=runtime, precision=cpu_precision,
+                                     parity=parity if cpu_precision != "fp32" else ""), repository)
     stale = [config_path(repository, entry.name, TENSORRT_VARIANT), repository / entry.name / "1" / PLAN]
     if backend == "python":
         write_model_py(repository, entry.name, OnnxNetModel)
     else:
         stale.append(repository / entry.name / "1" / "model.py")
     if gpu is not None:
-        write_config(gpu_network_spec(entry, gpu), repository, variant=GPU_VARIANT)
+        write_config(gpu_network_spec(entry, gpu, parity=parity if precision == gpu.precision != "fp32" else ""),
+                     repository, variant=GPU_VARIANT)
     else:
         stale.append(config_path(repository, entry.name, GPU_VARIANT))
     for old in stale:

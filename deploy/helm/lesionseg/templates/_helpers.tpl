@@ -167,6 +167,9 @@ TensorRT engine build when gpu.runtime is tensorrt. (dict "root" . "image" IMAGE
 {{- if and (or (eq $from "/sources") (hasPrefix "/sources/" $from)) (not $v.models.sourcesPersistentVolumeClaim) }}
 {{- fail (printf "models.install %s: --from %s needs models.sourcesPersistentVolumeClaim (mounted at /sources)" $model $from) }}
 {{- end }}
+{{- if and $v.gpu.enabled (ne $v.gpu.precision "fp32") (hasPrefix "/sources" $v.gpu.parityData) (not $v.models.sourcesPersistentVolumeClaim) }}
+{{- fail (printf "gpu.parityData %s needs models.sourcesPersistentVolumeClaim (mounted at /sources)" $v.gpu.parityData) }}
+{{- end }}
 - name: install-{{ $model | replace "_" "-" | lower | trunc 50 | trimSuffix "-" }}
   image: {{ $.image }}
   imagePullPolicy: {{ $v.image.triton.pullPolicy }}
@@ -188,8 +191,14 @@ TensorRT engine build when gpu.runtime is tensorrt. (dict "root" . "image" IMAGE
     - {{ $release | quote }}
     {{- end }}
     {{- if $v.gpu.enabled }}
+    {{- /* only sct-legacy exports compute parity reports: the other tasks stay FP32 */}}
+    {{- $precision := ternary $v.gpu.precision "fp32" (eq $model "sct-legacy") }}
     - --precision
-    - {{ $v.gpu.precision }}
+    - {{ $precision }}
+    {{- if ne $precision "fp32" }}
+    - --parity-data
+    - {{ $v.gpu.parityData | quote }}
+    {{- end }}
     - --engine-cache
     - /engine-cache
     {{- end }}
@@ -212,8 +221,6 @@ TensorRT engine build when gpu.runtime is tensorrt. (dict "root" . "image" IMAGE
     - tensorrt
     - --repository
     - /models
-    - --precision
-    - {{ $v.gpu.precision }}
   env:
     {{- include "lesionseg.tritonEnv" (dict "root" $root "repository" "/models") | nindent 4 }}
   resources:

@@ -1,0 +1,294 @@
+"""Reduced precision (issue 13, item 3): the candidates, what a parity report unlocks in a
+repository, and, on the real SCT weights and images, the reports an export computes.
+
+Measured 2026-12-02 on the real legacy networks and the 5 real images of ../shared (onnxruntime
+1.32, openvino 2026.4): BF16 on the lesion networks passes (t2s: min Dice 0.9902, total volume
+within 1.97 %, on t2_fake_lesion; t2_ax: every mask equal); the FP16 proxy passes (t2s min Dice
+0.9988); INT8 (ONNX Runtime static QDQ quantization, MinMax, calibrated on the same 5 images)
+fails on 4 of 5 images (Dice 0.92-0.98, a lesion more on two), and so does Percentile or
+Entropy calibration or keeping the first and last convolution in FP32: the export refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesionseg.client.cli import main
+from lesionseg.core.errors import ExportError, InputError, UsageError
+from lesionseg.export.networks import Serving, write_network
+from lesionseg.export.parity import ImageParity, ParityReport
+from lesionseg.export.precision import ParityOptions, find_images, fp16_proxy, is_derived, make_candidate, quantize_int8
+from lesionseg.server.repository.modelconfig import parameters, read_config, to_proto
+from lesionseg.server.repository.networks import NetworkEntry, network_spec
+
+TINY = NetworkEntry(name="tiny_net", input_name="x", output_names=("y",), input_dims=(2, 6, 6), output_dims=(2, 6, 6),
+                    max_batch_size=4)
+
+
+def conv_onnx(seed: int = 0):
+    """x (N, 2, 6, 6) -> Conv 3x3 (+bias) -> Add w -> Sigmoid -> y: a graph whose FP16 rounding
+    points are known (the Conv and Add outputs are rounded, the Sigmoid output is not)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array(rng.standard_normal((2, 2, 3, 3)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(2).astype(np.float32), "b")
+    shift = numpy_helper.from_array((rng.standard_normal((2, 6, 6)) / 3).astype(np.float32), "s")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Add", ["c", "s"], ["a"], name="add"),
+             helper.make_node("Sigmoid", ["a"], ["y"], name="sigmoid")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                              initializer=[weight, bias, shift])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def run(model, x: np.ndarray, *, optimise: bool = True) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if not optimise:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def report(precision: str, *dices: float) -> ParityReport:
+    images = [ImageParity(image=f"i{k}.nii.gz", dice=d, lesions_reference=2, lesions_candidate=2,
+                          volume_reference_mm3=100.0, volume_candidate_mm3=100.0) for k, d in enumerate(dices)]
+    return ParityReport(precision=precision, runtime="test runtime", reference="onnxruntime FP32", images=images)
+
+
+# -- images ----------------------------------------------------------------------------------------
+
+def test_parity_images_are_the_images_not_their_masks(tmp_path: Path) -> None:
+    names = ["t2/t2.nii.gz", "t2/t2_seg-manual.nii.gz", "t2/t2_fake_lesion.nii.gz", "t2/t2_fake_lesion_lesion_seg.nii.gz",
+             "t2/t2_centerline-manual.nii.gz", "t2s/t2s_seg.nii.gz", "t1/t1w.nii", "sub-01/anat/sub-01_T2w_label-SC_mask.nii.gz",
+             "notes.txt"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)] == \
+        ["t1/t1w.nii", "t2/t2.nii.gz", "t2/t2_fake_lesion.nii.gz"]
+    assert is_derived(Path("t2s_seg-deepseg.nii.gz")) and not is_derived(Path("t2s_uncropped.nii.gz"))
+    with pytest.raises(InputError, match="does not exist"):
+        find_images(tmp_path / "none")
+    with pytest.raises(InputError, match="no NIfTI image"):
+        find_images(tmp_path / "t2s")
+
+
+def test_a_reduced_precision_needs_its_parity_data(tmp_path: Path) -> None:
+    ParityOptions().check("fp32")
+    with pytest.raises(UsageError, match="--precision bf16 is written only with its parity report: give --parity-data"):
+        ParityOptions().check("bf16")
+    with pytest.raises(UsageError, match="--calibration-data is for --precision int8"):
+        ParityOptions(parity_data=tmp_path, calibration_data=tmp_path).check("bf16")
+    with pytest.raises(UsageError, match="unknown precision 'fp8'"):
+        ParityOptions().check("fp8")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(precision="fp16"), "fp16 is TensorRT's on the GPU: it needs --target gpu"),
+    (dict(precision="bf16", runtime="onnxruntime"), "bf16 runs on openvino"),
+    (dict(precision="int8", runtime="onnxruntime"), "int8 runs on openvino"),
+    (dict(precision="bf16", backend="onnxruntime"), "not Triton's onnxruntime backend"),
+    (dict(precision="fp64"), "unknown precision 'fp64'"),
+])
+def test_impossible_precisions_are_usage_errors(options: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        Serving(**options)
+
+
+def test_other_exports_refuse_a_reduced_precision(tmp_path: Path) -> None:
+    from lesionseg.export.nnunet import export_nnunet
+
+    with pytest.raises(UsageError, match="--precision bf16 is not offered for nnU-Net exports"):
+        export_nnunet(tmp_path, tmp_path / "repo", task="t", serving=Serving(precision="bf16"))
+    assert not (tmp_path / "repo").exists()
+
+
+# -- candidates ------------------------------------------------------------------------------------
+
+def test_fp16_proxy_rounds_every_tensor_between_layers_but_the_kept_ones() -> None:
+    from onnx import numpy_helper
+
+    model = conv_onnx()
+    x = np.random.default_rng(1).standard_normal((3, 2, 6, 6)).astype(np.float32)
+    proxy = fp16_proxy(model)
+    got = run(proxy, x, optimise=False)
+    # the same graph computed by hand: FP16 weights, FP32 arithmetic, FP16 Conv and Add outputs
+    weights = {i.name: numpy_helper.to_array(i).astype(np.float16).astype(np.float32) for i in model.graph.initializer}
+    pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    conv = np.zeros((3, 2, 6, 6), np.float64)
+    for i in range(3):
+        for j in range(3):
+            conv += np.einsum("nchw,oc->nohw", pad[:, :, i:i + 6, j:j + 6], weights["w"][:, :, i, j])
+    conv = (conv + weights["b"][None, :, None, None]).astype(np.float32).astype(np.float16).astype(np.float32)
+    added = (conv + weights["s"]).astype(np.float16).astype(np.float32)
+    expected = 1 / (1 + np.exp(-added.astype(np.float64)))
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    fp32 = run(model, x)
+    assert 1e-5 < float(np.abs(got - fp32).max()) < 5e-3  # rounded, by FP16's amount
+    assert {n.op_type for n in proxy.graph.node} == {"Conv", "Add", "Sigmoid", "Cast"}
+
+
+def test_int8_quantizes_the_graph_and_stays_near_fp32() -> None:
+    model = conv_onnx()
+    rng = np.random.default_rng(2)
+    calibration = [rng.standard_normal((4, 2, 6, 6)).astype(np.float32) for _ in range(3)]
+    quantized = quantize_int8(model, calibration, input_name="x")
+    ops = [n.op_type for n in quantized.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    difference = float(np.abs(run(quantized, x) - run(model, x)).max())
+    assert 0 < difference < 0.1  # sigmoid of 8-bit activations over a range of about 10: steps of ~0.04
+    with pytest.raises(ExportError, match="int8 needs calibration inputs"):
+        make_candidate(model, "int8", input_name="x")
+
+
+# -- what a report unlocks -------------------------------------------------------------------------
+
+def test_a_reduced_config_needs_its_report() -> None:
+    with pytest.raises(ExportError, match="precision bf16 is written only with its parity report"):
+        network_spec(TINY, backend="python", precision="bf16")
+    config = to_proto(network_spec(TINY, backend="python", precision="bf16", parity="bf16 parity passed"))
+    assert {k: parameters(config)[k] for k in ("precision", "parity", "runtime")} == \
+        {"precision": "bf16", "parity": "bf16 parity passed", "runtime": "openvino"}
+    for backend in ("onnxruntime", "openvino"):
+        with pytest.raises(ExportError, match=f"Triton's {backend} backend is not offered it"):
+            network_spec(TINY, backend=backend, precision="bf16", parity="passed")
+    native = to_proto(network_spec(TINY, backend="onnxruntime", precision="int8", parity="int8 parity passed"))
+    assert parameters(native)["precision"] == "int8"  # the quantized graph runs on Triton's ONNX Runtime as it is
+
+
+def test_write_network_writes_a_passing_report_and_refuses_a_failing_one(tmp_path: Path) -> None:
+    model = conv_onnx()
+    with pytest.raises(ExportError, match=r"tiny_net: bf16 fails its parity against FP32 on 1 of 2 images: i1.nii.gz: Dice 0.9800 < 0.99"):
+        write_network(TINY, model, tmp_path, serving=Serving(precision="bf16"), record={}, report=report("bf16", 1.0, 0.98))
+    assert not (tmp_path / "tiny_net").exists()
+    write_network(TINY, model, tmp_path, serving=Serving(precision="bf16"), record={}, report=report("bf16", 1.0, 0.995))
+    folder = tmp_path / "tiny_net"
+    saved = ParityReport.from_json((folder / "parity.json").read_text())
+    assert saved.passed and [i.dice for i in saved.images] == [1.0, 0.995]
+    assert parameters(read_config(folder / "config.pbtxt"))["precision"] == "bf16"
+    record = json.loads((folder / "export.json").read_text())
+    assert record["precision"] == "bf16" and record["parity_report"]["summary"].startswith("bf16 parity passed on 2 images")
+    # exported again in FP32: the report and the precision go
+    write_network(TINY, model, tmp_path, serving=Serving(), record={})
+    assert not (folder / "parity.json").exists()
+    assert "precision" not in parameters(read_config(folder / "config.pbtxt"))
+
+
+def test_the_runner_refuses_an_unknown_precision(tmp_path: Path) -> None:
+    from lesionseg.server.backend.runtimes import make_runner
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(conv_onnx().SerializeToString())
+    with pytest.raises(UsageError, match="ONNX Runtime runs bf16 only as a quantized graph"):
+        make_runner(path, runtime="onnxruntime", precision="bf16")
+    bf16 = make_runner(path, runtime="openvino", precision="bf16")
+    x = np.random.default_rng(3).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    assert float(np.abs(bf16.run(["y"], {"x": x})[0] - run(conv_onnx(), x)).max()) < 0.05
+
+
+# -- real weights, real images ---------------------------------------------------------------------
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_int8_export_is_refused_with_its_numbers(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """INT8 of the t2s lesion network, calibrated on the real images, misses the bar: exit 1, the
+    failing images and numbers in one line, and no repository written."""
+    repo = tmp_path / "repo"
+    code = main(["export", "sct-legacy", "--models-dir", str(shared / "sct_models"), "--repository", str(repo),
+                 "--contrast", "t2s", "--precision", "int8", "--parity-data", str(shared / "sct_testing_data")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "not written: t2s: int8 fails its parity against FP32 on" in err
+    assert "t2s/t2s.nii.gz: Dice 0." in err
+    assert not repo.exists()
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_a_broken_calibration_is_refused(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Calibrated on a noise image with no cord in it, INT8 has no network inputs to calibrate on
+    (the centerline network finds nothing, so the lesion network never runs): refused."""
+    import nibabel as nib
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    noise = np.random.default_rng(0).uniform(0, 1, (40, 40, 20)).astype(np.float32)
+    nib.save(nib.Nifti1Image(noise, np.diag([1.0, 1.0, 2.0, 1.0])), blank / "noise.nii.gz")
+    code = main(["export", "sct-legacy", "--models-dir", str(shared / "sct_models"), "--repository", str(tmp_path / "repo"),
+                 "--contrast", "t2s", "--precision", "int8", "--parity-data", str(shared / "sct_testing_data"),
+                 "--calibration-data", str(blank)])
+    assert code == 1
+    assert "int8 needs calibration inputs" in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_fp16_proxy_report_for_the_gpu_variant(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = tmp_path / "repo"
+    assert main(["export", "sct-legacy", "--models-dir", str(shared / "sct_models"), "--repository", str(repo),
+                 "--contrast", "t2s", "--target", "gpu", "--precision", "fp16",
+                 "--parity-data", str(shared / "sct_testing_data")]) == 0
+    capsys.readouterr()
+    saved = ParityReport.from_json((repo / "deepseg_lesion_t2s_net" / "parity.json").read_text())
+    assert saved.passed and saved.precision == "fp16" and len(saved.images) == 5
+    assert any("GPU run" in note for note in saved.notes)
+    assert min(i.dice for i in saved.images) < 1.0  # the proxy does round
+    gpu = parameters(read_config(repo / "deepseg_lesion_t2s_net" / "configs" / "gpu.pbtxt"))
+    assert gpu["precision"] == "fp16" and gpu["parity"].startswith("fp16 parity passed on 5 images")
+    assert "precision" not in parameters(read_config(repo / "deepseg_lesion_t2s_net" / "config.pbtxt"))  # the CPU stays FP32
+
+
+@pytest.mark.server
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_bf16_export_serves_and_shows_its_report(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """BF16 lesion networks: the export's reports pass on every real image; the embedded Triton
+    serves them, `status --models` shows the precision and summary, and the served mask keeps
+    the bar against the FP32 repository's on the same image."""
+    from lesionseg.client.nifti import load_volume
+    from lesionseg.export.parity import compare_masks
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
+
+    image = shared / "sct_testing_data" / "t2" / "t2_fake_lesion.nii.gz"
+    masks = {}
+    for precision in ("fp32", "bf16"):
+        repo = tmp_path / precision
+        args = ["export", "sct-legacy", "--models-dir", str(shared / "sct_models"), "--repository", str(repo), "--contrast", "t2s",
+                "--precision", precision]
+        assert main(args + (["--parity-data", str(shared / "sct_testing_data")] if precision != "fp32" else [])) == 0
+        http, grpc, metrics = free_ports(3)
+        with EmbeddedServer(ServerSettings(repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                                           startup_timeout=300)) as server:
+            capsys.readouterr()
+            assert main(["status", "--models", "--url", server.settings.grpc_url]) == 0
+            status = capsys.readouterr().out
+            out = tmp_path / f"out_{precision}"
+            assert main(["deepseg-lesion", "-i", str(image), "-c", "t2s", "-ofolder", str(out), "-url", server.settings.grpc_url]) == 0
+        masks[precision] = np.asanyarray(load_volume(out / "t2_fake_lesion_lesionseg.nii.gz").data)
+        net = next(line for line in status.splitlines() if "deepseg_lesion_t2s_net" in line)
+        if precision == "bf16":
+            assert "bf16" in net and "bf16 parity passed on 5 images" in net
+            saved = ParityReport.from_json((repo / "deepseg_lesion_t2s_net" / "parity.json").read_text())
+            assert saved.passed and len(saved.images) == 5 and "openvino" in saved.runtime
+            assert saved.data == str(shared / "sct_testing_data")
+        else:
+            assert "fp32" in net
+    capsys.readouterr()
+    assert masks["fp32"].any()
+    served = compare_masks("t2_fake_lesion", masks["fp32"], masks["bf16"], voxel_mm3=1.0)
+    assert served.failures(ParityReport(precision="bf16", runtime="", reference="", images=[served]).bar) == []
