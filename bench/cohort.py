@@ -39,8 +39,18 @@ stubs, VmHWM summed, as in bench/legacy_pipeline.py); the batch client's own sum
 timer starts after its imports, input discovery and output checks); how many mask voxels differ
 between a and b.
 
+With `--variants onnxruntime,auto,bf16` (issue 13), b also runs once per variant, each its own
+repository exported in this run and its own warm server, same cohort, same CLI command:
+onnxruntime = every network FP32 on ONNX Runtime (the repository before issue 13), openvino =
+FP32 on OpenVINO, auto = FP32 on each network's measured runtime (the default), bf16 / int8 =
+the reduced precision, whose export computes its parity report on ../shared's real images (and
+refuses it when it fails: printed instead of a time). Printed per variant: seconds, subjects/min,
+speed-up over the onnxruntime variant, server peak memory, mask voxels differing from the
+onnxruntime variant's, and the parity summary. `--variants-only` skips a and c.
+
     .venv/bin/python bench/cohort.py [--n 16] [--pipelines legacy,nnunet] [--jobs 2] [--sct-jobs 1]
                                      [--transport auto|shm|grpc] [--shared ../shared]
+                                     [--variants onnxruntime,auto,bf16] [--variants-only]
 """
 
 from __future__ import annotations
@@ -142,6 +152,62 @@ class Result:
     batch_cmd: str = ""
     client_summary: str = ""
     note: str = ""
+    variants: list["VariantResult"] = dataclasses.field(default_factory=list)
+
+
+#: --variants: name -> the export's Serving options
+VARIANTS = {
+    "onnxruntime": {"runtime": "onnxruntime"},  # FP32, every network on ONNX Runtime: before issue 13
+    "openvino": {"runtime": "openvino"},
+    "auto": {},  # FP32, each network's measured runtime: the default
+    "bf16": {"precision": "bf16"},
+    "int8": {"precision": "int8"},
+}
+
+
+@dataclasses.dataclass
+class VariantResult:
+    name: str
+    seconds: float = float("nan")
+    server_peak_mb: float = float("nan")
+    masks: list[Path] = dataclasses.field(default_factory=list)
+    parity: str = ""
+    refused: str = ""  # the export's error when it refused the variant
+    mask_diff: str = "-"  # voxels differing from the onnxruntime variant's masks
+
+
+def run_variants(args: argparse.Namespace, tmp: Path, export: Callable[..., str], warm: Callable[[str, Path], None],
+                 argv_for: Callable[[str, Path], list[str]], expected_for: Callable[[Path], list[Path]]) -> list[VariantResult]:
+    """b once per --variants entry: `export(serving, parity, repo)` writes the variant's repository
+    (returning its parity summary), a fresh warm server serves it, the same batch CLI runs."""
+    from lesionseg.core.errors import LesionsegError
+    from lesionseg.export.networks import Serving
+    from lesionseg.export.precision import ParityOptions
+    from lesionseg.server.launch.embedded import EmbeddedServer
+
+    results = []
+    for name in args.variants:
+        repo, out = tmp / f"repo_{name}", tmp / f"out_{name}"
+        serving = Serving(**VARIANTS[name])
+        try:
+            parity = export(serving, ParityOptions(parity_data=args.shared / "sct_testing_data"), repo)
+        except LesionsegError as exc:
+            results.append(VariantResult(name=name, refused=str(exc)))
+            continue
+        settings = server_settings(repo)
+        expected = expected_for(out)
+        with EmbeddedServer(settings) as server:
+            warm(settings.grpc_url, repo)
+            child = run_batch(argv_for(settings.grpc_url, out), tmp / f"batch_{name}.log", expected)
+            peak = peak_memory_mb(server.pid)
+        results.append(VariantResult(name=name, seconds=child.seconds, server_peak_mb=peak, masks=expected, parity=parity))
+        print(f"  variant {name}: {child.seconds:.1f} s, server peak {peak:.0f} MiB", flush=True)
+    base = next((v for v in results if v.name == "onnxruntime" and not v.refused), None)
+    for v in results:
+        if base is not None and v is not base and not v.refused:
+            diff, total = mask_difference(base.masks, v.masks)
+            v.mask_diff = f"{diff} of {total}"
+    return results
 
 
 # Every child runs under this wrapper: at exit it writes its own VmHWM (kB) to argv[1], then runs
@@ -322,6 +388,8 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     contrast, params = LEGACY_CONTRAST, CONTRASTS[LEGACY_CONTRAST]
     repo = tmp / "repo"
     export_sct_legacy(args.shared / "sct_models", repo, contrast=contrast)
+    if args.variants_only:
+        return legacy_variants(args, tmp, contrast)
     net_batch = int(pipeline_spec(contrast).parameters["net_batch"])
     ctr_path = repo / f"deepseg_ctr_{params.ctr_contrast}_net" / "1" / "model.onnx"
     lesion_path = repo / f"deepseg_lesion_{contrast}_net" / "1" / "model.onnx"
@@ -378,6 +446,43 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
     sct_masks = [legacy_outputs(p, out_a / p.parent.relative_to(cohort))["lesionseg"] for p in images]
     result.mask_diff, result.mask_voxels = mask_difference(sct_masks, expected)
+    result.variants = legacy_variants(args, tmp, contrast, cohort=cohort, images=images).variants
+    return result
+
+
+def legacy_variants(args: argparse.Namespace, tmp: Path, contrast: str, *, cohort: Path | None = None,
+                    images: list[Path] | None = None) -> Result:
+    """The legacy pipeline's --variants (b only)."""
+    from lesionseg.client.connection import Connection, ConnectionSettings
+    from lesionseg.client.legacy import legacy_outputs
+    from lesionseg.client.nifti import load_volume
+    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.catalogue import legacy_model
+    from lesionseg.export.legacy import export_sct_legacy
+
+    if cohort is None or images is None:
+        cohort = tmp / "cohort"
+        images = make_cohort(args.shared / LEGACY_IMAGE[0], LEGACY_IMAGE[1], cohort, args.n)
+    volume = load_volume(images[0])
+    orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))
+    first = (np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32),
+             np.asarray(orient.forward_spacing(volume.spacing), np.float32))
+
+    def export(serving, parity, repo: Path) -> str:
+        result = export_sct_legacy(args.shared / "sct_models", repo, contrast=contrast, serving=serving,
+                                   parity=parity if serving.precision != "fp32" else None)
+        return "; ".join(f"{net}: {report.summary()}" for net, report in result.reports.items())
+
+    def warm(url: str, repo: Path) -> None:
+        with Connection(url, ConnectionSettings(transport="grpc")) as link:
+            link.infer(legacy_model(contrast), {"IMAGE": first[0], "SPACING": first[1]}, ["SEG"], source=images[0])
+
+    result = Result(name="legacy", n=args.n, description=f"legacy sct_deepseg_lesion -c {contrast}, {args.n} variants of "
+                                                          f"{Path(LEGACY_IMAGE[0]).name}: variants only")
+    result.variants = run_variants(
+        args, tmp, export, warm,
+        lambda url, out: ["-q", "deepseg-lesion", "-i", str(cohort), "-c", contrast] + cli_tail(args, url, out),
+        lambda out: [legacy_outputs(p, out / p.parent.relative_to(cohort))["lesionseg"] for p in images])
     return result
 
 
@@ -397,6 +502,8 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
     plan = export_nnunet(folder, repo, task=NNUNET_TASK).plan
     cohort = tmp / "cohort"
     images = make_cohort(args.shared / NNUNET_IMAGE[0], NNUNET_IMAGE[1], cohort, args.n)
+    if args.variants_only:
+        return nnunet_variants(args, tmp, folder, plan, cohort, images)
     inputs = []
     for path in images:
         volume = load_volume(path)
@@ -455,6 +562,40 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
         result.server_peak_mb = peak_memory_mb(server.pid)
     result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
     result.mask_diff, result.mask_voxels = mask_difference(masks(out_a), expected)
+    result.variants = nnunet_variants(args, tmp, folder, plan, cohort, images).variants
+    return result
+
+
+def nnunet_variants(args: argparse.Namespace, tmp: Path, folder: Path, plan, cohort: Path, images: list[Path]) -> Result:
+    """The nnU-Net pipeline's --variants (b only), every variant exported from the same model folder."""
+    from lesionseg.client.connection import Connection, ConnectionSettings
+    from lesionseg.client.nifti import load_volume
+    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.client.task import output_paths
+    from lesionseg.export.nnunet import export_nnunet
+
+    volume = load_volume(images[0])
+    orient = reorientation(volume.affine, volume.data.shape, sct_to_nib(plan.orientation))
+    first = (np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32),
+             np.asarray(orient.forward_spacing(volume.spacing), np.float32))
+
+    def export(serving, parity, repo: Path) -> str:
+        result = export_nnunet(folder, repo, task=NNUNET_TASK, serving=serving, parity=parity if serving.precision != "fp32" else None)
+        return result.report.summary() if result.report is not None else ""
+
+    def warm(url: str, repo: Path) -> None:
+        with Connection(url, ConnectionSettings(transport="grpc")) as link:
+            link.infer(NNUNET_TASK, {"IMAGE": first[0], "SPACING": first[1]}, ["SEG"], source=images[0])
+
+    def masks(ofolder: Path) -> list[Path]:
+        return [next(iter(output_paths(p, NNUNET_TASK, plan.labels, None, ofolder=ofolder / p.parent.relative_to(cohort)).values()))
+                for p in images]
+
+    result = Result(name="nnunet", n=args.n, description=f"nnU-Net seg_ms_lesion-sized model (patch {list(plan.patch_size)}, "
+                                                          f"random weights), {args.n} variants of {Path(NNUNET_IMAGE[0]).name}: variants only")
+    result.variants = run_variants(
+        args, tmp, export, warm,
+        lambda url, out: ["-q", "deepseg", "-i", str(cohort), "-task", NNUNET_TASK] + cli_tail(args, url, out), masks)
     return result
 
 
@@ -462,7 +603,25 @@ def rate(n: int, seconds: float) -> float:
     return n / seconds * 60 if seconds > 0 else float("nan")
 
 
+def variant_lines(r: Result) -> list[str]:
+    """The --variants table: each against the onnxruntime variant when it ran."""
+    base = next((v for v in r.variants if v.name == "onnxruntime" and not v.refused), None)
+    lines = ["  variants (b only, each its own repository and warm server):",
+             f"  {'variant':12} {'seconds':>8} {'subj/min':>9} {'vs onnxruntime':>15} {'server MiB':>11} {'masks vs onnxruntime':>22}"]
+    for v in r.variants:
+        if v.refused:
+            lines.append(f"  {v.name:12} refused by its export: {v.refused}")
+            continue
+        speed = f"{base.seconds / v.seconds:.2f}x" if base else "-"
+        lines.append(f"  {v.name:12} {v.seconds:8.1f} {rate(r.n, v.seconds):9.1f} {speed:>15} {v.server_peak_mb:11.0f} {v.mask_diff:>22}")
+        if v.parity:
+            lines.append(f"  {'':12} parity: {v.parity}")
+    return lines
+
+
 def report(r: Result, args: argparse.Namespace) -> str:
+    if args.variants_only:
+        return "\n".join([r.description, *variant_lines(r)])
     a, b, c = rate(r.n, r.sct_s), rate(r.n, r.batch_s), rate(r.n, r.bare_s)
     lines = [
         r.description,
@@ -479,6 +638,8 @@ def report(r: Result, args: argparse.Namespace) -> str:
         f"  b's own summary: {r.client_summary}",
         f"  note: {r.note}",
     ]
+    if r.variants:
+        lines += variant_lines(r)
     return "\n".join(lines)
 
 
@@ -490,7 +651,14 @@ def main() -> int:
     parser.add_argument("--sct-jobs", type=int, default=1, help="SCT-style processes at once (default 1: a sequential loop)")
     parser.add_argument("--transport", choices=("auto", "shm", "grpc"), help="passed to the lesionseg CLI (default: its own)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="folder with sct_models/ and sct_testing_data/")
+    parser.add_argument("--variants", default="", help=f"comma-separated b variants: {', '.join(VARIANTS)} (default none)")
+    parser.add_argument("--variants-only", action="store_true", help="skip a and c: only the variants' b runs")
     args = parser.parse_args()
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if sorted(set(args.variants) - set(VARIANTS)):
+        parser.error(f"--variants: unknown {', '.join(sorted(set(args.variants) - set(VARIANTS)))}; choose from {', '.join(VARIANTS)}")
+    if args.variants_only and not args.variants:
+        parser.error("--variants-only needs --variants")
     pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
     unknown = sorted(set(pipelines) - {"legacy", "nnunet"})
     if unknown or not pipelines:

@@ -259,7 +259,7 @@ def install_legacy(source: str | None, repository: Path, *, contrast: str = "all
 
 def install_task(name: str, repository: Path, *, release: str | None = None, source: str | None = None,
                  folds: Sequence[str] | None = None, serving: Serving | None = None,
-                 progress: Callable[[int, int | None], None] | None = None) -> Installed:
+                 progress: Callable[[int, int | None], None] | None = None, parity: ParityOptions | None = None) -> Installed:
     """`lesionseg models install <task>`: a sct_deepseg task's release (or `source`), verified and
     exported in its format: an nnU-Net model folder, SCT 6.5's MONAI checkpoint or SCT 6.0-6.3's
     ivadomed ensemble (recognised by the files it holds).
@@ -296,5 +296,5 @@ def install_task(name: str, repository: Path, *, release: str | None = None, sou
         return Installed(models=(monai.task,), description=f"{monai.task} ({monai.plan.network}, MONAI checkpoint)", source=source)
     from lesionseg.export.nnunet import export_nnunet
 
-    result = export_nnunet(folder, repository, task=task.name, folds=folds, serving=serving, source=source)
+    result = export_nnunet(folder, repository, task=task.name, folds=folds, serving=serving, source=source, parity=parity)
     return Installed(models=(result.task,), description=f"{result.task} ({', '.join(result.plan.networks)})", source=source)

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import pydoc
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +26,9 @@ from lesionseg.core.errors import ExportError, InputError, ModelNotFoundError, U
 from lesionseg.core.files import sha256
 from lesionseg.core.paths import user_path
 from lesionseg.export.networks import Serving, write_network
+from lesionseg.export.nnunet_precision import nnunet_report
+from lesionseg.export.parity import ParityReport
+from lesionseg.export.precision import ParityOptions
 from lesionseg.export.torch_onnx import INPUT_NAME, OUTPUT_NAME, load_checkpoint, to_onnx, torch_module
 from lesionseg.server.pipelines.nnunet import NORMALISATIONS, NnunetPlan
 from lesionseg.server.repository.networks import NetworkEntry
@@ -270,14 +274,23 @@ class NnunetExport:
     task: str
     networks: dict[str, dict[str, Any]]
     plan: NnunetPlan
+    report: ParityReport | None = None  # of a reduced precision
 
 
 def export_nnunet(
     model_dir: Path, repository: Path, *, task: str, folds: Sequence[str] | None = None, serving: Serving | None = None,
     mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None, source: str | None = None,
+    parity: ParityOptions | None = None,
 ) -> NnunetExport:
-    """Export an nnU-Net model folder as the `<task>` ensemble and its networks."""
-    (serving or Serving()).require_fp32("nnU-Net")
+    """Export an nnU-Net model folder as the `<task>` ensemble and its networks.
+
+    A reduced `serving.precision` is computed first: the parity report of the task's pipeline with
+    every fold network reduced, on the real images of `parity` (`lesionseg.export.nnunet_precision`);
+    if it fails, nothing is written and the error gives the failing numbers in one line.
+    """
+    serving = serving or Serving()
+    parity = parity or ParityOptions()
+    parity.check(serving.precision)
     folder = load_folder(model_dir, folds, configuration)
     labels_of(folder.dataset)
     network = build_network(folder)
@@ -299,15 +312,24 @@ def export_nnunet(
     modules = {f"{task}_net": _FoldAverage.make(list(fold_modules.values()))} if merge_folds else \
         {f"{task}_fold{fold}_net": module for fold, module in fold_modules.items()}
     records: dict[str, dict[str, Any]] = {}
+    models: dict[str, Any] = {}
     for name, module in modules.items():
-        model, diff = to_onnx(module, patch, channels)
+        models[name], diff = to_onnx(module, patch, channels)
+        records[name] = {"source": str(folder.path), "folds": list(folder.checkpoints) if merge_folds else [name.split("_fold")[-1][:-4]],
+                         "checkpoints": {f: sha256(p) for f, p in folder.checkpoints.items()},
+                         "parity": {"reference": "pytorch", "compared": "logits on 3 random tiles", "max_abs_diff": diff}}
+    plan = make_plan(folder, networks=list(modules), mirror_axes=mirror_axes or (), use_mirroring=mirroring)
+    report, candidates = None, {}
+    if serving.precision != "fp32":
+        with tempfile.TemporaryDirectory(prefix="lesionseg-parity-") as tmp:
+            report, candidates = nnunet_report(plan, models, serving.precision, parity, Path(tmp),
+                                               input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+        if not report.passed:
+            raise ExportError(f"{folder.path}: not written: {task}: {report.failure_line()}")
+    for name in modules:
         entry = NetworkEntry(name=name, input_name=INPUT_NAME, output_names=(OUTPUT_NAME,), input_dims=(channels, *patch),
                              output_dims=(len(labels_of(folder.dataset)), *patch), max_batch_size=8, queue_delay_us=5000)
-        record = {"source": str(folder.path), "folds": list(folder.checkpoints) if merge_folds else [name.split("_fold")[-1][:-4]],
-                  "checkpoints": {f: sha256(p) for f, p in folder.checkpoints.items()},
-                  "parity": {"reference": "pytorch", "compared": "logits on 3 random tiles", "max_abs_diff": diff}}
-        write_network(entry, model, repository, serving=serving or Serving(), record=record)
-        records[name] = record
-    plan = make_plan(folder, networks=list(modules), mirror_axes=mirror_axes or (), use_mirroring=mirroring)
+        model = candidates[name].model if name in candidates else models[name]
+        write_network(entry, model, repository, serving=serving, record=records[name], report=report)
     write_task(repository, task, plan, source=source or str(folder.path))
-    return NnunetExport(task=task, networks=records, plan=plan)
+    return NnunetExport(task=task, networks=records, plan=plan, report=report)

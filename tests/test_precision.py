@@ -108,10 +108,10 @@ def test_impossible_precisions_are_usage_errors(options: dict, message: str) -> 
 
 
 def test_other_exports_refuse_a_reduced_precision(tmp_path: Path) -> None:
-    from lesionseg.export.nnunet import export_nnunet
+    from lesionseg.export.monai import export_monai
 
-    with pytest.raises(UsageError, match="--precision bf16 is not offered for nnU-Net exports"):
-        export_nnunet(tmp_path, tmp_path / "repo", task="t", serving=Serving(precision="bf16"))
+    with pytest.raises(UsageError, match="--precision bf16 is not offered for MONAI exports"):
+        export_monai(tmp_path, tmp_path / "repo", task="t", serving=Serving(precision="bf16"))
     assert not (tmp_path / "repo").exists()
 
 
@@ -292,3 +292,27 @@ def test_bf16_export_serves_and_shows_its_report(shared: Path, tmp_path: Path, c
     assert masks["fp32"].any()
     served = compare_masks("t2_fake_lesion", masks["fp32"], masks["bf16"], voxel_mm3=1.0)
     assert served.failures(ParityReport(precision="bf16", runtime="", reference="", images=[served]).bar) == []
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_nnunet_bf16_report_on_the_test_task(shared: Path, tmp_path: Path) -> None:
+    """The nnU-Net test task `seg_ms_lesion` (synthetic plans, random weights) with its fold
+    network in BF16: the export computes the report on every real image and writes it."""
+    pytest.importorskip("torch", reason="needs the export extra (torch)")
+    from conftest import NNUNET_TASKS
+
+    from lesionseg.export import synthetic_nnunet
+    from lesionseg.export.nnunet import export_nnunet
+
+    variant, options = NNUNET_TASKS["seg_ms_lesion"]
+    folder = synthetic_nnunet.make_model(tmp_path / "model", variant)
+    repo = tmp_path / "repo"
+    result = export_nnunet(folder, repo, task="seg_ms_lesion", serving=Serving(precision="bf16"),
+                           parity=ParityOptions(parity_data=shared / "sct_testing_data"), **options)
+    assert result.report is not None and result.report.passed and len(result.report.images) == 5
+    for network in result.plan.networks:
+        saved = ParityReport.from_json((repo / network / "parity.json").read_text())
+        assert saved == ParityReport.from_json(result.report.to_json())
+        config = parameters(read_config(repo / network / "config.pbtxt"))
+        assert (config["precision"], config["runtime"]) == ("bf16", "openvino")

@@ -122,9 +122,12 @@ def run_nnunet(args: argparse.Namespace) -> int:
 
     repository = paths.repository(args.repository)
     result = export_nnunet(args.model_dir, repository, task=args.task, folds=args.folds, serving=serving(args),
-                           mirroring=args.mirroring, merge_folds=args.merge_folds, configuration=args.configuration)
+                           mirroring=args.mirroring, merge_folds=args.merge_folds, configuration=args.configuration,
+                           parity=parity_options(args))
     for name, record in result.networks.items():
         print(f"{name}: ONNX vs PyTorch max abs logits difference {record['parity']['max_abs_diff']:.2g} on random tiles")
+        if result.report is not None:
+            print(f"{name}: {result.report.summary()} ({repository / name / 'parity.json'})")
     print(f"task {result.task} written to {repository} (patch {list(result.plan.patch_size)}, spacing "
           f"{list(result.plan.spacing)}, orientation {result.plan.orientation}, labels {result.plan.labels})")
     return EXIT_OK

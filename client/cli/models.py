@@ -58,7 +58,7 @@ def run_install(args: argparse.Namespace) -> int:
                                        progress=progress, parity=parity_options(args))
         else:
             installed = install_task(args.family, repository, release=args.release, source=args.source,
-                                     folds=args.folds, serving=serving(args), progress=progress)
+                                     folds=args.folds, serving=serving(args), progress=progress, parity=parity_options(args))
     finally:
         if shown:
             print(file=sys.stderr)
