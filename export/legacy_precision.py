@@ -18,38 +18,24 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lesionseg.core.paths import user_path
 from lesionseg.export.parity import ImageParity, ParityReport, compare_masks
 from lesionseg.export.precision import (
     Candidate,
     ParityOptions,
+    assemble_report,
+    calibration_images,
     candidate_predict,
     find_images,
     fp32_predict,
     make_candidate,
+    oriented_image,
     recording,
-    runtime_versions,
 )
 
 logger = logging.getLogger(__name__)
 
 #: items per network call, as the pipeline model sends them
 BATCH = 8
-
-
-def _rpi(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """A NIfTI image as the legacy pipeline model receives it: (x, y, z) float32 RPI, spacing in mm."""
-    from lesionseg.client.nifti import load_volume
-    from lesionseg.client.orientation import reorientation, sct_to_nib
-
-    volume = load_volume(path)
-    orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))
-    data = np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32)
-    return data, tuple(float(s) for s in orient.forward_spacing(volume.spacing))
-
-
-def _name(path: Path, folder: Path) -> str:
-    return path.relative_to(folder).as_posix()
 
 
 def legacy_report(contrast: str, models: Mapping[str, Any], precision: str, options: ParityOptions,
@@ -79,7 +65,7 @@ def legacy_report(contrast: str, models: Mapping[str, Any], precision: str, opti
 
     def run(path: Path, lesion_predict) -> tuple[np.ndarray | None, float]:
         """The pipeline's mask of `path` (None: no cord found) and its voxel volume in mm3."""
-        data, spacing = _rpi(path)
+        data, spacing = oriented_image(path, "RPI")
         try:
             seg = segment_lesions(data, spacing, params, ctr_predict=ctr, lesion_predict=lesion_predict).seg
         except CenterlineError:
@@ -89,21 +75,16 @@ def legacy_report(contrast: str, models: Mapping[str, Any], precision: str, opti
     notes = [f"reduced: {lesion_net}; FP32: {ctr_net} (the centerline network places the crop and stays FP32)"]
     calibration: list[np.ndarray] = []
     if precision == "int8":
-        folder = options.calibration_data or options.parity_data
-        calibration_images = find_images(folder)
-        for path in calibration_images:
+        paths, described = calibration_images(options)
+        for path in paths:
             run(path, recording(lesion, calibration))
-        overlap = {p.resolve() for p in calibration_images} & {p.resolve() for p in find_images(options.parity_data)}
-        notes.append(f"calibrated on the lesion network's FP32-pipeline inputs of {len(calibration_images)} images in {folder}"
-                     + (f"; {len(overlap)} of them are also images of this report" if overlap else ""))
+        notes.append(f"calibrated on the lesion network's FP32-pipeline inputs of {described}")
     candidate = make_candidate(models[lesion_net], precision, input_name=INPUT_NAME, calibration=calibration)
-    if candidate.proxy is not None:
-        notes.append("FP16 proxy run on the CPU: a GPU run of the TensorRT FP16 engine has to confirm it")
     reduced = candidate_predict(candidate, workdir, **io)
 
     images: list[ImageParity] = []
     for path in find_images(options.parity_data):
-        name = _name(path, options.parity_data)
+        name = path.relative_to(options.parity_data).as_posix()
         reference, voxel_mm3 = run(path, lesion)
         if reference is None:
             notes.append(f"{name}: the {contrast} centerline network finds no cord (FP32 in both runs): no mask to compare")
@@ -112,8 +93,4 @@ def legacy_report(contrast: str, models: Mapping[str, Any], precision: str, opti
         assert got is not None  # noqa: S101 - the centerline network is the same FP32 one
         images.append(compare_masks(name, reference, got, voxel_mm3=voxel_mm3))
         logger.info("%s %s %s: Dice %.4f", contrast, precision, name, images[-1].dice)
-    versions = runtime_versions()
-    report = ParityReport(precision=precision, runtime=candidate.description,
-                          reference=f"onnxruntime {versions['onnxruntime']} FP32, every network", images=images,
-                          bar=options.bar, notes=tuple(notes), data=str(user_path(options.parity_data)))
-    return report, candidate
+    return assemble_report(precision, candidate, images, notes, options, reference="every network"), candidate

@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from lesionseg.core.errors import ExportError, InputError, UsageError
-from lesionseg.export.parity import ParityBar
+from lesionseg.core.paths import user_path
+from lesionseg.export.parity import ImageParity, ParityBar, ParityReport
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,40 @@ def find_images(folder: Path) -> list[Path]:
     if not found:
         raise InputError(f"{folder}: no NIfTI image (*.nii, *.nii.gz that is not a mask or label) found")
     return found
+
+
+def oriented_image(path: Path, orientation: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A NIfTI image as a pipeline model receives it: (x, y, z) float32 in `orientation` (SCT's
+    letters, e.g. "RPI"), and its voxel size in mm along those axes."""
+    from lesionseg.client.nifti import load_volume
+    from lesionseg.client.orientation import reorientation, sct_to_nib
+
+    volume = load_volume(path)
+    orient = reorientation(volume.affine, volume.data.shape, sct_to_nib(orientation))
+    data = np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32)
+    return data, tuple(float(s) for s in orient.forward_spacing(volume.spacing))
+
+
+def calibration_images(options: ParityOptions) -> tuple[list[Path], str]:
+    """The INT8 calibration images (`calibration_data`, default `parity_data`) and the report's
+    note on them: how many, where, and how many are also parity images."""
+    folder = options.calibration_data or options.parity_data
+    assert folder is not None  # noqa: S101 - ParityOptions.check requires parity_data
+    images = find_images(folder)
+    overlap = {p.resolve() for p in images} & {p.resolve() for p in find_images(options.parity_data or folder)}
+    note = f"{len(images)} images in {folder}" + (f"; {len(overlap)} of them are also images of this report" if overlap else "")
+    return images, note
+
+
+def assemble_report(precision: str, candidate: Candidate, images: Sequence[ImageParity], notes: Sequence[str],
+                    options: ParityOptions, *, reference: str) -> ParityReport:
+    """The ParityReport of `candidate` against FP32 ONNX Runtime running `reference` (e.g. "every network")."""
+    versions = runtime_versions()
+    if candidate.proxy is not None:
+        notes = [*notes, "FP16 proxy run on the CPU: a GPU run of the TensorRT FP16 engine has to confirm it"]
+    return ParityReport(precision=precision, runtime=candidate.description,
+                        reference=f"onnxruntime {versions['onnxruntime']} FP32, {reference}", images=images, bar=options.bar,
+                        notes=tuple(notes), data=str(user_path(options.parity_data)) if options.parity_data else "")
 
 
 def runtime_versions() -> dict[str, str]:

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from lesionseg.client.nifti import load_volume
-from lesionseg.client.orientation import reorientation, sct_to_nib
 from lesionseg.export.parity import dice
+from lesionseg.export.precision import oriented_image
 from lesionseg.server.backend.runtimes import make_runner
 from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
 from lesionseg.server.pipelines.legacy_centerline import CenterlineError
@@ -42,11 +42,7 @@ def predictor(path: Path, runtime: str, *, input_name: str, output_name: str, ba
                                      for i in range(0, len(x), batch)])
 
 
-def rpi(path: Path, orientation: str = "RPI") -> tuple[np.ndarray, tuple[float, ...]]:
-    volume = load_volume(path)
-    orient = reorientation(volume.affine, volume.data.shape, sct_to_nib(orientation))
-    data = np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32)
-    return data, tuple(float(s) for s in orient.forward_spacing(volume.spacing))
+rpi = oriented_image  # (x, y, z) float32 in an SCT orientation and its spacing, as the pipeline models receive it
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +62,7 @@ def test_openvino_fp32_gives_onnxruntimes_legacy_masks(legacy_repository: Path, 
     from lesionseg.server.repository.legacy import network_model, networks_of
 
     lesion_net, ctr_net = networks_of(contrast)
-    data, spacing = rpi(shared / "sct_testing_data" / image)
+    data, spacing = rpi(shared / "sct_testing_data" / image, "RPI")
     results = {}
     for runtime in ("onnxruntime", "openvino"):
         nets = {name: predictor(legacy_repository / network_model(name) / "1" / "model.onnx", runtime,
