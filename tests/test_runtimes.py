@@ -188,7 +188,7 @@ def test_runtime_and_backend_configs(tmp_path: Path) -> None:
     assert to_proto(network_spec(entry, backend="onnxruntime")).backend == "onnxruntime"
     native = to_proto(network_spec(entry, backend="openvino"))  # Triton's own OpenVINO backend reads model.onnx
     assert (native.backend, native.default_model_filename) == ("openvino", "model.onnx")
-    assert parameters(native) == {"INFERENCE_NUM_THREADS": "1", "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
+    assert parameters(native) == {"INFERENCE_NUM_THREADS": "2", "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
     with pytest.raises(UsageError, match="--runtime openvino is for the python backend"):
         Serving(backend="onnxruntime", runtime="openvino")
     with pytest.raises(UsageError, match="unknown network runtime"):

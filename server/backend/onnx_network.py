@@ -4,7 +4,10 @@ The embedded Triton (nvidia-pytriton) has no onnxruntime backend, so each networ
 Python-backend model holding one `onnxruntime.InferenceSession` (or, with the config parameter
 `runtime` "openvino", one OpenVINO compiled model: `lesionseg.server.backend.runtimes`; the
 parameter `precision` says what the export proved: "bf16" asks OpenVINO for BF16 arithmetic,
-"int8" marks a quantized graph). With `max_batch_size > 0` and
+"int8" marks a quantized graph; `run_batch` N > 0 runs a batch N items at a time and
+`ort_mem_pattern` "0" turns off ONNX Runtime's memory pattern, the memory settings of
+`lesionseg.server.repository.networks`; `LESIONSEG_RUN_BATCH`, `LESIONSEG_ORT_MEM_PATTERN` and
+`LESIONSEG_ORT_ARENA` override them). With `max_batch_size > 0` and
 dynamic batching in its config, Triton hands `execute` several requests at once: their inputs are
 concatenated along the batch axis, run in one call, and split back — real batching of tiles from
 concurrent requests. Production images use Triton's own `onnxruntime` backend with the same
@@ -41,11 +44,19 @@ class OnnxNetModel(PythonModel):
         self.precision = self.parameters.get("precision", "fp32")
         if self.precision not in RUNNER_PRECISION:
             raise UsageError(f"{self.name}: unknown precision {self.precision!r} (choose from {', '.join(RUNNER_PRECISION)})")
+        # memory (bench/README.md, "Server memory"): ONNX Runtime's memory pattern and arena, the items run at once
+        memory_pattern = (os.environ.get("LESIONSEG_ORT_MEM_PATTERN") or self.parameters.get("ort_mem_pattern", "1")) != "0"
+        arena = (os.environ.get("LESIONSEG_ORT_ARENA") or self.parameters.get("ort_arena", "1")) != "0"
+        run_batch_text = os.environ.get("LESIONSEG_RUN_BATCH") or self.parameters.get("run_batch", "0")
+        if not run_batch_text.isdigit():
+            raise UsageError(f"{self.name}: run_batch must be a whole number >= 0, not {run_batch_text!r}")
+        run_batch = int(run_batch_text)
         self.session = make_runner(self.path, runtime=self.runtime, threads=threads, spinning=spinning,
-                                   precision=RUNNER_PRECISION[self.precision])
+                                   precision=RUNNER_PRECISION[self.precision], memory_pattern=memory_pattern,
+                                   arena=arena, run_batch=run_batch)
         self.batched = int(config.get("max_batch_size", 0)) > 0
-        logger.info("%s: loaded %s on %s %s (threads=%s)", self.name, self.path, self.runtime, self.precision,
-                    threads or "default")
+        logger.info("%s: loaded %s on %s %s (threads=%s, run_batch=%s, memory pattern %s)", self.name, self.path,
+                    self.runtime, self.precision, threads or "default", run_batch or "whole", memory_pattern)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         if not self.batched or len(requests) == 1:
