@@ -34,8 +34,9 @@ requests are byte-identical) is segmented, in one run:
 Printed per pipeline: seconds and subjects/minute of a, b, c; b/a (lesionseg speed-up over
 SCT-style) and c/b (bare network / lesionseg; <= 1.25 means serving costs <= 20 %); peak memory:
 the largest SCT-style process and the batch client process (each its own VmHWM, read by the child
-itself at exit through a small wrapper), and the server's process tree (tritonserver + Python-backend
-stubs, VmHWM summed, as in bench/legacy_pipeline.py); the batch client's own summary line (its
+itself at exit through a small wrapper), and the server's (tritonserver + Python-backend stubs,
+bench/server_memory.py: the peak of a memory cgroup it was started in, the largest summed PSS, and
+the summed VmHWM of its processes, an upper bound); the batch client's own summary line (its
 timer starts after its imports, input discovery and output checks); how many mask voxels differ
 between a and b.
 
@@ -45,10 +46,10 @@ onnxruntime = every network FP32 on ONNX Runtime (the repository before issue 13
 FP32 on OpenVINO, auto = FP32 on each network's measured runtime (the default), bf16 / int8 =
 the reduced precision, whose export computes its parity report on ../shared's real images (and
 refuses it when it fails: printed instead of a time). Printed per variant: seconds, subjects/min,
-speed-up over the onnxruntime variant, server peak memory, mask voxels differing from the
+speed-up over the onnxruntime variant, the server's cgroup peak, mask voxels differing from the
 onnxruntime variant's, and the parity summary. `--variants-only` skips a and c.
 
-    .venv/bin/python bench/cohort.py [--n 16] [--pipelines legacy,nnunet] [--jobs 2] [--sct-jobs 1]
+    .venv/bin/python bench/cohort.py [--n 16] [--pipelines legacy,nnunet] [--legacy-contrast t2s|t2_ax] [--jobs 2] [--sct-jobs 1]
                                      [--transport auto|shm|grpc] [--shared ../shared]
                                      [--variants onnxruntime,auto,bf16] [--variants-only]
 """
@@ -73,10 +74,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from legacy_pipeline import peak_memory_mb  # noqa: E402  (bench/ is not a package)
+from server_memory import Peaks, measured_server  # noqa: E402  (bench/ is not a package)
 
-LEGACY_CONTRAST = "t2s"
-LEGACY_IMAGE = ("sct_testing_data/t2s/t2s.nii.gz", "T2star")
+#: --legacy-contrast -> the real image its cohort is made of
+LEGACY_IMAGES = {"t2s": ("sct_testing_data/t2s/t2s.nii.gz", "T2star"), "t2_ax": ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "T2w")}
 NNUNET_IMAGE = ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "T2w")  # bench/nnunet_predictor.py's image
 NNUNET_TASK = "bench"  # bench/nnunet_predictor.py's task name
 NNUNET_TILES_PER_REQUEST = 2  # lesionseg.server.backend.nnunet.PredictModel's default
@@ -144,7 +145,7 @@ class Result:
     sct_peak_mb: float = 0.0
     batch_s: float = 0.0
     client_peak_mb: float = 0.0
-    server_peak_mb: float = 0.0
+    server_peaks: Peaks | None = None
     bare_s: float = 0.0
     tiles: str = ""
     mask_diff: int = 0
@@ -169,7 +170,7 @@ VARIANTS = {
 class VariantResult:
     name: str
     seconds: float = float("nan")
-    server_peak_mb: float = float("nan")
+    server_peaks: Peaks | None = None
     masks: list[Path] = dataclasses.field(default_factory=list)
     parity: str = ""
     refused: str = ""  # the export's error when it refused the variant
@@ -183,7 +184,6 @@ def run_variants(args: argparse.Namespace, tmp: Path, export: Callable[..., str]
     from lesionseg.core.errors import LesionsegError
     from lesionseg.export.networks import Serving
     from lesionseg.export.precision import ParityOptions
-    from lesionseg.server.launch.embedded import EmbeddedServer
 
     results = []
     for name in args.variants:
@@ -196,12 +196,12 @@ def run_variants(args: argparse.Namespace, tmp: Path, export: Callable[..., str]
             continue
         settings = server_settings(repo)
         expected = expected_for(out)
-        with EmbeddedServer(settings) as server:
+        with measured_server(settings) as served:
             warm(settings.grpc_url, repo)
             child = run_batch(argv_for(settings.grpc_url, out), tmp / f"batch_{name}.log", expected)
-            peak = peak_memory_mb(server.pid)
-        results.append(VariantResult(name=name, seconds=child.seconds, server_peak_mb=peak, masks=expected, parity=parity))
-        print(f"  variant {name}: {child.seconds:.1f} s, server peak {peak:.0f} MiB", flush=True)
+            peaks = served.peaks()
+        results.append(VariantResult(name=name, seconds=child.seconds, server_peaks=peaks, masks=expected, parity=parity))
+        print(f"  variant {name}: {child.seconds:.1f} s, server peak {peaks.line()}", flush=True)
     base = next((v for v in results if v.name == "onnxruntime" and not v.refused), None)
     for v in results:
         if base is not None and v is not base and not v.refused:
@@ -381,11 +381,11 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     from lesionseg.client.orientation import reorientation, sct_to_nib
     from lesionseg.core.catalogue import legacy_model
     from lesionseg.export.legacy import export_sct_legacy
-    from lesionseg.server.launch.embedded import EmbeddedServer
     from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
     from lesionseg.server.repository.legacy import pipeline_spec
 
-    contrast, params = LEGACY_CONTRAST, CONTRASTS[LEGACY_CONTRAST]
+    contrast, params = args.legacy_contrast, CONTRASTS[args.legacy_contrast]
+    legacy_image = LEGACY_IMAGES[contrast]
     repo = tmp / "repo"
     export_sct_legacy(args.shared / "sct_models", repo, contrast=contrast)
     if args.variants_only:
@@ -394,7 +394,7 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     ctr_path = repo / f"deepseg_ctr_{params.ctr_contrast}_net" / "1" / "model.onnx"
     lesion_path = repo / f"deepseg_lesion_{contrast}_net" / "1" / "model.onnx"
     cohort = tmp / "cohort"
-    images = make_cohort(args.shared / LEGACY_IMAGE[0], LEGACY_IMAGE[1], cohort, args.n)
+    images = make_cohort(args.shared / legacy_image[0], legacy_image[1], cohort, args.n)
     inputs = []
     for path in images:
         volume = load_volume(path)
@@ -405,7 +405,7 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
                     note="a is conservative in SCT's favour: onnxruntime without spinalcordtoolbox's imports or the OptiC "
                          "binary (SCT before 2022 ran these networks in TensorFlow/Keras, slower still)",
                     description=f"legacy sct_deepseg_lesion -c {contrast} ({legacy_model(contrast)}), "
-                                f"{args.n} variants of {Path(LEGACY_IMAGE[0]).name} {list(inputs[0][0].shape)}")
+                                f"{args.n} variants of {Path(legacy_image[0]).name} {list(inputs[0][0].shape)}")
 
     # c: capture the network calls of every subject (untimed, real outputs: the lesion chunks
     # follow the centerline), then time the networks alone
@@ -436,13 +436,13 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     # b: one lesionseg CLI process on the cohort folder, one warm server
     settings = server_settings(repo)
     expected = [legacy_outputs(p, out_b / p.parent.relative_to(cohort))["lesionseg"] for p in images]
-    with EmbeddedServer(settings) as server:
+    with measured_server(settings) as served:
         with Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:  # warm-up, untimed
             link.infer(legacy_model(contrast), {"IMAGE": inputs[0][0], "SPACING": inputs[0][1]}, ["SEG"], source=images[0])
         argv = ["-q", "deepseg-lesion", "-i", str(cohort), "-c", contrast] + cli_tail(args, settings.grpc_url, out_b)
         result.batch_cmd = shown(argv, tmp)
         child = run_batch(argv, tmp / "batch.log", expected)
-        result.server_peak_mb = peak_memory_mb(server.pid)
+        result.server_peaks = served.peaks()
     result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
     sct_masks = [legacy_outputs(p, out_a / p.parent.relative_to(cohort))["lesionseg"] for p in images]
     result.mask_diff, result.mask_voxels = mask_difference(sct_masks, expected)
@@ -462,7 +462,7 @@ def legacy_variants(args: argparse.Namespace, tmp: Path, contrast: str, *, cohor
 
     if cohort is None or images is None:
         cohort = tmp / "cohort"
-        images = make_cohort(args.shared / LEGACY_IMAGE[0], LEGACY_IMAGE[1], cohort, args.n)
+        images = make_cohort(args.shared / LEGACY_IMAGES[contrast][0], LEGACY_IMAGES[contrast][1], cohort, args.n)
     volume = load_volume(images[0])
     orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))
     first = (np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32),
@@ -478,7 +478,7 @@ def legacy_variants(args: argparse.Namespace, tmp: Path, contrast: str, *, cohor
             link.infer(legacy_model(contrast), {"IMAGE": first[0], "SPACING": first[1]}, ["SEG"], source=images[0])
 
     result = Result(name="legacy", n=args.n, description=f"legacy sct_deepseg_lesion -c {contrast}, {args.n} variants of "
-                                                          f"{Path(LEGACY_IMAGE[0]).name}: variants only")
+                                                          f"{Path(LEGACY_IMAGES[contrast][0]).name}: variants only")
     result.variants = run_variants(
         args, tmp, export, warm,
         lambda url, out: ["-q", "deepseg-lesion", "-i", str(cohort), "-c", contrast] + cli_tail(args, url, out),
@@ -494,7 +494,6 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
     from lesionseg.core.catalogue import task_info
     from lesionseg.export.nnunet import export_nnunet
     from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
-    from lesionseg.server.launch.embedded import EmbeddedServer
     from lesionseg.server.pipelines import nnunet
 
     folder = make_model(tmp / "model", REALISTIC)
@@ -553,13 +552,13 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
                 for p in images]
 
     expected = masks(out_b)
-    with EmbeddedServer(settings) as server:
+    with measured_server(settings) as served:
         with Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:  # warm-up, untimed
             link.infer(NNUNET_TASK, {"IMAGE": inputs[0][0], "SPACING": inputs[0][1]}, ["SEG"], source=images[0])
         argv = ["-q", "deepseg", "-i", str(cohort), "-task", NNUNET_TASK] + cli_tail(args, settings.grpc_url, out_b)
         result.batch_cmd = shown(argv, tmp)
         child = run_batch(argv, tmp / "batch.log", expected)
-        result.server_peak_mb = peak_memory_mb(server.pid)
+        result.server_peaks = served.peaks()
     result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
     result.mask_diff, result.mask_voxels = mask_difference(masks(out_a), expected)
     result.variants = nnunet_variants(args, tmp, folder, plan, cohort, images).variants
@@ -607,13 +606,13 @@ def variant_lines(r: Result) -> list[str]:
     """The --variants table: each against the onnxruntime variant when it ran."""
     base = next((v for v in r.variants if v.name == "onnxruntime" and not v.refused), None)
     lines = ["  variants (b only, each its own repository and warm server):",
-             f"  {'variant':12} {'seconds':>8} {'subj/min':>9} {'vs onnxruntime':>15} {'server MiB':>11} {'masks vs onnxruntime':>22}"]
+             f"  {'variant':12} {'seconds':>8} {'subj/min':>9} {'vs onnxruntime':>15} {'cgroup MiB':>11} {'masks vs onnxruntime':>22}"]
     for v in r.variants:
         if v.refused:
             lines.append(f"  {v.name:12} refused by its export: {v.refused}")
             continue
         speed = f"{base.seconds / v.seconds:.2f}x" if base else "-"
-        lines.append(f"  {v.name:12} {v.seconds:8.1f} {rate(r.n, v.seconds):9.1f} {speed:>15} {v.server_peak_mb:11.0f} {v.mask_diff:>22}")
+        lines.append(f"  {v.name:12} {v.seconds:8.1f} {rate(r.n, v.seconds):9.1f} {speed:>15} {v.server_peaks.cgroup_mb:11.0f} {v.mask_diff:>22}")
         if v.parity:
             lines.append(f"  {'':12} parity: {v.parity}")
     return lines
@@ -631,7 +630,7 @@ def report(r: Result, args: argparse.Namespace) -> str:
         f"  {'c bare network, onnxruntime in-process':48} {r.bare_s:8.1f} {c:9.1f} {'-':>9}",
         f"  b/a = {b / a:5.2f}  (lesionseg speed-up over SCT-style)",
         f"  c/b = {c / b:5.2f}  (bare network / lesionseg; <= 1.25 means serving costs <= 20 %)",
-        f"  server peak memory (tritonserver + Python-backend stubs, VmHWM summed): {r.server_peak_mb:.0f} MiB",
+        f"  server peak memory (tritonserver + Python-backend stubs, bench/server_memory.py): {r.server_peaks.line()}",
         f"  c ran {r.tiles}",
         f"  masks a vs b: {r.mask_diff} of {r.mask_voxels} voxels differ",
         f"  b ran: {r.batch_cmd}",
@@ -647,6 +646,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=16, help="subjects in the cohort (default 16)")
     parser.add_argument("--pipelines", default="legacy,nnunet", help="comma-separated: legacy, nnunet (default both)")
+    parser.add_argument("--legacy-contrast", choices=sorted(LEGACY_IMAGES), default="t2s",
+                        help="the legacy pipeline's contrast (default t2s: t2s.nii.gz; t2_ax: t2_fake_lesion.nii.gz)")
     parser.add_argument("--jobs", type=int, default=2, help="lesionseg batch --jobs (default 2)")
     parser.add_argument("--sct-jobs", type=int, default=1, help="SCT-style processes at once (default 1: a sequential loop)")
     parser.add_argument("--transport", choices=("auto", "shm", "grpc"), help="passed to the lesionseg CLI (default: its own)")

@@ -20,27 +20,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_memory import hwm_sum_mb as peak_memory_mb  # noqa: E402  (bench/ is not a package)
+
 IMAGES = [("sct_testing_data/t2s/t2s.nii.gz", "t2s"), ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "t2_ax")]
-
-
-def process_tree(pid: int) -> list[int]:
-    pids, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        pids.append(current)
-        children = Path(f"/proc/{current}/task/{current}/children")
-        if children.exists():
-            stack.extend(int(p) for p in children.read_text().split())
-    return pids
-
-
-def peak_memory_mb(pid: int) -> float:
-    total = 0
-    for p in process_tree(pid):
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 def main() -> int:

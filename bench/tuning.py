@@ -5,9 +5,10 @@ spin, instances of each network model, instances of the pipeline / pre- and post
 models, dynamic-batching queue delay of the networks) a fresh embedded server is started on a copy
 of the repository whose configs are rewritten through `model_config_pb2` (weights linked, not
 copied), warmed with one request, and ONE `lesionseg` batch CLI process segments the cohort with
-`--jobs J`. Printed: subjects/minute per setting and its ratio to the first (current default) row.
+`--jobs J`. Printed: subjects/minute per setting, its ratio to the first row, and the server's
+peak memory (its memory cgroup's, bench/server_memory.py).
 
-    .venv/bin/python bench/tuning.py [--pipeline legacy|nnunet] [--n 8] [--shared ../shared]
+    .venv/bin/python bench/tuning.py [--pipeline legacy|nnunet] [--n 8] [--quick | --instances] [--shared ../shared]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cohort import check_child, make_cohort, run_child, server_settings  # noqa: E402
+from server_memory import Peaks, measured_server  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,20 +73,19 @@ def tuned_copy(source: Path, target: Path, setting: Setting) -> Path:
     return target
 
 
-def measure(repo: Path, images: list[Path], cohort: Path, argv_for, setting: Setting, tmp: Path) -> float:
-    from lesionseg.server.launch.embedded import EmbeddedServer
-
+def measure(repo: Path, images: list[Path], cohort: Path, argv_for, setting: Setting, tmp: Path) -> tuple[float, Peaks]:
     settings = server_settings(repo)
-    with EmbeddedServer(settings):
+    with measured_server(settings) as served:
         warm = tmp / "warm"
         child = run_child("-m", "lesionseg.client.cli", ["-q", *argv_for(images[0], warm, settings.grpc_url, 1)], tmp / "warm.log")
         check_child(child, tmp / "warm.log", "warm-up")
         out = tmp / "out"
         child = run_child("-m", "lesionseg.client.cli", ["-q", *argv_for(cohort, out, settings.grpc_url, setting.jobs)], tmp / "run.log")
         check_child(child, tmp / "run.log", setting.label())
+        peaks = served.peaks()
     shutil.rmtree(tmp / "out")
     shutil.rmtree(tmp / "warm")
-    return child.seconds
+    return child.seconds, peaks
 
 
 def main() -> int:
@@ -92,6 +93,8 @@ def main() -> int:
     parser.add_argument("--pipeline", choices=("legacy", "nnunet"), default="legacy")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="only the settings added last (legacy)")
+    parser.add_argument("--instances", action="store_true",
+                        help="only the default (one network instance, two threads) against two instances at one thread")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lesionseg-tuning-") as name:
@@ -123,6 +126,9 @@ def main() -> int:
                 return ["deepseg", "-i", str(inputs), "-task", "bench", "-ofolder", str(out), "-url", url, "-j", str(jobs)]
             settings = [Setting(0, True, 1, 2, 5000, 2), Setting(0, False, 1, 2, 5000, 2), Setting(1, False, 2, 2, 5000, 2),
                         Setting(0, False, 1, 2, 5000, 1)]
+        if args.instances:  # issue 13, item 4: with the memory settings the export writes (run_batch 1, no pattern)
+            delay = settings[0].queue_delay_us
+            settings = [Setting(2, False, 1, 2, delay, 2), Setting(1, False, 2, 2, delay, 2)]
         cohort = tmp / "cohort"
         images = make_cohort(source, suffix, cohort, args.n)
         print(f"tuning: python bench/tuning.py {' '.join(sys.argv[1:])}")
@@ -131,11 +137,12 @@ def main() -> int:
         base = None
         for setting in settings:
             tuned = tuned_copy(repo, tmp / f"tuned-{time.monotonic_ns()}", setting)
-            seconds = measure(tuned, images, cohort, argv_for, setting, tmp)
+            seconds, peaks = measure(tuned, images, cohort, argv_for, setting, tmp)
             shutil.rmtree(tuned)
             rate = args.n / seconds * 60
             base = base or rate
-            print(f"  {setting.label():<75} {seconds:6.1f} s {rate:6.1f} subj/min  x{rate / base:.2f}", flush=True)
+            print(f"  {setting.label():<75} {seconds:6.1f} s {rate:6.1f} subj/min  x{rate / base:.2f}  "
+                  f"server cgroup {peaks.cgroup_mb:.0f} MiB", flush=True)
     return 0
 
 
