@@ -8,7 +8,7 @@ copied), warmed with one request, and ONE `lesionseg` batch CLI process segments
 `--jobs J`. Printed: subjects/minute per setting, its ratio to the first row, and the server's
 peak memory (its memory cgroup's, bench/server_memory.py).
 
-    .venv/bin/python bench/tuning.py [--pipeline legacy|nnunet] [--n 8] [--quick | --instances] [--shared ../shared]
+    .venv/bin/python bench/tuning.py [--pipeline legacy|nnunet] [--n 8] [--quick | --instances] [--repeats 1] [--shared ../shared]
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="only the settings added last (legacy)")
     parser.add_argument("--instances", action="store_true",
                         help="only the default (one network instance, two threads) against two instances at one thread")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over the settings, in turn (default 1)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lesionseg-tuning-") as name:
@@ -135,7 +136,7 @@ def main() -> int:
         print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
               f"{args.pipeline}, N = {args.n} subjects, one batch CLI run per setting on a fresh warm server")
         base = None
-        for setting in settings:
+        for setting in [s for _ in range(max(1, args.repeats)) for s in settings]:
             tuned = tuned_copy(repo, tmp / f"tuned-{time.monotonic_ns()}", setting)
             seconds, peaks = measure(tuned, images, cohort, argv_for, setting, tmp)
             shutil.rmtree(tuned)

@@ -107,13 +107,19 @@ def test_one_item_at_a_time_holds_less(tmp_path: Path) -> None:
 
 
 def test_cpu_configs_carry_the_memory_settings() -> None:
+    from lesionseg.server.repository.entry import NetworkEntry
     from lesionseg.server.repository.legacy import network_entry
     from lesionseg.server.repository.modelconfig import parameters, to_proto
     from lesionseg.server.repository.networks import network_spec
 
-    entry = network_entry("t2s_lesion")
+    default = to_proto(network_spec(NetworkEntry(name="fold0_net", input_name="input", output_names=("logits",),
+                                                 input_dims=(1, 64, 128, 128), output_dims=(2, 64, 128, 128)), backend="python"))
+    assert [g.count for g in default.instance_group] == [2]  # nnU-Net, MONAI, ivadomed networks
+    assert {k: parameters(default)[k] for k in ("run_batch", "ort_mem_pattern", "intra_op_threads")} == {
+        "run_batch": "1", "ort_mem_pattern": "0", "intra_op_threads": "1"}
+    entry = network_entry("t2s_lesion")  # the legacy networks: one stub process each, two threads
     python = to_proto(network_spec(entry, backend="python"))
-    assert [g.count for g in python.instance_group] == [1]  # one stub process per network
+    assert [g.count for g in python.instance_group] == [1]
     assert {k: parameters(python)[k] for k in ("run_batch", "ort_mem_pattern", "intra_op_threads")} == {
         "run_batch": "1", "ort_mem_pattern": "0", "intra_op_threads": "2"}
     native = parameters(to_proto(network_spec(entry, backend="onnxruntime")))  # Triton's onnxruntime backend

@@ -18,3 +18,4 @@ class NetworkEntry:
     max_batch_size: int = 16
     queue_delay_us: int = 2000
     instance_count: int = 0  # 0: CPU_NETWORK_INSTANCES
+    threads: int = 0  # intra-op threads of each CPU instance; 0: CPU_INTRA_OP_THREADS

@@ -42,10 +42,19 @@ def network_model(network: str) -> str:
     return f"deepseg_{'ctr' if kind == 'ctr' else 'lesion'}_{contrast}_net"
 
 
+#: The legacy networks' CPU instances and threads, by measurement (bench/memory.py, bench/tuning.py;
+#: bench/README.md, "Server memory"): one instance at two threads instead of the default two at
+#: one. With every contrast loaded it holds the server at 646 MiB instead of ~910 MiB (memory
+#: cgroup), under issue 13's 1 GB, at 4-5 % less throughput than two instances (t2s cohort; still
+#: faster than before the memory settings). Each stub process costs ~55 MiB of its own.
+LEGACY_NET_INSTANCES, LEGACY_NET_THREADS = 1, 2
+
+
 def network_entry(network: str) -> NetworkEntry:
     dims = CTR_DIMS if network.endswith("_ctr") else LESION_DIMS
     return NetworkEntry(name=network_model(network), input_name=INPUT_NAME, output_names=(OUTPUT_NAME,),
-                        input_dims=dims, output_dims=dims, max_batch_size=32 if network.endswith("_ctr") else 8)
+                        input_dims=dims, output_dims=dims, max_batch_size=32 if network.endswith("_ctr") else 8,
+                        instance_count=LEGACY_NET_INSTANCES, threads=LEGACY_NET_THREADS)
 
 
 def pipeline_spec(contrast: str) -> ModelSpec:

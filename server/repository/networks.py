@@ -53,21 +53,21 @@ def resolve_runtime(network: str, runtime: str = "auto", precision: str = "fp32"
         return runtime
     return next((measured for prefix, measured in MEASURED_RUNTIMES if network.startswith(prefix)), "onnxruntime")
 #: CPU serving defaults, chosen by measurement (bench/memory.py and bench/tuning.py, numbers in
-#: bench/README.md, "Server memory"): ONE instance of every network, its session on two intra-op
-#: threads whose idle workers sleep instead of spinning, running the batch Triton forms
-#: CPU_RUN_BATCH item at a time, with no ONNX Runtime memory pattern. On the 2-core machine, against
-#: the settings before (two instances at one thread, memory pattern on, the whole batch at once),
-#: 16-subject cohorts, one run each: the nnU-Net server's peak (memory cgroup) 5144 -> 1371 MiB at
-#: 1.04x the throughput; the legacy server with every contrast loaded 2169 -> 646 MiB at 1.06x; the
-#: same masks. A network's working memory grows with the items it runs at once while its time per
-#: item does not shrink beyond one on the CPU, and with a memory pattern ONNX Runtime's arena keeps
-#: one block for all of a shape's intermediate tensors beside the per-tensor ones. (With these
-#: memory settings two one-thread instances of the legacy networks ran ~5 % faster than one
-#: two-thread instance but held ~300 MiB more; for nnU-Net one instance was also the faster.)
-#: `LESIONSEG_ORT_THREADS`, `LESIONSEG_RUN_BATCH` and `LESIONSEG_ORT_MEM_PATTERN`, set for the
-#: server, override the python backend's configs.
-CPU_NETWORK_INSTANCES = 1
-CPU_INTRA_OP_THREADS = 2
+#: bench/README.md, "Server memory"): every network runs the batch Triton forms CPU_RUN_BATCH item
+#: at a time, with no ONNX Runtime memory pattern, on CPU_NETWORK_INSTANCES instances of
+#: CPU_INTRA_OP_THREADS intra-op threads whose idle workers sleep instead of spinning; an entry
+#: may set its own instances and threads (the legacy networks: one instance at two threads, see
+#: `lesionseg.server.repository.legacy.network_entry`). A network's working memory grows with the
+#: items it runs at once while its time per item does not shrink beyond one on the CPU, and with a
+#: memory pattern ONNX Runtime's arena keeps one block for all of a shape's intermediate tensors
+#: beside the per-tensor ones. Against the settings before (the whole batch at once, memory
+#: pattern on), 16-subject cohorts on the 2-core machine: the nnU-Net server's peak (memory cgroup)
+#: fell from about 5.1 to 2.0 GB with the same masks and no loss of throughput. Two one-thread
+#: instances stay the default: for nnU-Net they ran 1.06-1.10x faster than one two-thread instance
+#: (which held 1.2 GB). `LESIONSEG_ORT_THREADS`, `LESIONSEG_RUN_BATCH` and
+#: `LESIONSEG_ORT_MEM_PATTERN`, set for the server, override the python backend's configs.
+CPU_NETWORK_INSTANCES = 2
+CPU_INTRA_OP_THREADS = 1
 CPU_RUN_BATCH = 1
 CPU_MEMORY_PATTERN = False
 #: The file the weights live in, in the network's version folder.
@@ -95,19 +95,20 @@ def network_spec(entry: NetworkEntry, *, backend: str, runtime: str = "auto", pr
         raise ExportError(f"unknown network runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     parameters: dict[str, str] = {}
     filename = ""
+    threads = str(entry.threads or CPU_INTRA_OP_THREADS)
     if backend == "python":
         # the python backend's entry point is model.py; the weights it loads must be there too
         parameters["weights"] = WEIGHTS
-        parameters.update(intra_op_threads=str(CPU_INTRA_OP_THREADS), ort_spinning="0",
+        parameters.update(intra_op_threads=threads, ort_spinning="0",
                           ort_mem_pattern=str(int(CPU_MEMORY_PATTERN)), run_batch=str(CPU_RUN_BATCH))
         if runtime != "onnxruntime":
             parameters["runtime"] = runtime
     elif backend == "onnxruntime":
         # Triton's onnxruntime backend (its README's parameter names); it runs the batch the batcher forms
-        parameters.update(intra_op_thread_count=str(CPU_INTRA_OP_THREADS), enable_mem_pattern=str(int(CPU_MEMORY_PATTERN)))
+        parameters.update(intra_op_thread_count=threads, enable_mem_pattern=str(int(CPU_MEMORY_PATTERN)))
     else:  # Triton's openvino backend reads the ONNX file itself (its README: model.onnx allowed)
         filename = WEIGHTS
-        parameters.update(INFERENCE_NUM_THREADS=str(CPU_INTRA_OP_THREADS), NUM_STREAMS="1", PERFORMANCE_HINT="LATENCY")
+        parameters.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS="1", PERFORMANCE_HINT="LATENCY")
     if precision != "fp32":
         parameters.update(precision=precision, parity=parity)
     return ModelSpec(
