@@ -98,6 +98,8 @@ class ParityReport:
         images: one entry per image.
         notes: anything a reader must know (proxies, calibration images that are also test images).
         data: the folder the images were found in (their names are relative to it).
+        cpu: the CPU the candidate ran on and its reduced-precision instructions
+            (`lesionseg.server.backend.runtimes.cpu_description`; "" for the FP16 GPU proxy).
     """
 
     precision: str
@@ -107,6 +109,7 @@ class ParityReport:
     bar: ParityBar = dataclasses.field(default_factory=ParityBar)
     notes: Sequence[str] = ()
     data: str = ""
+    cpu: str = ""
 
     @property
     def passed(self) -> bool:
@@ -128,7 +131,7 @@ class ParityReport:
         worst = min(image.dice for image in self.images)
         change = max(image.volume_change for image in self.images)
         return (f"{self.precision} parity passed on {len(self.images)} images: min Dice {worst:.4f}, "
-                f"lesion counts equal, max volume change {change:.2%}")
+                f"lesion counts equal, max volume change {change:.2%}" + (f"; computed on {self.cpu}" if self.cpu else ""))
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -140,4 +143,4 @@ class ParityReport:
         data: Mapping[str, Any] = json.loads(text)
         return cls(precision=data["precision"], runtime=data["runtime"], reference=data["reference"],
                    images=[ImageParity(**image) for image in data["images"]], bar=ParityBar(**data["bar"]),
-                   notes=tuple(data.get("notes", ())), data=data.get("data", ""))
+                   notes=tuple(data.get("notes", ())), data=data.get("data", ""), cpu=data.get("cpu", ""))

@@ -31,6 +31,7 @@ import numpy as np
 from lesionseg.core.errors import ExportError, InputError, UsageError
 from lesionseg.core.paths import user_path
 from lesionseg.export.parity import ImageParity, ParityBar, ParityReport
+from lesionseg.server.backend.runtimes import PARITY_REPORT
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 CPU_PRECISIONS = ("fp32", "bf16", "int8")
 GPU_PRECISIONS = ("fp32", "fp16")
 #: A reduced network's parity report, in its model folder next to export.json.
-REPORT_NAME = "parity.json"
+REPORT_NAME = PARITY_REPORT
 #: Operators whose outputs the FP16 proxy keeps in FP32 (TensorRT runs them in FP32 when asked,
 #: and an FP16 engine that does not would be a different engine).
 FP16_KEEP_FP32 = frozenset({"InstanceNormalization", "BatchNormalization", "LayerNormalization", "Softmax", "Sigmoid"})
@@ -122,34 +123,20 @@ def calibration_images(options: ParityOptions) -> tuple[list[Path], str]:
 def assemble_report(precision: str, candidate: Candidate, images: Sequence[ImageParity], notes: Sequence[str],
                     options: ParityOptions, *, reference: str) -> ParityReport:
     """The ParityReport of `candidate` against FP32 ONNX Runtime running `reference` (e.g. "every network")."""
+    from lesionseg.server.backend.runtimes import cpu_description
+
     versions = runtime_versions()
     if candidate.proxy is not None:
         notes = [*notes, "FP16 proxy run on the CPU: a GPU run of the TensorRT FP16 engine has to confirm it"]
+        cpu = ""
     else:
-        notes = [*notes, f"computed on {cpu_description()}: reduced-precision kernels differ between CPU instruction sets "
-                         "(the legacy t2s BF16 report passed on an AVX512-BF16 CPU and failed on an AMX one), so it holds "
-                         "for servers with the same ones; export again on the serving CPU when they differ"]
+        cpu = cpu_description()
+        notes = [*notes, "reduced-precision kernels differ between CPU instruction sets (the legacy t2s BF16 report passed "
+                         "on an AVX512-BF16 CPU and failed on an AMX one): the report holds for servers whose CPU has the "
+                         "instructions of `cpu`; export again on the serving CPU when they differ"]
     return ParityReport(precision=precision, runtime=candidate.description,
                         reference=f"onnxruntime {versions['onnxruntime']} FP32, {reference}", images=images, bar=options.bar,
-                        notes=tuple(notes), data=str(user_path(options.parity_data)) if options.parity_data else "")
-
-
-#: the /proc/cpuinfo flags that choose OpenVINO's and ONNX Runtime's reduced-precision kernels
-PRECISION_ISA = ("avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_fp16")
-
-
-def cpu_description(cpuinfo: str | None = None) -> str:
-    """The CPU model and its reduced-precision instruction sets (PRECISION_ISA), from /proc/cpuinfo."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "an unknown CPU"
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    isa = [f for f in PRECISION_ISA if f in flags]
-    return f"{fields.get('model name', 'an unknown CPU')} ({', '.join(isa) or 'no reduced-precision instructions'})"
+                        notes=tuple(notes), data=str(user_path(options.parity_data)) if options.parity_data else "", cpu=cpu)
 
 
 def runtime_versions() -> dict[str, str]:

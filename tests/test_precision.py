@@ -190,11 +190,27 @@ def test_write_network_writes_a_passing_report_and_refuses_a_failing_one(tmp_pat
 
 
 def test_cpu_description_names_the_reduced_precision_instructions() -> None:
-    from lesionseg.export.precision import cpu_description
+    from lesionseg.server.backend.runtimes import cpu_description, description_isa
 
     cpuinfo = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 sse2\n"
     assert cpu_description(cpuinfo) == "Some CPU (avx512_bf16, amx_bf16)"
+    assert description_isa(cpu_description(cpuinfo)) == {"avx512_bf16", "amx_bf16"}
     assert cpu_description("model name : Old CPU\nflags : fpu sse2\n") == "Old CPU (no reduced-precision instructions)"
+    assert description_isa("Old CPU (no reduced-precision instructions)") == frozenset()
+
+
+def test_a_report_from_another_cpu_is_named_at_load(tmp_path: Path) -> None:
+    """The network model warns (and still serves) when its report's CPU has other instructions."""
+    from lesionseg.server.backend.runtimes import other_cpu_warning
+
+    report = tmp_path / "parity.json"
+    report.write_text(json.dumps({"cpu": "AMD EPYC (avx512_bf16, avx512_vnni)"}))
+    assert other_cpu_warning(report, here="AMD EPYC 2 (avx512_bf16, avx512_vnni)") == ""
+    warning = other_cpu_warning(report, here="Intel Xeon (avx512_bf16, avx512_vnni, amx_bf16)")
+    assert "computed on AMD EPYC (avx512_bf16, avx512_vnni)" in warning and "export again" in warning
+    report.write_text(json.dumps({"precision": "fp16"}))  # the GPU proxy names no CPU
+    assert other_cpu_warning(report, here="Intel Xeon (amx_bf16)") == ""
+    assert "no readable parity report" in other_cpu_warning(tmp_path / "missing.json")
 
 
 def test_the_runner_refuses_an_unknown_precision(tmp_path: Path) -> None:
@@ -296,7 +312,7 @@ def test_bf16_export_serves_and_shows_its_report(shared: Path, tmp_path: Path, c
             assert "bf16" in net and "bf16 parity passed on" in net
             saved = ParityReport.from_json((repo / "deepseg_lesion_t2_ax_net" / "parity.json").read_text())
             assert saved.passed and len(saved.images) >= 4 and "openvino" in saved.runtime
-            assert any(note.startswith("computed on ") for note in saved.notes)
+            assert saved.cpu and f"computed on {saved.cpu}" in net
             assert saved.data == str(shared / "sct_testing_data")
         else:
             assert "fp32" in net

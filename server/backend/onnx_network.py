@@ -25,7 +25,7 @@ import numpy as np
 
 from lesionseg.core.errors import UsageError
 from lesionseg.server.backend.base import PythonModel, RequestError, _pb_utils
-from lesionseg.server.backend.runtimes import RUNNER_PRECISION, make_runner
+from lesionseg.server.backend.runtimes import PARITY_REPORT, RUNNER_PRECISION, make_runner, other_cpu_warning
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class OnnxNetModel(PythonModel):
         self.precision = self.parameters.get("precision", "fp32")
         if self.precision not in RUNNER_PRECISION:
             raise UsageError(f"{self.name}: unknown precision {self.precision!r} (choose from {', '.join(RUNNER_PRECISION)})")
+        if self.precision != "fp32" and (warning := other_cpu_warning(Path(self._args["model_repository"]) / PARITY_REPORT)):
+            logger.warning("%s: %s", self.name, warning)
         # memory (bench/README.md, "Server memory"): ONNX Runtime's memory pattern and arena, the items run at once
         memory_pattern = (os.environ.get("LESIONSEG_ORT_MEM_PATTERN") or self.parameters.get("ort_mem_pattern", "1")) != "0"
         arena = (os.environ.get("LESIONSEG_ORT_ARENA") or self.parameters.get("ort_arena", "1")) != "0"

@@ -71,6 +71,51 @@ class OpenVinoRunner:
         return [np.asarray(results[self.outputs[name]]) for name in (output_names or self.output_names)]
 
 
+#: the /proc/cpuinfo flags that choose OpenVINO's and ONNX Runtime's reduced-precision kernels
+PRECISION_ISA = ("avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_fp16")
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The CPU model and its reduced-precision instruction sets (PRECISION_ISA), from /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "an unknown CPU"
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    isa = [f for f in PRECISION_ISA if f in flags]
+    return f"{fields.get('model name', 'an unknown CPU')} ({', '.join(isa) or 'no reduced-precision instructions'})"
+
+
+#: a reduced-precision network's parity report, beside its config (written by lesionseg.export.networks)
+PARITY_REPORT = "parity.json"
+
+
+def other_cpu_warning(report: Path, here: str | None = None) -> str:
+    """A one-line warning when the parity report at `report` (JSON with a "cpu" field) was computed
+    on a CPU whose reduced-precision instructions differ from `here`'s (default: this machine's);
+    "" when they match or the report names no CPU."""
+    import json
+
+    try:
+        computed_on = str(json.loads(report.read_text()).get("cpu", ""))
+    except (OSError, ValueError, AttributeError):
+        return f"{report}: no readable parity report"
+    here = cpu_description() if here is None else here
+    if not computed_on or description_isa(computed_on) == description_isa(here):
+        return ""
+    return (f"its parity report was computed on {computed_on}, this server runs on {here}: reduced-precision "
+            "kernels differ between these instructions, so export again on this CPU to have a report that covers it")
+
+
+def description_isa(description: str) -> frozenset[str]:
+    """The PRECISION_ISA instructions a `cpu_description` string names."""
+    inside = description.rsplit("(", 1)[-1].rstrip(")") if "(" in description else ""
+    return frozenset(f.strip() for f in inside.split(",") if f.strip() in PRECISION_ISA)
+
+
 def make_runner(path: Path, *, runtime: str = "onnxruntime", threads: int = 0, spinning: bool = True,
                 precision: str = "fp32", memory_pattern: bool = True, arena: bool = True, run_batch: int = 0) -> Any:
     """A runner of `path` on `runtime` (see RUNTIMES) with `threads` threads (0: the runtime's
