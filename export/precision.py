@@ -31,7 +31,7 @@ import numpy as np
 from lesionseg.core.errors import ExportError, InputError, UsageError
 from lesionseg.core.paths import user_path
 from lesionseg.export.parity import ImageParity, ParityBar, ParityReport
-from lesionseg.server.backend.runtimes import PARITY_REPORT
+from lesionseg.server.backend.runtimes import PARITY_REPORT, cpu_description
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,6 @@ def calibration_images(options: ParityOptions) -> tuple[list[Path], str]:
 def assemble_report(precision: str, candidate: Candidate, images: Sequence[ImageParity], notes: Sequence[str],
                     options: ParityOptions, *, reference: str) -> ParityReport:
     """The ParityReport of `candidate` against FP32 ONNX Runtime running `reference` (e.g. "every network")."""
-    from lesionseg.server.backend.runtimes import cpu_description
-
     versions = runtime_versions()
     if candidate.proxy is not None:
         notes = [*notes, "FP16 proxy run on the CPU: a GPU run of the TensorRT FP16 engine has to confirm it"]
