@@ -90,8 +90,8 @@ from pathlib import Path
 args = json.loads(sys.argv[-1])
 import numpy as np
 import onnxruntime as ort
-from lesionseg.client.nifti import load_volume, save_volume, stem
-from lesionseg.client.orientation import reorientation, sct_to_nib
+from lesionseg.core.nifti import load_nifti, save_nifti, stem
+from lesionseg.core.orientation import reorientation, sct_to_nib
 from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
 from lesionseg.core.grid import zoomed_affine
 
@@ -101,16 +101,16 @@ def network(path, batch):
     return lambda x: np.concatenate([session.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
 
 ctr, lesion = network(args["ctr"], args["batch"]), network(args["lesion"], args["batch"])
-image = load_volume(args["image"])
+image = load_nifti(args["image"])
 orient = reorientation(image.affine, image.data.shape, sct_to_nib("RPI"))
 data = np.ascontiguousarray(orient.forward(image.data), dtype=np.float32)
 spacing = np.asarray(orient.forward_spacing(image.spacing), np.float32).astype(np.float64)
 result = segment_lesions(data, tuple(spacing), CONTRASTS[args["contrast"]], ctr_predict=ctr, lesion_predict=lesion)
 out, name = Path(args["ofolder"]), stem(Path(args["image"]))
 rpi = orient.target_affine(image.affine)
-save_volume(result.res_prob, zoomed_affine(rpi, data.shape, result.res_prob.shape), out / f"{name}_res_RPI_seg.nii.gz", like=image.header)
-save_volume(result.prob, rpi, out / f"{name}_RPI_seg.nii.gz", like=image.header)
-save_volume(orient.backward(result.seg).astype(np.uint8), image.affine, out / f"{name}_lesionseg.nii.gz", like=image.header)
+save_nifti(result.res_prob, zoomed_affine(rpi, data.shape, result.res_prob.shape), out / f"{name}_res_RPI_seg.nii.gz", like=image.header)
+save_nifti(result.prob, rpi, out / f"{name}_RPI_seg.nii.gz", like=image.header)
+save_nifti(orient.backward(result.seg).astype(np.uint8), image.affine, out / f"{name}_lesionseg.nii.gz", like=image.header)
 """
 
 NNUNET_RUNNER = """\
@@ -120,19 +120,19 @@ args = json.loads(sys.argv[-1])
 import numpy as np
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from lesionseg.client.nifti import load_volume, save_volume, stem
-from lesionseg.client.orientation import reorientation, sct_to_nib
+from lesionseg.core.nifti import load_nifti, save_nifti, stem
+from lesionseg.core.orientation import reorientation, sct_to_nib
 
 predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=torch.device("cpu"),
                             verbose=False, verbose_preprocessing=False, allow_tqdm=False)
 predictor.initialize_from_trained_model_folder(args["model"], use_folds=tuple(args["folds"]))
-image = load_volume(args["image"])
+image = load_nifti(args["image"])
 orient = reorientation(image.affine, image.data.shape, sct_to_nib(args["orientation"]))
 data = orient.forward(image.data)
 spacing = orient.forward_spacing(image.spacing)
 seg = predictor.predict_single_npy_array(data.transpose(2, 1, 0)[None].astype(np.float32), {"spacing": list(spacing[::-1])})
 seg = orient.backward(np.asarray(seg).transpose(2, 1, 0)).astype(np.uint8)
-save_volume(seg, image.affine, Path(args["ofolder"]) / f"{stem(Path(args['image']))}{args['suffix']}.nii.gz", like=image.header)
+save_nifti(seg, image.affine, Path(args["ofolder"]) / f"{stem(Path(args['image']))}{args['suffix']}.nii.gz", like=image.header)
 """
 
 
@@ -377,8 +377,8 @@ def cli_tail(args: argparse.Namespace, url: str, ofolder: Path) -> list[str]:
 def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     from lesionseg.client.connection import Connection, ConnectionSettings
     from lesionseg.client.legacy import legacy_outputs
-    from lesionseg.client.nifti import load_volume
-    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.nifti import load_nifti
+    from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.core.catalogue import legacy_model
     from lesionseg.export.legacy import export_sct_legacy
     from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
@@ -397,7 +397,7 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
     images = make_cohort(args.shared / legacy_image[0], legacy_image[1], cohort, args.n)
     inputs = []
     for path in images:
-        volume = load_volume(path)
+        volume = load_nifti(path)
         orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))
         inputs.append((np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32),
                        np.asarray(orient.forward_spacing(volume.spacing), np.float32)))
@@ -455,15 +455,15 @@ def legacy_variants(args: argparse.Namespace, tmp: Path, contrast: str, *, cohor
     """The legacy pipeline's --variants (b only)."""
     from lesionseg.client.connection import Connection, ConnectionSettings
     from lesionseg.client.legacy import legacy_outputs
-    from lesionseg.client.nifti import load_volume
-    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.nifti import load_nifti
+    from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.core.catalogue import legacy_model
     from lesionseg.export.legacy import export_sct_legacy
 
     if cohort is None or images is None:
         cohort = tmp / "cohort"
         images = make_cohort(args.shared / LEGACY_IMAGES[contrast][0], LEGACY_IMAGES[contrast][1], cohort, args.n)
-    volume = load_volume(images[0])
+    volume = load_nifti(images[0])
     orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))
     first = (np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32),
              np.asarray(orient.forward_spacing(volume.spacing), np.float32))
@@ -488,8 +488,8 @@ def legacy_variants(args: argparse.Namespace, tmp: Path, contrast: str, *, cohor
 
 def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
     from lesionseg.client.connection import Connection, ConnectionSettings
-    from lesionseg.client.nifti import load_volume
-    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.nifti import load_nifti
+    from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.client.task import output_paths
     from lesionseg.core.catalogue import task_info
     from lesionseg.export.nnunet import export_nnunet
@@ -505,7 +505,7 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
         return nnunet_variants(args, tmp, folder, plan, cohort, images)
     inputs = []
     for path in images:
-        volume = load_volume(path)
+        volume = load_nifti(path)
         orient = reorientation(volume.affine, volume.data.shape, sct_to_nib(plan.orientation))
         inputs.append((np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32),
                        np.asarray(orient.forward_spacing(volume.spacing), np.float32)))
@@ -568,12 +568,12 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
 def nnunet_variants(args: argparse.Namespace, tmp: Path, folder: Path, plan, cohort: Path, images: list[Path]) -> Result:
     """The nnU-Net pipeline's --variants (b only), every variant exported from the same model folder."""
     from lesionseg.client.connection import Connection, ConnectionSettings
-    from lesionseg.client.nifti import load_volume
-    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.nifti import load_nifti
+    from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.client.task import output_paths
     from lesionseg.export.nnunet import export_nnunet
 
-    volume = load_volume(images[0])
+    volume = load_nifti(images[0])
     orient = reorientation(volume.affine, volume.data.shape, sct_to_nib(plan.orientation))
     first = (np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32),
              np.asarray(orient.forward_spacing(volume.spacing), np.float32))

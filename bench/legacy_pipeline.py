@@ -35,8 +35,8 @@ def main() -> int:
     import onnxruntime as ort
 
     from lesionseg.client.connection import Connection, ConnectionSettings
-    from lesionseg.client.nifti import load_volume
-    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.nifti import load_nifti
+    from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.export.legacy import export_sct_legacy
     from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
     from lesionseg.server.pipelines.legacy import CONTRASTS, segment_lesions
@@ -54,7 +54,7 @@ def main() -> int:
         rows = []
         with EmbeddedServer(settings) as server, Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:
             for rel, contrast in IMAGES:
-                volume = load_volume(args.shared / rel)
+                volume = load_nifti(args.shared / rel)
                 orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))
                 data = orient.forward(volume.data)
                 spacing = np.asarray(orient.forward_spacing(volume.spacing), np.float32)

@@ -36,8 +36,8 @@ def main() -> int:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from lesionseg.client.connection import Connection, ConnectionSettings
-    from lesionseg.client.nifti import load_volume
-    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.nifti import load_nifti
+    from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.export.nnunet import export_nnunet
     from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
     from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
@@ -47,7 +47,7 @@ def main() -> int:
         folder = make_model(Path(tmp) / "model", REALISTIC)
         repo = Path(tmp) / "repo"
         plan = export_nnunet(folder, repo, task="bench").plan
-        image = load_volume(args.image)
+        image = load_nifti(args.image)
         orient = reorientation(image.affine, image.data.shape, sct_to_nib(plan.orientation))
         data = orient.forward(image.data)
         spacing = orient.forward_spacing(image.spacing)

@@ -90,7 +90,7 @@ def uncrop(data: np.ndarray, box: Box, shape: Sequence[int]) -> np.ndarray:
 def cord_dilation(affine: np.ndarray, spacing: Sequence[float]) -> tuple[int, int, int]:
     """Voxels per array axis of an image (`affine`, `spacing` mm) for `CORD_DILATION_MM`: 30 mm
     (R-L), 30 mm (A-P), 5 mm (S-I), along the axes those directions map to in its array."""
-    from lesionseg.client.orientation import axcodes
+    from lesionseg.core.orientation import axcodes
 
     out = []
     for code, size in zip(axcodes(affine), spacing):
@@ -110,10 +110,10 @@ def crop_image(image_path: Path, mask_path: Path, dilation: Sequence[float], *, 
     """
     import nibabel as nib
 
-    from lesionseg.client.nifti import load_volume, refuse_existing, save_volume, stem
+    from lesionseg.core.nifti import load_nifti, refuse_existing, save_nifti, stem
 
-    image = load_volume(image_path)
-    mask = load_volume(mask_path, what="mask", allow_empty=True)
+    image = load_nifti(image_path)
+    mask = load_nifti(mask_path, what="mask", allow_empty=True)
     if mask.data.shape != image.data.shape or not np.allclose(mask.affine, image.affine, atol=1e-3):
         raise InputError(f"{mask_path}: mask is not on the grid of {image_path} (shape {mask.data.shape} vs {image.data.shape})")
     try:
@@ -123,4 +123,4 @@ def crop_image(image_path: Path, mask_path: Path, dilation: Sequence[float], *, 
     output = output or image_path.parent / f"{stem(image_path)}_crop.nii.gz"
     refuse_existing([output], overwrite=overwrite)
     raw = np.asanyarray(nib.load(str(image_path)).dataobj).reshape(image.data.shape)
-    return save_volume(np.ascontiguousarray(raw[box.slices]), cropped_affine(image.affine, box), output, like=image.header)
+    return save_nifti(np.ascontiguousarray(raw[box.slices]), cropped_affine(image.affine, box), output, like=image.header)

@@ -1,28 +1,16 @@
-"""The input image of a segmentation: a NIfTI file or a DICOM MR series (a folder of instances,
-or one multi-frame file), loaded the same way for every pipeline.
+"""The edge where an image enters: a NIfTI file or a DICOM MR series (a folder of instances, or one
+multi-frame file) becomes one `lesionseg.core.image.Image`, loaded once.
 
-The DICOM series travels along (`Input.series`) so the results can be written as DICOM objects
+A DICOM image keeps its series (`Image.series`) so the results can be written as DICOM objects
 that reference it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from lesionseg.client.nifti import Volume, load_volume
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Input:
-    """A loaded input: its `volume` ((x, y, z) FP32, RAS+ affine) and, for DICOM, the `series`."""
-
-    volume: Volume
-    series: object | None = None  # lesionseg.client.dicom.series.DicomSeries
-
-    @property
-    def path(self) -> Path:
-        return self.volume.path
+from lesionseg.core.image import Image
+from lesionseg.core.nifti import load_nifti
 
 
 def is_dicom(path: Path | str) -> bool:
@@ -32,7 +20,7 @@ def is_dicom(path: Path | str) -> bool:
     return is_dicom_input(Path(path))
 
 
-def load_input(path: Path | str, *, what: str = "image") -> Input:
+def load_image(path: Path | str, *, what: str = "image") -> Image:
     """Load a NIfTI image or a DICOM series.
 
     Raises:
@@ -40,13 +28,7 @@ def load_input(path: Path | str, *, what: str = "image") -> Input:
     """
     path = Path(path)
     if is_dicom(path):
-        from lesionseg.client.dicom.series import read_series, series_volume
+        from lesionseg.client.dicom.series import read_series, series_image
 
-        series = read_series(path)
-        return Input(volume=series_volume(series, path), series=series)
-    return Input(volume=load_volume(path, what=what))
-
-
-def load_image(path: Path | str, *, what: str = "image") -> Volume:
-    """The volume of `load_input`."""
-    return load_input(path, what=what).volume
+        return series_image(read_series(path), path)
+    return load_nifti(path, what=what)

@@ -15,8 +15,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from lesionseg.client.connection import Connection
-from lesionseg.client.nifti import Volume
-from lesionseg.client.orientation import Reorientation, reorientation, sct_to_nib
+from lesionseg.core.image import Image
+from lesionseg.core.orientation import Reorientation, reorientation, sct_to_nib
 from lesionseg.core.errors import InferenceError
 
 
@@ -33,7 +33,7 @@ class Reply:
     parameters: dict[str, str]
 
 
-def infer_volume(link: Connection, model: str, image: Volume, *, default_orientation: str, outputs: Sequence[str],
+def infer_volume(link: Connection, model: str, image: Image, *, default_orientation: str, outputs: Sequence[str],
                  grid_outputs: Sequence[str] = ("SEG",), extra_inputs: Mapping[str, np.ndarray] | None = None,
                  output_shapes: Callable[[tuple[int, ...]], Mapping[str, tuple[tuple[int, ...], np.dtype]]] | None = None
                  ) -> Reply:

@@ -18,11 +18,12 @@ from lesionseg.client.batch.inputs import InputImage, check_pattern, is_pattern,
 from lesionseg.client.batch.runner import Subject
 from lesionseg.client.connection import Connection
 from lesionseg.client.dicom.outputs import check_format, require_series, writes_dicom, writes_nifti
-from lesionseg.client.images import Input, load_input
+from lesionseg.client.images import load_image
 from lesionseg.client.inference import infer_volume
 from lesionseg.client.lesion_stats import LesionStats
-from lesionseg.client.nifti import Volume, load_volume, refuse_existing, save_volume, stem
-from lesionseg.client.orientation import Reorientation
+from lesionseg.core.image import Image
+from lesionseg.core.nifti import load_nifti, refuse_existing, save_nifti, stem
+from lesionseg.core.orientation import Reorientation
 from lesionseg.core.catalogue import legacy_model
 from lesionseg.core.errors import InputError
 from lesionseg.core.grid import zoomed_affine
@@ -33,8 +34,8 @@ logger = logging.getLogger(__name__)
 ORIENTATION = "RPI"  # SCT's code, what the pipeline models expect when their config names none
 
 
-def _centerline_on_grid(path: Path, image: Volume) -> np.ndarray:
-    mask = load_volume(path, what="centerline", dtype=np.float32)
+def _centerline_on_grid(path: Path, image: Image) -> np.ndarray:
+    mask = load_nifti(path, what="centerline", dtype=np.float32)
     if mask.data.shape != image.data.shape:
         raise InputError(f"{path}: centerline is not on the grid of {image.path} (shape {mask.data.shape} vs {image.data.shape})")
     if not np.allclose(mask.affine, image.affine, atol=1e-3):
@@ -56,8 +57,8 @@ class LegacyResult:
     centerline_rpi: np.ndarray
     rpi: Reorientation
     lesion_voxels: int
-    image: Input
-    lesion: Volume
+    image: Image
+    lesion: Image
     stats: LesionStats
 
     @property
@@ -79,7 +80,7 @@ def legacy_outputs(image_path: Path, ofolder: Path) -> dict[str, Path]:
     }
 
 
-def segment_legacy(link: Connection, image: Path | Input, contrast: str, *, ofolder: Path, centerline_file: Path | None = None,
+def segment_legacy(link: Connection, image: Path | Image, contrast: str, *, ofolder: Path, centerline_file: Path | None = None,
                    qc: Path | None = None, overwrite: bool = False, write_nifti: bool = True) -> LegacyResult:
     """Segment lesions in one image (a NIfTI file or DICOM series, see `lesionseg.client.images`)
     with `deepseg_lesion_<contrast>` on the server behind `link`.
@@ -89,8 +90,8 @@ def segment_legacy(link: Connection, image: Path | Input, contrast: str, *, ofol
     """
     from lesionseg.client.lesion_stats import mask_stats, mask_volume, write_sidecars
 
-    loaded = image if isinstance(image, Input) else load_input(image)
-    volume = loaded.volume
+    loaded = image if isinstance(image, Image) else load_image(image)
+    volume = loaded
     outputs = legacy_outputs(volume.path, ofolder)
     if write_nifti:
         refuse_existing(outputs.values(), overwrite=overwrite)
@@ -106,9 +107,9 @@ def segment_legacy(link: Connection, image: Path | Input, contrast: str, *, ofol
     if write_nifti:
         res_prob = from_uint8(reply.outputs["RES_PROB"])
         rpi_affine = orient.target_affine(volume.affine)
-        save_volume(res_prob, zoomed_affine(rpi_affine, data.shape, res_prob.shape), outputs["res_rpi_seg"], like=volume.header)
-        save_volume(from_uint8(reply.outputs["PROB"]), rpi_affine, outputs["rpi_seg"], like=volume.header)
-        save_volume(orient.backward(seg_rpi).astype(np.uint8), volume.affine, outputs["lesionseg"], like=volume.header)
+        save_nifti(res_prob, zoomed_affine(rpi_affine, data.shape, res_prob.shape), outputs["res_rpi_seg"], like=volume.header)
+        save_nifti(from_uint8(reply.outputs["PROB"]), rpi_affine, outputs["rpi_seg"], like=volume.header)
+        save_nifti(orient.backward(seg_rpi).astype(np.uint8), volume.affine, outputs["lesionseg"], like=volume.header)
         files = dict(outputs)
         files["lesions_tsv"], files["lesions_json"] = write_sidecars(stats, outputs["lesionseg"])
     logger.info("%s: %d lesions, %d lesion voxels", volume.path, stats.count, int(seg_rpi.sum()))
@@ -161,10 +162,10 @@ class LegacyJob:
     def nifti(self) -> bool:
         return writes_nifti(self.output_format)
 
-    def folder(self, image: InputImage) -> Path:
+    def folder(self, image: ImageImage) -> Path:
         return self.ofolder / image.relative
 
-    def plan(self, link: Connection, image: InputImage) -> Subject:
+    def plan(self, link: Connection, image: ImageImage) -> Subject:
         """The subject's outputs; the model must be served before anything starts."""
         from lesionseg.client.dicom.outputs import dicom_paths
         from lesionseg.client.lesion_stats import sidecar_paths
@@ -178,7 +179,7 @@ class LegacyJob:
         return Subject(image=image, grid_outputs=(files["lesionseg"], files["rpi_seg"]),
                        other_outputs=(files["res_rpi_seg"], *sidecar_paths(files["lesionseg"]), *dicom))
 
-    def centerline_file(self, image: InputImage) -> Path | None:
+    def centerline_file(self, image: ImageImage) -> Path | None:
         """The centerline file of `image` (None: the CNN's centerline).
 
         Raises:
@@ -188,7 +189,7 @@ class LegacyJob:
             return None
         return subject_file(self.centerline, image, what="centerline") if is_pattern(self.centerline) else Path(self.centerline)
 
-    def segment(self, link: Connection, image: InputImage, *, overwrite: bool = False, loaded: Input | None = None,
+    def segment(self, link: Connection, image: ImageImage, *, overwrite: bool = False, loaded: Image | None = None,
                 cord: np.ndarray | None = None) -> LegacyResult:
         """Segment `image` (outputs in `folder(image)`; `loaded`: the image already read); with
         DICOM output, `cord` (a cord mask on the image's grid) becomes the SEG's cord segment.
@@ -198,7 +199,7 @@ class LegacyJob:
         """
         from lesionseg.client.dicom.outputs import dicom_paths
 
-        loaded = loaded if loaded is not None else load_input(image.path)
+        loaded = loaded if loaded is not None else load_image(image.path)
         require_series(loaded, self.output_format)
         dicom_files = dicom_paths(loaded.path, self.model, self.folder(image), qc=self.dicom_qc) \
             if writes_dicom(self.output_format) else {}
@@ -212,7 +213,7 @@ class LegacyJob:
 
             algorithm = Algorithm.of_model(self.model, link.parameters(self.model))
             written = write_dicom(loaded.series, dicom_files, algorithm, lesion=result.lesion.data,  # type: ignore[arg-type]
-                                  stats=result.stats, cord=cord, image=loaded.volume)
+                                  stats=result.stats, cord=cord, image=loaded)
             result = dataclasses.replace(result, files={**result.files, **written})
         return result
 

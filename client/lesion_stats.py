@@ -20,7 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from lesionseg.client.nifti import Volume, stem
+from lesionseg.core.image import Image
+from lesionseg.core.nifti import stem
 from lesionseg.core.files import atomic_write_text
 from lesionseg.core.lesions import CONNECTIVITY, label_lesions, voxel_volume_mm3
 
@@ -162,7 +163,7 @@ def write_sidecars(stats: LesionStats, mask_path: Path, folder: Path | None = No
 SOFT_THRESHOLD = 0.5
 
 
-def lesion_voxels(mask: Volume, *, soft_threshold: float = SOFT_THRESHOLD) -> np.ndarray:
+def lesion_voxels(mask: Image, *, soft_threshold: float = SOFT_THRESHOLD) -> np.ndarray:
     """The lesion voxels (uint8 0/1, the mask's (x, y, z) grid) of a loaded lesion mask: values > 0,
     or, for a soft mask (float values in [0, 1], e.g. an ensemble's vote fraction), values >=
     `soft_threshold`."""
@@ -172,34 +173,34 @@ def lesion_voxels(mask: Volume, *, soft_threshold: float = SOFT_THRESHOLD) -> np
     return (data > 0).astype(np.uint8)
 
 
-def mask_stats(mask: Volume) -> LesionStats:
+def mask_stats(mask: Image) -> LesionStats:
     """`lesion_stats` of a loaded lesion mask's `lesion_voxels`, with its axis codes."""
-    from lesionseg.client.orientation import axcodes
+    from lesionseg.core.orientation import axcodes
 
     return lesion_stats(lesion_voxels(mask), mask.spacing, axis_codes=axcodes(mask.affine))
 
 
-def load_lesion_mask(path: Path) -> Volume:
+def load_lesion_mask(path: Path) -> Image:
     """A written or given lesion mask (it may be empty).
 
     Raises:
         InputError: the file is missing or not a readable 3D NIfTI volume.
     """
-    from lesionseg.client.nifti import load_volume
+    from lesionseg.core.nifti import load_nifti
 
-    return load_volume(path, what="lesion mask", allow_empty=True)
+    return load_nifti(path, what="lesion mask", allow_empty=True)
 
 
-def write_mask_sidecars(mask: Volume) -> tuple[Path, Path, LesionStats]:
+def write_mask_sidecars(mask: Image) -> tuple[Path, Path, LesionStats]:
     """Lesion statistics of a loaded lesion mask (see `lesion_voxels`), as sidecars next to its file."""
     stats = mask_stats(mask)
     tsv, js = write_sidecars(stats, mask.path)
     return tsv, js, stats
 
 
-def mask_volume(mask: np.ndarray, image: Volume, path: Path) -> Volume:
-    """An in-memory mask on `image`'s grid as the `Volume` its file `path` would load as (the
+def mask_volume(mask: np.ndarray, image: Image, path: Path) -> Image:
+    """An in-memory mask on `image`'s grid as the `Image` its file `path` would load as (the
     header keeps the mask's dtype, so a soft map is recognised as one)."""
     header = image.header.copy()
     header.set_data_dtype(mask.dtype)
-    return Volume(path=Path(path), data=np.asarray(mask, np.float32), affine=image.affine, header=header)
+    return Image(path=Path(path), data=np.asarray(mask, np.float32), affine=image.affine, header=header)

@@ -26,9 +26,10 @@ from lesionseg.client.batch.runner import Subject
 from lesionseg.client.connection import Connection
 from lesionseg.client.crop import Box, cord_dilation, cropped_affine, mask_box, uncrop
 from lesionseg.client.dicom.outputs import check_format, require_series, writes_dicom, writes_nifti
-from lesionseg.client.images import Input, load_input
+from lesionseg.client.images import load_image
 from lesionseg.client.inference import infer_volume
-from lesionseg.client.nifti import Volume, refuse_existing, save_volume, stem
+from lesionseg.core.image import Image
+from lesionseg.core.nifti import refuse_existing, save_nifti, stem
 from lesionseg.core import __version__
 from lesionseg.core.catalogue import task_info
 from lesionseg.core.errors import InferenceError, UsageError
@@ -78,11 +79,11 @@ class TaskResult:
     files: dict[str, Path]
     labels: dict[str, int]
     masks: dict[str, np.ndarray]
-    image: Input
+    image: Image
     cord: np.ndarray | None = None
 
 
-def infer_task(link: Connection, image: Volume, task: str, *, probabilities: bool = False
+def infer_task(link: Connection, image: Image, task: str, *, probabilities: bool = False
                ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str]]:
     """Send `image` to the `task` model; returns (labels (x, y, z) uint8, class probabilities
     (C, x, y, z) uint8 0-255 or None, model parameters), both on the input's own grid and orientation.
@@ -183,7 +184,7 @@ def class_masks(seg: np.ndarray, prob: np.ndarray | None, params: dict[str, str]
     return masks
 
 
-def cord_mask(link: Connection, image: Volume, cord_task: str = CORD_TASK) -> np.ndarray:
+def cord_mask(link: Connection, image: Image, cord_task: str = CORD_TASK) -> np.ndarray:
     """`cord_task`'s cord mask of `image` (uint8, its grid).
 
     Raises:
@@ -195,7 +196,7 @@ def cord_mask(link: Connection, image: Volume, cord_task: str = CORD_TASK) -> np
     return cord
 
 
-def cord_box(link: Connection, image: Volume, cord_task: str = CORD_TASK) -> Box:
+def cord_box(link: Connection, image: Image, cord_task: str = CORD_TASK) -> Box:
     """The box of `image` around its cord (`cord_task`'s mask widened by `cord_dilation`).
 
     Raises:
@@ -204,7 +205,7 @@ def cord_box(link: Connection, image: Volume, cord_task: str = CORD_TASK) -> Box
     return mask_box(cord_mask(link, image, cord_task), cord_dilation(image.affine, image.spacing))
 
 
-def segment_task(link: Connection, image: Path | Input, task: str, *, output: Path | None = None,
+def segment_task(link: Connection, image: Path | Image, task: str, *, output: Path | None = None,
                  options: PostOptions = PostOptions(), argv: list[str] | None = None, overwrite: bool = False,
                  ofolder: Path | None = None, crop_to_cord: bool = False, cord_task: str = CORD_TASK,
                  write_nifti: bool = True) -> TaskResult:
@@ -215,15 +216,15 @@ def segment_task(link: Connection, image: Path | Input, task: str, *, output: Pa
     `crop_to_cord`, `task` runs on the image cropped around the cord (`cord_box`) and its masks
     are pasted back into the input grid. Every mask is computed before the first is written.
     """
-    loaded = image if isinstance(image, Input) else load_input(image)
-    volume = loaded.volume
+    loaded = image if isinstance(image, Image) else load_image(image)
+    volume = loaded
     if output is not None and write_nifti:
         refuse_existing([output], overwrite=overwrite)
     target, to_grid, cord = volume, (lambda m: m), None
     if crop_to_cord:
         cord = cord_mask(link, volume, cord_task)
         box = mask_box(cord, cord_dilation(volume.affine, volume.spacing))
-        target = Volume(path=volume.path, data=np.ascontiguousarray(volume.data[box.slices]),
+        target = Image(path=volume.path, data=np.ascontiguousarray(volume.data[box.slices]),
                         affine=cropped_affine(volume.affine, box), header=volume.header)
         to_grid = lambda m: uncrop(m, box, volume.data.shape)  # noqa: E731
     seg, prob, params = infer_task(link, target, task, probabilities=True)
@@ -236,7 +237,7 @@ def segment_task(link: Connection, image: Path | Input, task: str, *, output: Pa
         params = {**params, "source": params.get("source", "") + f" (cropped around {cord_task})"}
     if write_nifti:
         for name, path in paths.items():
-            save_volume(masks[name], volume.affine, path, like=volume.header)
+            save_nifti(masks[name], volume.affine, path, like=volume.header)
             sidecar(path, task=task, params=params, image_path=volume.path, argv=argv)
     return TaskResult(files=paths, labels=labels, masks=masks, image=loaded, cord=cord)
 
@@ -287,12 +288,12 @@ class TaskJob:
     def nifti(self) -> bool:
         return writes_nifti(self.output_format)
 
-    def folder(self, image: InputImage) -> Path | None:
+    def folder(self, image: ImageImage) -> Path | None:
         return None if self.ofolder is None else self.ofolder / image.relative
 
-    def segment(self, link: Connection, image: Path | Input, *, output: Path | None = None, ofolder: Path | None = None,
+    def segment(self, link: Connection, image: Path | Image, *, output: Path | None = None, ofolder: Path | None = None,
                 overwrite: bool = False, cord: np.ndarray | None = None) -> Segmented:
-        """Segment `image` (a NIfTI file, a DICOM series or a loaded `Input`); write masks,
+        """Segment `image` (a NIfTI file, a DICOM series or a loaded `Image`); write masks,
         sidecars, lesion statistics, DICOM SEG and SR and (with `qc`) the QC entry, as
         `output_format` says. `cord` (a cord mask on the image's grid) is the cord of the SEG and
         QC when the task itself gives none.
@@ -302,14 +303,14 @@ class TaskJob:
         """
         from lesionseg.client.lesion_stats import mask_stats, mask_volume, write_sidecars
 
-        loaded = image if isinstance(image, Input) else load_input(image)
+        loaded = image if isinstance(image, Image) else load_image(image)
         require_series(loaded, self.output_format)
         dicom_files = self._dicom_paths(loaded.path, ofolder)
         if dicom_files:
             refuse_existing(dicom_files.values(), overwrite=overwrite)
         result = segment_task(link, loaded, self.task, output=output, options=self.options, overwrite=overwrite,
                               ofolder=ofolder, crop_to_cord=self.crop_to_cord, write_nifti=self.nifti)
-        volume = loaded.volume
+        volume = loaded
         other: list[Path] = []
         note = ", ".join(f"{name}: {_foreground_voxels(m)} vox" for name, m in result.masks.items())
         cord_name, lesion_name = split_names(self.task, result.masks)
@@ -346,7 +347,7 @@ class TaskJob:
 
         return dicom_paths(image_path, self.task, ofolder if ofolder is not None else Path(image_path).parent, qc=self.dicom_qc)
 
-    def plan(self, link: Connection, image: InputImage) -> Subject:
+    def plan(self, link: Connection, image: ImageImage) -> Subject:
         """The subject's outputs, from the served model's labels (it must be a task model)."""
         from lesionseg.client.lesion_stats import sidecar_paths
 

@@ -100,10 +100,10 @@ def find_images(folder: Path) -> list[Path]:
 def oriented_image(path: Path, orientation: str) -> tuple[np.ndarray, tuple[float, ...]]:
     """A NIfTI image as a pipeline model receives it: (x, y, z) float32 in `orientation` (SCT's
     letters, e.g. "RPI"), and its voxel size in mm along those axes."""
-    from lesionseg.client.nifti import load_volume
-    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.nifti import load_nifti
+    from lesionseg.core.orientation import reorientation, sct_to_nib
 
-    volume = load_volume(path)
+    volume = load_nifti(path)
     orient = reorientation(volume.affine, volume.data.shape, sct_to_nib(orientation))
     data = np.ascontiguousarray(orient.forward(volume.data), dtype=np.float32)
     return data, tuple(float(s) for s in orient.forward_spacing(volume.spacing))

@@ -22,7 +22,7 @@ import pytest
 from lesionseg.client.cli import main
 from lesionseg.client.connection import Connection, ConnectionSettings
 from lesionseg.client.legacy import segment_legacy
-from lesionseg.client.nifti import load_volume
+from lesionseg.core.nifti import load_nifti
 from lesionseg.client.shm import leaked_regions
 from lesionseg.client.task import infer_task
 
@@ -74,11 +74,11 @@ def test_transports_give_identical_outputs(legacy_server, nnunet_server, t2s: Pa
     with Connection(url, settings) as link:
         assert link.transport == settings.transport
         result = segment_legacy(link, t2s, "t2s", ofolder=tmp_path)
-        seg, prob, _ = infer_task(link, load_volume(t2s), "seg_ms_lesion", probabilities=True)
+        seg, prob, _ = infer_task(link, load_nifti(t2s), "seg_ms_lesion", probabilities=True)
     for key, expected in t2s_reference.items():
         np.testing.assert_array_equal(mask(result.files[key]), expected)
     with Connection(url, ConnectionSettings(transport="grpc")) as plain:
-        seg_ref, prob_ref, _ = infer_task(plain, load_volume(t2s), "seg_ms_lesion", probabilities=True)
+        seg_ref, prob_ref, _ = infer_task(plain, load_nifti(t2s), "seg_ms_lesion", probabilities=True)
     np.testing.assert_array_equal(seg, seg_ref)
     np.testing.assert_array_equal(prob, prob_ref)
     assert leaked_regions([os.getpid()]) == [] and server_regions(url) == []

@@ -98,13 +98,13 @@ def test_uids_follow_series_and_model(folders, tmp_path):
 @needs_dciodvfy
 def test_qc_capture(folders, tmp_path):
     """The optional Secondary Capture: valid, RGB, in the source's study, lesion pixels red."""
-    from lesionseg.client.dicom.series import series_volume
+    from lesionseg.client.dicom.series import series_image
 
     series = read_series(folders["axial"])
     lesion, cord = _masks(series.data.shape, seed=3)
     paths = write_dicom(series, dicom_paths(folders["axial"], "seg_ms_lesion", tmp_path, qc=True),
                         Algorithm.of_model("seg_ms_lesion", {}), lesion=lesion, stats=lesion_stats(lesion, series.spacing),
-                        cord=cord, image=series_volume(series))
+                        cord=cord, image=series_image(series))
     assert dciodvfy_errors(paths["qc"]) == []
     capture = pydicom.dcmread(str(paths["qc"]))
     assert capture.PhotometricInterpretation == "RGB" and capture.StudyInstanceUID == series.first.StudyInstanceUID

@@ -11,11 +11,11 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from lesionseg.client.gateway import journal as states
-from lesionseg.client.gateway.config import load_config
-from lesionseg.client.gateway.journal import Journal
-from lesionseg.client.gateway.routing import orientation_of, route_for
-from lesionseg.client.gateway.spool import Spool
+from lesionseg.gateway import journal as states
+from lesionseg.gateway.config import load_config
+from lesionseg.gateway.journal import Journal
+from lesionseg.gateway.routing import orientation_of, route_for
+from lesionseg.gateway.spool import Spool
 from lesionseg.core.errors import UsageError
 
 CONFIG = """

@@ -179,8 +179,8 @@ def _run_gateway(case: Case, series_root: Path, out: Path, url: str) -> dict:
     """The gateway's segmentation of one spooled series (receive and send are the gateway tests')."""
     import pydicom
 
-    from lesionseg.client.gateway.config import load_config
-    from lesionseg.client.gateway.service import Gateway
+    from lesionseg.gateway.config import load_config
+    from lesionseg.gateway.service import Gateway
     from lesionseg.core.errors import LesionsegError
 
     series_name, route = GATEWAY_ROUTES[case.name]

@@ -731,7 +731,7 @@ def test_gateway_statefulset(rendered) -> None:
 
 
 def test_gateway_config_loads_with_the_gateway_loader(rendered, tmp_path) -> None:
-    from lesionseg.client.gateway.config import load_config
+    from lesionseg.gateway.config import load_config
 
     text = gateway_toml(rendered["default-values"])
     tomllib.loads(text)
@@ -745,7 +745,7 @@ def test_gateway_config_loads_with_the_gateway_loader(rendered, tmp_path) -> Non
 
 
 def test_gateway_config_values_round_trip_through_toml(tmp_path) -> None:
-    from lesionseg.client.gateway.config import load_config
+    from lesionseg.gateway.config import load_config
 
     tricky = '(?i)t2\\*|"quoted"|é|<&>|tab\there'
     objects = render(set_values={"gateway": {"url": "triton-a:8001,triton-b:8001", "dicomPort": 104, "config": {

@@ -19,7 +19,7 @@ from conftest import IVADOMED_TASK, run_ivadomed_oracle
 
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
-from lesionseg.client.nifti import load_volume
+from lesionseg.core.nifti import load_nifti
 from lesionseg.client.task import infer_task
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
@@ -36,7 +36,7 @@ def members(session_repository: Path) -> Path:
 def test_ensemble_matches_ivadomed(ivadomed_server, shared: Path, members: Path, tmp_path: Path, image: str) -> None:
     path = shared / "sct_testing_data" / image
     with connect(ivadomed_server.settings.grpc_url) as link:
-        seg, prob, params = infer_task(link, load_volume(path), IVADOMED_TASK, probabilities=True)
+        seg, prob, params = infer_task(link, load_nifti(path), IVADOMED_TASK, probabilities=True)
     run_ivadomed_oracle("segment", str(members), str(path), str(tmp_path / "oracle.npy"))
     reference = np.load(tmp_path / "oracle.npy")
     mean = prob[0] / 255.0

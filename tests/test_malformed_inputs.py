@@ -531,7 +531,7 @@ def test_input_naming_no_image_is_a_usage_error(name: str, build: str | None, pr
 
 def test_oblique_but_orthogonal_images_are_accepted(tmp_path: Path, shared: Path) -> None:
     """Rotated (oblique) acquisitions are legitimate: only a shear is refused."""
-    from lesionseg.client.nifti import load_volume
+    from lesionseg.core.nifti import load_nifti
     from lesionseg.core.errors import InputError
 
     real = _real(shared)
@@ -539,15 +539,15 @@ def test_oblique_but_orthogonal_images_are_accepted(tmp_path: Path, shared: Path
     rotation = np.eye(4)
     rotation[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     oblique = _save(_like(real, _real_data(shared), rotation @ real.affine), tmp_path / "oblique.nii.gz")
-    volume = load_volume(oblique)
+    volume = load_nifti(oblique)
     np.testing.assert_allclose(volume.spacing, real.header.get_zooms(), rtol=1e-5)
     tiny_shear = np.eye(4)
     tiny_shear[0, 1] = 1e-5  # float rounding of a real sform: still orthogonal enough
     image = _like(real, _real_data(shared), real.affine @ tiny_shear)
     image.set_qform(None, code=0)
-    load_volume(_save(image, tmp_path / "rounded.nii.gz"))
+    load_nifti(_save(image, tmp_path / "rounded.nii.gz"))
     with pytest.raises(InputError, match="sheared voxel grid"):
-        load_volume(sheared_affine(tmp_path, shared))
+        load_nifti(sheared_affine(tmp_path, shared))
 
 
 def test_batch_with_malformed_subjects(url: str, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ from conftest import MONAI_FEATURES, MONAI_TASK
 
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
-from lesionseg.client.nifti import load_volume
+from lesionseg.core.nifti import load_nifti
 from lesionseg.client.task import infer_task
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
@@ -59,7 +59,7 @@ def monai_oracle(image_path: Path) -> np.ndarray:
 def test_dice_against_monai(nnunet_server, shared: Path, image: str) -> None:
     path = shared / "sct_testing_data" / image
     with connect(nnunet_server.settings.grpc_url) as link:
-        seg, prob, params = infer_task(link, load_volume(path), MONAI_TASK, probabilities=True)
+        seg, prob, params = infer_task(link, load_nifti(path), MONAI_TASK, probabilities=True)
     reference = monai_oracle(path)
     a, b = seg > 0, reference > 0.5
     dice = 2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())

@@ -18,8 +18,8 @@ from conftest import NNUNET_TASKS
 
 from lesionseg.client.cli import main
 from lesionseg.client.connection import connect
-from lesionseg.client.nifti import load_volume
-from lesionseg.client.orientation import reorientation, sct_to_nib
+from lesionseg.core.nifti import load_nifti
+from lesionseg.core.orientation import reorientation, sct_to_nib
 from lesionseg.client.task import infer_task
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
@@ -43,7 +43,7 @@ def oracle(task: str, image_path: Path, model_root: Path) -> tuple[np.ndarray, n
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=options.get("mirroring", False),
                                 device=torch.device("cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(folder), use_folds=tuple(str(f) for f in variant.folds))
-    image = load_volume(image_path)
+    image = load_nifti(image_path)
     orientation = json.loads((folder / "dataset.json").read_text()).get("image_orientation", "LPI")
     orient = reorientation(image.affine, image.data.shape, sct_to_nib(orientation))
     data = orient.forward(image.data)
@@ -66,7 +66,7 @@ def model_root(session_repository: Path) -> Path:
 @pytest.mark.parametrize(("task", "image"), CASES, ids=[f"{t}-{Path(i).name}" for t, i in CASES])
 def test_dice_against_nnunetv2_predictor(nnunet_server, shared: Path, model_root: Path, task: str, image: str) -> None:
     path = shared / "sct_testing_data" / image
-    volume = load_volume(path)
+    volume = load_nifti(path)
     with connect(nnunet_server.settings.grpc_url) as link:
         seg, prob, params = infer_task(link, volume, task, probabilities=True)
     ref_seg, ref_prob = oracle(task, path, model_root)
@@ -134,7 +134,7 @@ def test_deepseg_cli_outputs_and_sidecar(nnunet_server, shared: Path, tmp_path: 
 def test_threshold_uses_probabilities(nnunet_server, shared: Path, tmp_path: Path) -> None:
     image = shared / "sct_testing_data" / "t2" / "t2.nii.gz"
     url = nnunet_server.settings.grpc_url
-    volume = load_volume(image)
+    volume = load_nifti(image)
     with connect(url) as link:
         _, prob, _ = infer_task(link, volume, "seg_ms_lesion", probabilities=True)
     assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-url", url, "-o", str(tmp_path / "t.nii.gz"), "-thr", "0.9"]) == 0
@@ -145,17 +145,17 @@ def test_threshold_uses_probabilities(nnunet_server, shared: Path, tmp_path: Pat
 def test_crop_to_cord_workflow_matches_manual_crop(nnunet_server, shared: Path, tmp_path: Path) -> None:
     """--crop-to-cord == (cord task -> crop 30/30/5 mm -> lesion task on the crop -> paste back)."""
     from lesionseg.client.crop import cord_dilation, cropped_affine, mask_box, uncrop
-    from lesionseg.client.nifti import Volume
+    from lesionseg.core.image import Image
 
     image_path = shared / "sct_testing_data" / "t2" / "t2_fake_lesion.nii.gz"
     url = nnunet_server.settings.grpc_url
     out = tmp_path / "lesion.nii.gz"
     assert main(["deepseg", "-i", str(image_path), "-task", "seg_ms_lesion", "--crop-to-cord", "-o", str(out), "-url", url]) == 0
-    image = load_volume(image_path)
+    image = load_nifti(image_path)
     with connect(url) as link:
         cord, _, _ = infer_task(link, image, "seg_sc_contrast_agnostic")
         box = mask_box(cord, cord_dilation(image.affine, image.spacing))
-        cropped = Volume(path=image.path, data=image.data[box.slices].copy(), affine=cropped_affine(image.affine, box),
+        cropped = Image(path=image.path, data=image.data[box.slices].copy(), affine=cropped_affine(image.affine, box),
                          header=image.header)
         lesion, _, _ = infer_task(link, cropped, "seg_ms_lesion")
     np.testing.assert_array_equal(np.asanyarray(nib.load(out).dataobj), uncrop((lesion == 1).astype(np.uint8), box, image.data.shape))

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from lesionseg.client.orientation import axcodes, nib_to_sct, reorientation, sct_to_nib
+from lesionseg.core.orientation import axcodes, nib_to_sct, reorientation, sct_to_nib
 from lesionseg.core.errors import UsageError
 
 

@@ -287,7 +287,7 @@ def test_bf16_export_serves_and_shows_its_report(shared: Path, tmp_path: Path, c
     Triton serves it, `status --models` shows the precision and summary, and the served mask keeps
     the bar against the FP32 repository's on the same image. (t2_ax, not t2s: the t2s report passes
     on an AVX512-BF16 CPU but fails on an AMX one, 2026-12-02, and is then refused.)"""
-    from lesionseg.client.nifti import load_volume
+    from lesionseg.core.nifti import load_nifti
     from lesionseg.export.parity import compare_masks
     from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
 
@@ -306,7 +306,7 @@ def test_bf16_export_serves_and_shows_its_report(shared: Path, tmp_path: Path, c
             status = capsys.readouterr().out
             out = tmp_path / f"out_{precision}"
             assert main(["deepseg-lesion", "-i", str(image), "-c", "t2_ax", "-ofolder", str(out), "-url", server.settings.grpc_url]) == 0
-        masks[precision] = np.asanyarray(load_volume(out / "t2_fake_lesion_lesionseg.nii.gz").data)
+        masks[precision] = np.asanyarray(load_nifti(out / "t2_fake_lesion_lesionseg.nii.gz").data)
         net = next(line for line in status.splitlines() if "deepseg_lesion_t2_ax_net" in line)
         if precision == "bf16":
             assert "bf16" in net and "bf16 parity passed on" in net

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionseg.client.nifti import load_volume
+from lesionseg.core.nifti import load_nifti
 from lesionseg.export.parity import dice
 from lesionseg.export.precision import oriented_image
 from lesionseg.server.backend.runtimes import make_runner
@@ -165,7 +165,7 @@ def test_served_with_openvino(shared: Path, tmp_path: Path, capsys: pytest.Captu
                                            startup_timeout=300)) as server:
             out = tmp_path / f"out_{runtime}"
             assert main(["deepseg-lesion", "-i", str(image), "-c", "t2s", "-ofolder", str(out), "-url", server.settings.grpc_url]) == 0
-        masks[runtime] = np.asanyarray(load_volume(out / "t2s_lesionseg.nii.gz").data)
+        masks[runtime] = np.asanyarray(load_nifti(out / "t2s_lesionseg.nii.gz").data)
     capsys.readouterr()
     assert masks["onnxruntime"].any()
     assert dice(masks["onnxruntime"], masks["openvino"]) >= MIN_DICE

@@ -19,7 +19,7 @@ import string
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from lesionseg.client.nifti import NIFTI_SUFFIXES, stem
+from lesionseg.core.nifti import NIFTI_SUFFIXES, stem
 from lesionseg.core.errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)

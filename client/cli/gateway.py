@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _config(args: argparse.Namespace):
     import os
 
-    from lesionseg.client.gateway.config import load_config
+    from lesionseg.gateway.config import load_config
 
     path = args.config or (Path(os.environ["LESIONSEG_GATEWAY_CONFIG"]) if os.environ.get("LESIONSEG_GATEWAY_CONFIG") else None)
     if path is None:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return status(config)
     import logging
 
-    from lesionseg.client.gateway.service import Gateway
+    from lesionseg.gateway.service import Gateway
 
     # pynetdicom logs every association and C-STORE at INFO: only with -vv
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if getattr(args, "verbose", 0) >= 2 else logging.WARNING)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 def status(config) -> int:
     """Print the journal's jobs, oldest first, and the totals by state."""
-    from lesionseg.client.gateway.journal import Journal
+    from lesionseg.gateway.journal import Journal
 
     if not config.journal.exists():
         raise UsageError(f"{config.journal}: no journal (the gateway has not run with this spool)")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionseg.client.dicom.series import DicomSeries, read_series, series_volume
-from lesionseg.client.nifti import refuse_existing, save_volume, stem
+from lesionseg.client.dicom.series import DicomSeries, read_series, series_image
+from lesionseg.core.nifti import refuse_existing, save_nifti, stem
 from lesionseg.core.files import atomic_write_text
 
 
@@ -56,7 +56,7 @@ def dicom_to_nifti(source: Path, output: Path | None = None, *, overwrite: bool 
             data = data.astype(np.int16)
         elif lo >= 0 and hi <= 65535:
             data = data.astype(np.uint16)
-    volume = series_volume(series)
-    save_volume(data, series.affine, output, like=volume.header)
+    volume = series_image(series)
+    save_nifti(data, series.affine, output, like=volume.header)
     atomic_write_text(sidecar, json.dumps(sidecar_record(series), indent=2) + "\n")
     return output

@@ -11,7 +11,7 @@ import numpy as np
 from lesionseg.client.dicom import results
 from lesionseg.client.dicom.series import DicomSeries
 from lesionseg.client.lesion_stats import LesionStats, voxel_volume_mm3
-from lesionseg.client.nifti import stem
+from lesionseg.core.nifti import stem
 from lesionseg.core.errors import UsageError
 
 OUTPUT_FORMATS = ("nifti", "dicom", "both")
@@ -39,7 +39,7 @@ def writes_dicom(output_format: str) -> bool:
 
 
 def require_series(loaded, output_format: str) -> None:
-    """DICOM results need a DICOM input (`loaded`: a `lesionseg.client.images.Input`).
+    """DICOM results need a DICOM input (`loaded`: a `lesionseg.core.image.Image`).
 
     Raises:
         UsageError: DICOM output asked of a NIfTI input.
@@ -64,7 +64,7 @@ def write_dicom(series: DicomSeries, paths: dict[str, Path], algorithm: results.
                 image=None) -> dict[str, Path]:
     """Write the SEG (lesion and/or cord segments), the SR (lesion statistics `stats` of `lesion`,
     cord volume) and, when `paths` has "qc", a Secondary Capture of the QC mosaic of `image` (the
-    series' `Volume`) of `series`; masks are (x, y, z) on the series grid, > 0 inside."""
+    series' `Image`) of `series`; masks are (x, y, z) on the series grid, > 0 inside."""
     masks = {}
     if lesion is not None:
         masks[results.LESION] = (lesion > 0).astype(np.uint8)

@@ -193,7 +193,7 @@ def report(series: DicomSeries, seg, stats: LesionStats | None, algorithm: Algor
 def qc_capture(series: DicomSeries, image, algorithm: Algorithm, *, lesion: np.ndarray | None, cord: np.ndarray | None):
     """A Secondary Capture of the QC report's axial mosaic (RGB: lesions red, cord cyan over the
     image, tiles from inferior to superior, anterior up, the patient's right on the left) of
-    `image` (the series' `Volume`) and masks on its grid, for viewers without SEG support."""
+    `image` (the series' `Image`) and masks on its grid, for viewers without SEG support."""
     import highdicom as hd
 
     from lesionseg.client.lesion_stats import mask_volume

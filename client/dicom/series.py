@@ -407,17 +407,18 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def series_volume(series: DicomSeries, path: Path | None = None):
-    """The series as the `Volume` the pipelines take from a NIfTI file: float32 (x, y, z) data,
-    the RAS+ affine and a NIfTI header (scanner qform/sform, mm) whose zooms are the voxel size,
-    named `path` (default: the series' folder or file) in messages and output names."""
+def series_image(series: DicomSeries, path: Path | None = None):
+    """The series as the `lesionseg.core.image.Image` the pipelines take from a NIfTI file: float32
+    (x, y, z) data, the RAS+ affine and a NIfTI header (scanner qform/sform, mm) whose zooms are the
+    voxel size, named `path` (default: the series' folder or file) in messages and output names,
+    carrying the series."""
     import nibabel as nib
 
-    from lesionseg.client.nifti import Volume
+    from lesionseg.core.image import Image
 
     image = nib.Nifti1Image(series.data, series.affine)
     image.set_qform(series.affine, code=1)
     image.set_sform(series.affine, code=1)
     image.header.set_xyzt_units("mm", "sec")
     where = path if path is not None else (series.files[0].parent if len(series.files) > 1 else series.files[0])
-    return Volume(path=Path(where), data=series.data, affine=series.affine, header=image.header)
+    return Image(path=Path(where), data=series.data, affine=series.affine, header=image.header, series=series)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionseg.client.nifti import Volume, load_volume, stem
+from lesionseg.core.image import Image
+from lesionseg.core.nifti import load_nifti, stem
 from lesionseg.core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -24,13 +25,13 @@ logger = logging.getLogger(__name__)
 PLANES = ("axial", "sagittal")
 
 
-def load_on_grid(path: Path, image: Volume, *, what: str, allow_empty: bool) -> Volume:
+def load_on_grid(path: Path, image: Image, *, what: str, allow_empty: bool) -> Image:
     """Load a mask and check it lies on the image's voxel grid (shape and affine, 1e-3 mm).
 
     Raises:
         InputError: the mask is unreadable, or its shape or affine differs from the image's.
     """
-    mask = load_volume(path, what=what, allow_empty=allow_empty)
+    mask = load_nifti(path, what=what, allow_empty=allow_empty)
     if mask.data.shape != image.data.shape:
         raise InputError(f"{path}: {what} shape {mask.data.shape} differs from the image's {image.data.shape} ({image.path})")
     if not np.allclose(mask.affine, image.affine, atol=1e-3):
@@ -44,13 +45,13 @@ def _slices_to_show(*masks: np.ndarray) -> slice:
     return slice(int(present[0]), int(present[-1]) + 1)
 
 
-def rpi_views(image: Volume, cord: np.ndarray | None, lesion: Volume | None, plane: str, cord_source: Path | str
+def rpi_views(image: Image, cord: np.ndarray | None, lesion: Image | None, plane: str, cord_source: Path | str
                ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Background and overlay of `plane` from the RPI-reoriented image and masks, and what the
     entry's JSON should say about them ("slices_rpi": the axial tiles' z range [start, stop)).
     Without a cord mask (lesion-only tasks) the tiles are centred on the field of view."""
     from lesionseg.client.lesion_stats import lesion_voxels
-    from lesionseg.client.orientation import reorientation, sct_to_nib
+    from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.client.qc.mosaic import axial_mosaic, cord_centres, sagittal_mosaic
 
     orient = reorientation(image.affine, image.data.shape, sct_to_nib("RPI"))
@@ -74,7 +75,7 @@ def rpi_views(image: Volume, cord: np.ndarray | None, lesion: Volume | None, pla
     return background, overlay, {"slices_rpi": [shown.start, shown.stop]}
 
 
-def _lesion_record(lesion: Volume) -> tuple[dict, dict[str, str]]:
+def _lesion_record(lesion: Image) -> tuple[dict, dict[str, str]]:
     """The entry's "fname_lesion" and "lesions" keys, and the sidecar attachments, of a lesion mask."""
     from lesionseg.client.lesion_stats import json_text, mask_stats, sidecar_paths, stats_record, tsv_text
 
@@ -85,8 +86,8 @@ def _lesion_record(lesion: Volume) -> tuple[dict, dict[str, str]]:
     return record, {tsv.name: tsv_text(stats), js.name: json_text(stats, mask_path=lesion.path)}
 
 
-def write_qc(qc_dir: Path, image: Volume, *, cord: np.ndarray | None = None, cord_source: Path | str = "cord",
-             lesion: Volume | None = None, fname_seg: Path | None = None, plane: str = "axial", command: str = "qc",
+def write_qc(qc_dir: Path, image: Image, *, cord: np.ndarray | None = None, cord_source: Path | str = "cord",
+             lesion: Image | None = None, fname_seg: Path | None = None, plane: str = "axial", command: str = "qc",
              contrast: str | None = None, dataset: str | None = None, subject: str | None = None) -> Path:
     """Write one QC entry (images, JSON, lesion sidecars) of `image` and masks on its grid; returns its folder.
 
@@ -126,7 +127,7 @@ def write_mask_qc(
         InputError: a file is missing or unreadable, the cord mask is empty, or a mask is not on
             the image's grid.
     """
-    image = load_volume(image_path)
+    image = load_nifti(image_path)
     seg = load_on_grid(seg_path, image, what="cord mask", allow_empty=False) if seg_path is not None else None
     lesion = load_on_grid(lesion_path, image, what="lesion mask", allow_empty=True) if lesion_path else None
     return write_qc(qc_dir, image, cord=seg.data if seg is not None else None, cord_source=seg_path or "cord",

@@ -10,7 +10,7 @@
 {{- end }}
 
 {{/*
-gateway.toml (client/gateway/config.py). Values are written with toJson: a JSON string, number,
+gateway.toml (gateway/config.py). Values are written with toJson: a JSON string, number,
 boolean or array of strings is also a TOML one (escapes included).
 */}}
 {{- define "lesionseg.gatewayToml" -}}

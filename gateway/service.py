@@ -18,14 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-from lesionseg.client.gateway import journal as states
-from lesionseg.client.gateway.config import GatewayConfig, Route
-from lesionseg.client.gateway.journal import Journal
-from lesionseg.client.gateway.metrics import GatewayMetrics
-from lesionseg.client.gateway.receiver import Receiver
-from lesionseg.client.gateway.routing import route_for
-from lesionseg.client.gateway.senders import DeliveryError, send
-from lesionseg.client.gateway.spool import Spool
+from lesionseg.gateway import journal as states
+from lesionseg.gateway.config import GatewayConfig, Route
+from lesionseg.gateway.journal import Journal
+from lesionseg.gateway.metrics import GatewayMetrics
+from lesionseg.gateway.receiver import Receiver
+from lesionseg.gateway.routing import route_for
+from lesionseg.gateway.senders import DeliveryError, send
+from lesionseg.gateway.spool import Spool
 from lesionseg.core.errors import LesionsegError, ModelNotFoundError, ServerUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -243,18 +243,17 @@ class Gateway:
         import pydicom
 
         from lesionseg.client.batch.inputs import InputImage
-        from lesionseg.client.dicom.series import read_series, series_volume
-        from lesionseg.client.images import Input
+        from lesionseg.client.dicom.series import read_series, series_image
         from lesionseg.client.task import TaskJob, infer_task
 
         files = self.journal.instance_files(series_uid)
         series = read_series(files, label=str(self.spool.instance_path(series_uid, "x").parent))
         folder = self.spool.results_folder(series_uid)
         # results are results/<series>/series_<model>_{seg,sr}.dcm
-        loaded = Input(volume=series_volume(series, folder / "series"), series=series)
+        loaded = series_image(series, folder / "series")
 
         def run_route(link) -> list[Path]:
-            cord = infer_task(link, loaded.volume, route.cord_task)[0] if route.cord_task else None
+            cord = infer_task(link, loaded, route.cord_task)[0] if route.cord_task else None
             if route.contrast:
                 from lesionseg.client.legacy import LegacyJob
 

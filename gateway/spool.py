@@ -3,7 +3,7 @@
 Layout under the spool folder:
 - `instances/<SeriesInstanceUID>/<SOPInstanceUID>.dcm` — received instances, as sent (Part 10);
 - `results/<SeriesInstanceUID>/` — the SEG and SR made for a series;
-- `journal.sqlite` — the job journal (`lesionseg.client.gateway.journal`).
+- `journal.sqlite` — the job journal (`lesionseg.gateway.journal`).
 
 An instance is written to a temporary file in its series folder, flushed and fsynced, renamed
 onto its name and the folder fsynced: after a crash a file under its final name is complete. A

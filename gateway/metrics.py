@@ -18,7 +18,7 @@ class GatewayMetrics:
     def __init__(self, gateway) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        from lesionseg.client.gateway.journal import STATES
+        from lesionseg.gateway.journal import STATES
 
         self.registry = CollectorRegistry()
         prefix = "lesionseg_gateway_"

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from lesionseg.client.gateway.config import Route
+from lesionseg.gateway.config import Route
 
 
 def orientation_of(ds) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lesionseg.client.gateway.config import Destination
+from lesionseg.gateway.config import Destination
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _cstore(destination: Destination, files: list[Path], calling_ae: str) -> lis
     import pydicom
     from pynetdicom import AE, evt
 
-    from lesionseg.client.gateway.sockets import no_delay
+    from lesionseg.gateway.sockets import no_delay
 
     datasets = [pydicom.dcmread(str(path)) for path in files]
     ae = AE(ae_title=calling_ae)

@@ -1,12 +1,12 @@
 """NIfTI input and output: strict validation with one-line errors, atomic writes.
 
-Volumes are 3D arrays in the file's own axis order; `Volume.spacing` is the voxel size in mm.
+A loaded file is an `lesionseg.core.image.Image`: its 3D array in the file's own axis order, the
+affine (voxel -> RAS+ mm) and the header, whose zooms are the voxel size in mm.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -15,6 +15,7 @@ import numpy as np
 
 from lesionseg.core.errors import InputError, OutputExistsError
 from lesionseg.core.files import atomic_path
+from lesionseg.core.image import Image
 from lesionseg.core.wire import MAX_VOXELS
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -29,28 +30,7 @@ def stem(path: Path) -> str:
     return Path(name).stem
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Volume:
-    """A loaded 3D image: `data` (x, y, z) in file order, its `affine` (voxel -> RAS mm), `header`."""
-
-    path: Path
-    data: np.ndarray
-    affine: np.ndarray
-    header: object
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size (mm) per array axis: the header's pixdim, as SCT's `Image.dim[4:7]` — what SCT
-        hands nnU-Net and its resampling. The values are float32 in the file, so they travel to
-        the server as FP32 exactly (affine column norms can differ in the 9th digit, enough to change
-        a rounded resampled shape)."""
-        zooms = self.header.get_zooms()[:3] if hasattr(self.header, "get_zooms") else ()
-        if len(zooms) == 3 and all(float(z) > 0 for z in zooms):
-            return tuple(float(z) for z in zooms)  # type: ignore[return-value]
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
-
-
-def load_volume(path: str | Path, *, what: str = "image", allow_empty: bool = False, dtype=np.float32) -> Volume:
+def load_nifti(path: str | Path, *, what: str = "image", allow_empty: bool = False, dtype=np.float32) -> Image:
     """Load and check a 3D NIfTI volume.
 
     Raises:
@@ -114,7 +94,7 @@ def load_volume(path: str | Path, *, what: str = "image", allow_empty: bool = Fa
     if angle > SHEAR_TOLERANCE_DEGREES:
         raise InputError(f"{path}: {what} has a sheared voxel grid (its affine's axes are {angle:.2f} degrees from "
                          "perpendicular); resample it onto an orthogonal grid")
-    return Volume(path=path, data=data, affine=affine, header=image.header)
+    return Image(path=path, data=data, affine=affine, header=image.header)
 
 
 #: Largest departure from 90 degrees between the voxel axes of an image's affine. Oblique but
@@ -153,7 +133,7 @@ def _load_reason(path: Path, exc: BaseException) -> str:
 
 class _NibabelQuiet(logging.Filter):
     """Drops the header fix-up messages nibabel prints on stderr ("pixdim[1,2,3] should be
-    positive; setting to abs ...") while `load_volume` runs in this thread: it reports those
+    positive; setting to abs ...") while `load_nifti` runs in this thread: it reports those
     problems itself, as one error line. They go to the debug log instead."""
 
     active = threading.local()
@@ -193,7 +173,7 @@ def refuse_existing(paths, *, overwrite: bool) -> None:
             raise OutputExistsError(f"{path}: output exists (use --overwrite to replace it)")
 
 
-def save_volume(data: np.ndarray, affine: np.ndarray, path: Path, *, like: object | None = None) -> Path:
+def save_nifti(data: np.ndarray, affine: np.ndarray, path: Path, *, like: object | None = None) -> Path:
     """Write `data` with `affine` to `path` atomically (`lesionseg.core.files.atomic_path`).
 
     With `like` (a NIfTI header), its qform/sform codes and units are kept.

@@ -13,10 +13,10 @@ import logging
 import time
 from typing import Callable
 
-from lesionseg.client.gateway.config import GatewayConfig
-from lesionseg.client.gateway.journal import Journal
-from lesionseg.client.gateway.sockets import no_delay
-from lesionseg.client.gateway.spool import Spool
+from lesionseg.gateway.config import GatewayConfig
+from lesionseg.gateway.journal import Journal
+from lesionseg.gateway.sockets import no_delay
+from lesionseg.gateway.spool import Spool
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,99 @@
+"""What a served segmentation model and its clients agree on: tensor names, the parameters of its
+config, and `ModelInfo`, the one parsed view a client keeps of a served model.
+
+Two interfaces are served (the server's repository writes them, `lesionseg.server.repository`):
+
+- a legacy pipeline `deepseg_lesion_<contrast>`: IMAGE (x, y, z) FP32 in the model's orientation,
+  SPACING (3,) mm, optional CENTERLINE (x, y, z) uint8 -> SEG (x, y, z) uint8 (the lesion mask,
+  thresholded on the server), PROB and RES_PROB (soft maps as uint8, `lesionseg.core.wire`),
+  RES_SPACING, CENTERLINE_XYZ (one (x, y, z) voxel position per slice);
+- an sct_deepseg task (nnU-Net ensemble, MONAI or ivadomed pipeline): IMAGE, SPACING -> SEG
+  (x, y, z) uint8 labels, PROB (C - 1, x, y, z) uint8 foreground probabilities; its `plan`
+  parameter (JSON) names the labels.
+
+Every model's parameters carry `orientation` (SCT's code, e.g. "RPI": the orientation IMAGE must
+be sent in) and `source` (where its weights came from).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+from lesionseg.core.enums import StrEnum
+
+
+class Tensor(StrEnum):
+    """Input and output names of the served models."""
+
+    IMAGE = "IMAGE"
+    SPACING = "SPACING"
+    CENTERLINE = "CENTERLINE"
+    SEG = "SEG"
+    PROB = "PROB"
+    RES_PROB = "RES_PROB"
+    RES_SPACING = "RES_SPACING"
+    CENTERLINE_XYZ = "CENTERLINE_XYZ"
+
+
+class Param(StrEnum):
+    """Config parameters a client reads."""
+
+    ORIENTATION = "orientation"
+    SOURCE = "source"
+    PLAN = "plan"
+    DEFAULT_OUTPUT = "default_output"
+
+
+class ModelKind(StrEnum):
+    LEGACY = "legacy"  # a sct_deepseg_lesion pipeline
+    TASK = "task"  # an sct_deepseg task: labels and class probabilities
+
+
+#: the orientation IMAGE is sent in when a model's config names none (SCT's codes): the legacy
+#: pipelines work in RPI, SCT feeds nnU-Net models LPI
+DEFAULT_ORIENTATION = {ModelKind.LEGACY: "RPI", ModelKind.TASK: "LPI"}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """A served model as a client needs it, parsed once from its config.
+
+    `labels` (name -> value, background included) is empty for a legacy pipeline;
+    `soft_by_default`: the task's default output is its soft map (an ivadomed ensemble's mean).
+    """
+
+    name: str
+    kind: ModelKind
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    orientation: str
+    labels: dict[str, int]
+    source: str
+    soft_by_default: bool
+    parameters: dict[str, str]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "ModelInfo":
+        """Parse a model config as Triton returns it in JSON (`get_model_config(..., as_json=True)["config"]`)."""
+        parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        inputs = tuple(t["name"] for t in config.get("input", []))
+        labels = dict(json.loads(parameters.get(Param.PLAN, "{}") or "{}").get("labels") or {})
+        kind = ModelKind.LEGACY if Tensor.CENTERLINE in inputs or not labels else ModelKind.TASK
+        return cls(
+            name=str(config.get("name", "")),
+            kind=kind,
+            inputs=inputs,
+            outputs=tuple(t["name"] for t in config.get("output", [])),
+            orientation=parameters.get(Param.ORIENTATION) or DEFAULT_ORIENTATION[kind],
+            labels=labels,
+            source=parameters.get(Param.SOURCE, ""),
+            soft_by_default=parameters.get(Param.DEFAULT_OUTPUT) == "soft",
+            parameters=parameters,
+        )
+
+    @property
+    def foreground(self) -> dict[str, int]:
+        """The labels other than background (value 0), by value."""
+        return {name: value for name, value in sorted(self.labels.items(), key=lambda kv: kv[1]) if value != 0}
