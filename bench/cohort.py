@@ -74,7 +74,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_memory import Peaks, measured_server  # noqa: E402  (bench/ is not a package)
+import checkouts  # noqa: E402  (bench/ is not a package)
+from server_memory import Peaks, measured_server  # noqa: E402
 
 #: --legacy-contrast -> the real image its cohort is made of
 LEGACY_IMAGES = {"t2s": ("sct_testing_data/t2s/t2s.nii.gz", "T2star"), "t2_ax": ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "T2w")}
@@ -154,6 +155,7 @@ class Result:
     client_summary: str = ""
     note: str = ""
     variants: list["VariantResult"] = dataclasses.field(default_factory=list)
+    code: list[tuple[str, list[float]]] = dataclasses.field(default_factory=list)  # --code: b per code version
 
 
 #: --variants: name -> the export's Serving options
@@ -239,14 +241,14 @@ class Child:
     summary: str = ""  # the batch CLI's own totals line
 
 
-def run_child(kind: str, target: str, argv: list[str], log: Path) -> Child:
+def run_child(kind: str, target: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Child:
     """Run `python -m target argv` or `python -c target argv` under PEAK_WRAPPER, stdout+stderr into
     `log`; wall time from spawn to exit, exit code, peak memory of that process."""
     peak_file = log.with_suffix(".peak")
     cmd = [sys.executable, "-c", PEAK_WRAPPER, str(peak_file), kind, target, *argv]
     with open(log, "wb") as handle:
         t0 = time.perf_counter()
-        returncode = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        returncode = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env).returncode
         seconds = time.perf_counter() - t0
     peak = int(peak_file.read_text()) / 1024 if peak_file.is_file() else float("nan")
     return Child(seconds=seconds, returncode=returncode, peak_mb=peak)
@@ -340,9 +342,10 @@ def run_sct_style(images: list[Path], runner: str, make_spec: Callable[[Path], d
     return time.perf_counter() - t0, max(c.peak_mb for c in children)
 
 
-def run_batch(argv: list[str], log: Path, expected: list[Path]) -> Child:
-    """`python -m lesionseg.client.cli ARGV` (under the wrapper), checked: exit 0 and every mask written."""
-    child = run_child("-m", "lesionseg.client.cli", argv, log)
+def run_batch(argv: list[str], log: Path, expected: list[Path], env: dict[str, str] | None = None) -> Child:
+    """`python -m lesionseg.client.cli ARGV` (under the wrapper, with `env`: another checkout's
+    code), checked: exit 0 and every mask written."""
+    child = run_child("-m", "lesionseg.client.cli", argv, log, env)
     check_child(child, log, "lesionseg batch CLI")
     summary = [line for line in log.read_text(errors="replace").splitlines() if "subjects/min" in line]
     child = dataclasses.replace(child, summary=summary[-1].strip() if summary else "(no summary line)")
@@ -350,6 +353,23 @@ def run_batch(argv: list[str], log: Path, expected: list[Path]) -> Child:
     if missing:
         raise SystemExit(f"lesionseg batch CLI exited 0 but {len(missing)} masks are missing, e.g. {missing[0]}")
     return child
+
+
+def compare_code(args: argparse.Namespace, tmp: Path, argv_for: Callable[[Path], list[str]],
+                 expected_for: Callable[[Path], list[Path]]) -> list[tuple[str, list[float]]]:
+    """b again for the installed code and every --code checkout, the versions alternating
+    `--code-repeats` times against the same warm server: [(version, seconds of each run)]."""
+    versions = {"installed": checkouts.environment(None, tmp / "code_installed")}
+    for name, folder in checkouts.parse(args.code).items():
+        versions[name] = checkouts.environment(folder, tmp / f"code_{name}")
+    seconds: dict[str, list[float]] = {name: [] for name in versions}
+    for repeat in range(args.code_repeats):
+        for name, env in versions.items():
+            out = tmp / f"out_code_{name}_{repeat}"
+            child = run_batch(argv_for(out), tmp / f"batch_code_{name}_{repeat}.log", expected_for(out), env)
+            seconds[name].append(child.seconds)
+            print(f"  b with the {name} code: {child.seconds:.1f} s", flush=True)
+    return list(seconds.items())
 
 
 def mask_difference(a: list[Path], b: list[Path]) -> tuple[int, int]:
@@ -375,8 +395,8 @@ def cli_tail(args: argparse.Namespace, url: str, ofolder: Path) -> list[str]:
 
 
 def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
-    from lesionseg.client.connection import Connection, ConnectionSettings
-    from lesionseg.client.legacy import legacy_outputs
+    from lesionseg.client.transport import Transport, TransportSettings
+    from lesionseg.client.legacy import LESION, legacy_outputs
     from lesionseg.core.nifti import load_nifti
     from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.core.catalogue import legacy_model
@@ -435,16 +455,21 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
 
     # b: one lesionseg CLI process on the cohort folder, one warm server
     settings = server_settings(repo)
-    expected = [legacy_outputs(p, out_b / p.parent.relative_to(cohort))["lesionseg"] for p in images]
+    expected = [legacy_outputs(p, out_b / p.parent.relative_to(cohort))[LESION] for p in images]
     with measured_server(settings) as served:
-        with Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:  # warm-up, untimed
+        with Transport(settings.grpc_url, TransportSettings(transport="grpc")) as link:  # warm-up, untimed
             link.infer(legacy_model(contrast), {"IMAGE": inputs[0][0], "SPACING": inputs[0][1]}, ["SEG"], source=images[0])
-        argv = ["-q", "deepseg-lesion", "-i", str(cohort), "-c", contrast] + cli_tail(args, settings.grpc_url, out_b)
-        result.batch_cmd = shown(argv, tmp)
-        child = run_batch(argv, tmp / "batch.log", expected)
+        def argv_for(out: Path) -> list[str]:
+            return ["-q", "deepseg-lesion", "-i", str(cohort), "-c", contrast] + cli_tail(args, settings.grpc_url, out)
+
+        result.batch_cmd = shown(argv_for(out_b), tmp)
+        child = run_batch(argv_for(out_b), tmp / "batch.log", expected)
         result.server_peaks = served.peaks()
+        if args.code:
+            result.code = compare_code(args, tmp, argv_for,
+                                       lambda out: [legacy_outputs(p, out / p.parent.relative_to(cohort))[LESION] for p in images])
     result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
-    sct_masks = [legacy_outputs(p, out_a / p.parent.relative_to(cohort))["lesionseg"] for p in images]
+    sct_masks = [legacy_outputs(p, out_a / p.parent.relative_to(cohort))[LESION] for p in images]
     result.mask_diff, result.mask_voxels = mask_difference(sct_masks, expected)
     result.variants = legacy_variants(args, tmp, contrast, cohort=cohort, images=images).variants
     return result
@@ -453,8 +478,8 @@ def bench_legacy(args: argparse.Namespace, tmp: Path) -> Result:
 def legacy_variants(args: argparse.Namespace, tmp: Path, contrast: str, *, cohort: Path | None = None,
                     images: list[Path] | None = None) -> Result:
     """The legacy pipeline's --variants (b only)."""
-    from lesionseg.client.connection import Connection, ConnectionSettings
-    from lesionseg.client.legacy import legacy_outputs
+    from lesionseg.client.transport import Transport, TransportSettings
+    from lesionseg.client.legacy import LESION, legacy_outputs
     from lesionseg.core.nifti import load_nifti
     from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.core.catalogue import legacy_model
@@ -474,7 +499,7 @@ def legacy_variants(args: argparse.Namespace, tmp: Path, contrast: str, *, cohor
         return "; ".join(f"{net}: {report.summary()}" for net, report in result.reports.items())
 
     def warm(url: str, repo: Path) -> None:
-        with Connection(url, ConnectionSettings(transport="grpc")) as link:
+        with Transport(url, TransportSettings(transport="grpc")) as link:
             link.infer(legacy_model(contrast), {"IMAGE": first[0], "SPACING": first[1]}, ["SEG"], source=images[0])
 
     result = Result(name="legacy", n=args.n, description=f"legacy sct_deepseg_lesion -c {contrast}, {args.n} variants of "
@@ -482,12 +507,12 @@ def legacy_variants(args: argparse.Namespace, tmp: Path, contrast: str, *, cohor
     result.variants = run_variants(
         args, tmp, export, warm,
         lambda url, out: ["-q", "deepseg-lesion", "-i", str(cohort), "-c", contrast] + cli_tail(args, url, out),
-        lambda out: [legacy_outputs(p, out / p.parent.relative_to(cohort))["lesionseg"] for p in images])
+        lambda out: [legacy_outputs(p, out / p.parent.relative_to(cohort))[LESION] for p in images])
     return result
 
 
 def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
-    from lesionseg.client.connection import Connection, ConnectionSettings
+    from lesionseg.client.transport import Transport, TransportSettings
     from lesionseg.core.nifti import load_nifti
     from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.client.task import output_paths
@@ -553,12 +578,16 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
 
     expected = masks(out_b)
     with measured_server(settings) as served:
-        with Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:  # warm-up, untimed
+        with Transport(settings.grpc_url, TransportSettings(transport="grpc")) as link:  # warm-up, untimed
             link.infer(NNUNET_TASK, {"IMAGE": inputs[0][0], "SPACING": inputs[0][1]}, ["SEG"], source=images[0])
         argv = ["-q", "deepseg", "-i", str(cohort), "-task", NNUNET_TASK] + cli_tail(args, settings.grpc_url, out_b)
         result.batch_cmd = shown(argv, tmp)
         child = run_batch(argv, tmp / "batch.log", expected)
         result.server_peaks = served.peaks()
+        if args.code:
+            result.code = compare_code(
+                args, tmp, lambda out: ["-q", "deepseg", "-i", str(cohort), "-task", NNUNET_TASK] + cli_tail(args, settings.grpc_url, out),
+                masks)
     result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
     result.mask_diff, result.mask_voxels = mask_difference(masks(out_a), expected)
     result.variants = nnunet_variants(args, tmp, folder, plan, cohort, images).variants
@@ -567,7 +596,7 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
 
 def nnunet_variants(args: argparse.Namespace, tmp: Path, folder: Path, plan, cohort: Path, images: list[Path]) -> Result:
     """The nnU-Net pipeline's --variants (b only), every variant exported from the same model folder."""
-    from lesionseg.client.connection import Connection, ConnectionSettings
+    from lesionseg.client.transport import Transport, TransportSettings
     from lesionseg.core.nifti import load_nifti
     from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.client.task import output_paths
@@ -583,7 +612,7 @@ def nnunet_variants(args: argparse.Namespace, tmp: Path, folder: Path, plan, coh
         return result.report.summary() if result.report is not None else ""
 
     def warm(url: str, repo: Path) -> None:
-        with Connection(url, ConnectionSettings(transport="grpc")) as link:
+        with Transport(url, TransportSettings(transport="grpc")) as link:
             link.infer(NNUNET_TASK, {"IMAGE": first[0], "SPACING": first[1]}, ["SEG"], source=images[0])
 
     def masks(ofolder: Path) -> list[Path]:
@@ -639,6 +668,15 @@ def report(r: Result, args: argparse.Namespace) -> str:
     ]
     if r.variants:
         lines += variant_lines(r)
+    if r.code:
+        import statistics
+
+        base = statistics.median(r.code[0][1])
+        lines.append(f"  b per code version (median of {args.code_repeats} runs, alternating, same warm server):")
+        for name, runs in r.code:
+            median = statistics.median(runs)
+            lines.append(f"    {name:12} {median:7.1f} s {rate(r.n, median):9.1f} subj/min   throughput vs {r.code[0][0]}: "
+                         f"{base / median:.3f}   runs {', '.join(f'{x:.1f}' for x in runs)}")
     return "\n".join(lines)
 
 
@@ -654,6 +692,9 @@ def main() -> int:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="folder with sct_models/ and sct_testing_data/")
     parser.add_argument("--variants", default="", help=f"comma-separated b variants: {', '.join(VARIANTS)} (default none)")
     parser.add_argument("--variants-only", action="store_true", help="skip a and c: only the variants' b runs")
+    parser.add_argument("--code", action="append", default=[], metavar="NAME=DIR",
+                        help="also run b with another checkout's code (repeatable), alternating with the installed code")
+    parser.add_argument("--code-repeats", type=int, default=3, help="b runs per code version with --code (default 3)")
     args = parser.parse_args()
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if sorted(set(args.variants) - set(VARIANTS)):

@@ -34,7 +34,7 @@ def main() -> int:
 
     import onnxruntime as ort
 
-    from lesionseg.client.connection import Connection, ConnectionSettings
+    from lesionseg.client.transport import Transport, TransportSettings
     from lesionseg.core.nifti import load_nifti
     from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.export.legacy import export_sct_legacy
@@ -52,7 +52,7 @@ def main() -> int:
             return lambda x: np.concatenate([s.run(None, {"input_1": x[i : i + 8]})[0] for i in range(0, len(x), 8)])
 
         rows = []
-        with EmbeddedServer(settings) as server, Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:
+        with EmbeddedServer(settings) as server, Transport(settings.grpc_url, TransportSettings(transport="grpc")) as link:
             for rel, contrast in IMAGES:
                 volume = load_nifti(args.shared / rel)
                 orient = reorientation(volume.affine, volume.data.shape, sct_to_nib("RPI"))

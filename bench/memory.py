@@ -86,14 +86,14 @@ def nnunet_case(args: argparse.Namespace, tmp: Path) -> tuple[Path, list[Job], s
 
 
 def legacy_case(args: argparse.Namespace, tmp: Path) -> tuple[Path, list[Job], str]:
-    from lesionseg.client.legacy import legacy_outputs
+    from lesionseg.client.legacy import LESION, legacy_outputs
     from lesionseg.export.legacy import export_sct_legacy
 
     repo = tmp / "repo"
     export_sct_legacy(args.shared / "sct_models", repo, contrast="all")
 
     def masks(images: list[Path], cohort: Path, ofolder: Path) -> list[Path]:
-        return [legacy_outputs(p, ofolder / p.parent.relative_to(cohort))["lesionseg"] for p in images]
+        return [legacy_outputs(p, ofolder / p.parent.relative_to(cohort))[LESION] for p in images]
 
     jobs = []
     for contrast, image, suffix in LEGACY_COHORTS:

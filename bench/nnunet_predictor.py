@@ -35,7 +35,7 @@ def main() -> int:
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from lesionseg.client.connection import Connection, ConnectionSettings
+    from lesionseg.client.transport import Transport, TransportSettings
     from lesionseg.core.nifti import load_nifti
     from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.export.nnunet import export_nnunet
@@ -72,7 +72,7 @@ def main() -> int:
 
         grpc, http, metrics = free_ports(3)
         settings = ServerSettings(repository=repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
-        with EmbeddedServer(settings), Connection(settings.grpc_url, ConnectionSettings(transport="grpc")) as link:
+        with EmbeddedServer(settings), Transport(settings.grpc_url, TransportSettings(transport="grpc")) as link:
             inputs = {"IMAGE": np.ascontiguousarray(data, np.float32), "SPACING": np.asarray(spacing, np.float32)}
 
             def triton() -> None:

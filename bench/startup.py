@@ -18,7 +18,6 @@ embedded server serving `deepseg_lesion_t2s`:
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import statistics
@@ -29,24 +28,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import checkouts  # noqa: E402  (bench/ is not a package)
+
 MODEL = "deepseg_lesion_t2s"
 IMAGES = ("sct_testing_data/t2s/t2s.nii.gz", "sct_testing_data/t2s/t2s_uncropped.nii.gz")
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)")
-
-
-def code_environment(folder: Path | None, work: Path) -> dict[str, str]:
-    """The environment that makes a child import lesionseg from `folder`'s checkout (None: the
-    installed code): a `lesionseg/` folder of links to its four packages, first on PYTHONPATH."""
-    env = dict(os.environ)
-    if folder is None:
-        return env
-    package = work / "lesionseg"
-    package.mkdir(parents=True)
-    for name in ("core", "client", "server", "export", "gateway"):
-        if (folder / name).is_dir():
-            (package / name).symlink_to(folder.resolve() / name)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(work), env.get("PYTHONPATH", "")]))
-    return env
 
 
 def import_times(stderr: str) -> tuple[float, list[tuple[float, str]]]:
@@ -105,10 +92,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="lesionseg-startup-") as tmp:
         work = Path(tmp)
-        versions: dict[str, dict[str, str]] = {"installed": code_environment(None, work / "installed")}
-        for item in args.code:
-            name, _, folder = item.partition("=")
-            versions[name] = code_environment(Path(folder), work / name)
+        versions: dict[str, dict[str, str]] = {"installed": checkouts.environment(None, work / "installed")}
+        for name, folder in checkouts.parse(args.code).items():
+            versions[name] = checkouts.environment(folder, work / name)
         models = work / "models"
         models.mkdir()
         for sub in ("deepseg_lesion", "deepseg_sc"):

@@ -1,4 +1,5 @@
-"""Server addresses: HOST:PORT as the user gives them, and whether one names this machine."""
+"""Server addresses: HOST:PORT as the user gives them (one, several comma-separated, or a name that
+resolves to several), and whether one names this machine."""
 
 from __future__ import annotations
 
@@ -40,3 +41,37 @@ def is_local_address(address: str) -> bool:
     except OSError:
         local = set()
     return bool(ips & local)
+
+
+def split_urls(url: str | None) -> list[str]:
+    """The HOST:PORT entries of a `-url` value (argument > LESIONSEG_URL > default), comma-separated.
+
+    Raises:
+        UsageError: an entry is not HOST:PORT, or one appears twice.
+    """
+    text = setting("URL", url, DEFAULT_URL)
+    entries = [resolve_url(part.strip()) for part in text.split(",") if part.strip()]
+    if not entries:
+        raise UsageError("-url names no server")
+    if len(set(entries)) != len(entries):
+        raise UsageError(f"-url {text!r} names a server twice")
+    return entries
+
+
+def expand(entry: str) -> list[str]:
+    """`entry` as one HOST:PORT per address its host name resolves to (an IP address: itself)."""
+    host, port = entry.rsplit(":", 1)
+    bare = host.strip("[]")
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in bare else socket.AF_INET, bare)
+        return [entry]
+    except OSError:
+        pass
+    try:
+        infos = socket.getaddrinfo(bare, int(port), type=socket.SOCK_STREAM)
+    except OSError:
+        return [entry]  # unresolvable now: kept, and found down by the health check
+    addresses = sorted({info[4][0] for info in infos})
+    if len(addresses) <= 1 or bare == "localhost":
+        return [entry]
+    return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]

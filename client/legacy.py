@@ -1,9 +1,9 @@
-"""The legacy family on the client: `sct_deepseg_lesion` through the `deepseg_lesion_<contrast>` models.
+"""The legacy family: `sct_deepseg_lesion` through the `deepseg_lesion_<contrast>` pipeline models.
 
-One image: load it, send it in the model's orientation (SCT's RPI) with an optional centerline
-mask (`lesionseg.client.inference`), write SCT's three outputs, the lesion statistics and,
-with `qc`, a QC entry whose cord is the centerline the server used. `LegacyJob` is the same for a
-batch: each subject's outputs, and a per-subject centerline file from a pattern.
+`LegacyJob.segment` sends the image in the model's orientation (SCT's RPI) with an optional
+centerline mask; the server answers the lesion mask (thresholded there), the two soft maps SCT
+writes (`_RPI_seg` on the RPI-reoriented grid, `_res_RPI_seg` on the 0.5 mm in-plane grid) and
+the centerline it followed, which QC draws as the cord.
 """
 
 from __future__ import annotations
@@ -14,27 +14,40 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionseg.client.batch.inputs import InputImage, check_pattern, is_pattern, subject_file
-from lesionseg.client.batch.runner import Subject
-from lesionseg.client.connection import Connection
-from lesionseg.client.dicom.outputs import check_format, require_series, writes_dicom, writes_nifti
-from lesionseg.client.images import load_image
-from lesionseg.client.inference import infer_volume
-from lesionseg.client.lesion_stats import LesionStats
-from lesionseg.core.image import Image
-from lesionseg.core.nifti import load_nifti, refuse_existing, save_nifti, stem
-from lesionseg.core.orientation import Reorientation
+from lesionseg.client.inference import infer_labels, send
+from lesionseg.client.lesion_stats import image_stats
+from lesionseg.client.result import Map, Outputs, Result
+from lesionseg.client.servers import Server, ServerPool
 from lesionseg.core.catalogue import legacy_model
-from lesionseg.core.errors import InputError
+from lesionseg.core.errors import InputError, UsageError
 from lesionseg.core.grid import zoomed_affine
+from lesionseg.core.image import Image
+from lesionseg.core.interface import ModelInfo, ModelKind, Tensor
+from lesionseg.core.nifti import load_nifti, stem
 from lesionseg.core.wire import from_uint8
 
 logger = logging.getLogger(__name__)
 
-ORIENTATION = "RPI"  # SCT's code, what the pipeline models expect when their config names none
+#: the keys of a legacy `Result`: its lesion mask and SCT's two soft maps
+LESION, RPI_SEG, RES_RPI_SEG = "lesion", "rpi_seg", "res_rpi_seg"
 
 
-def _centerline_on_grid(path: Path, image: Image) -> np.ndarray:
+def legacy_outputs(image_path: Path, ofolder: Path) -> dict[str, Path]:
+    """SCT's output names of `sct_deepseg_lesion` for `image_path` in `ofolder` (the NIfTI files)."""
+    name = stem(image_path)
+    return {
+        LESION: ofolder / f"{name}_lesionseg.nii.gz",
+        RPI_SEG: ofolder / f"{name}_RPI_seg.nii.gz",
+        RES_RPI_SEG: ofolder / f"{name}_res_RPI_seg.nii.gz",
+    }
+
+
+def centerline_on_grid(path: Path, image: Image) -> np.ndarray:
+    """A centerline (or cord mask) file as a uint8 mask on `image`'s grid.
+
+    Raises:
+        InputError: unreadable, or not on the image's grid.
+    """
     mask = load_nifti(path, what="centerline", dtype=np.float32)
     if mask.data.shape != image.data.shape:
         raise InputError(f"{path}: centerline is not on the grid of {image.path} (shape {mask.data.shape} vs {image.data.shape})")
@@ -45,110 +58,45 @@ def _centerline_on_grid(path: Path, image: Image) -> np.ndarray:
     return (mask.data > 0).astype(np.uint8)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class LegacyResult:
-    """What one `deepseg_lesion` run wrote (`files`, empty when NIfTI outputs were not asked
-    for), the lesion mask (`lesion`, input grid), its statistics, and the cord centerline it used.
-
-    `centerline_rpi` is (z, 3): (x, y, z) voxel coordinates in the RPI-reoriented input grid.
-    """
-
-    files: dict[str, Path]
-    centerline_rpi: np.ndarray
-    rpi: Reorientation
-    lesion_voxels: int
-    image: Image
-    lesion: Image
-    stats: LesionStats
-
-    @property
-    def lesions(self) -> int:
-        return self.stats.count
-
-    @property
-    def lesion_volume_mm3(self) -> float:
-        return self.stats.total_volume_mm3
-
-
-def legacy_outputs(image_path: Path, ofolder: Path) -> dict[str, Path]:
-    """SCT's output names of `sct_deepseg_lesion` for `image_path` in `ofolder` (the NIfTI files)."""
-    name = stem(image_path)
-    return {
-        "lesionseg": ofolder / f"{name}_lesionseg.nii.gz",
-        "rpi_seg": ofolder / f"{name}_RPI_seg.nii.gz",
-        "res_rpi_seg": ofolder / f"{name}_res_RPI_seg.nii.gz",
-    }
-
-
-def segment_legacy(link: Connection, image: Path | Image, contrast: str, *, ofolder: Path, centerline_file: Path | None = None,
-                   qc: Path | None = None, overwrite: bool = False, write_nifti: bool = True) -> LegacyResult:
-    """Segment lesions in one image (a NIfTI file or DICOM series, see `lesionseg.client.images`)
-    with `deepseg_lesion_<contrast>` on the server behind `link`.
-
-    Outputs (SCT's three NIfTI files and the lesion sidecars, unless `write_nifti` is False) are
-    written only after the server answered; each is written atomically.
-    """
-    from lesionseg.client.lesion_stats import mask_stats, mask_volume, write_sidecars
-
-    loaded = image if isinstance(image, Image) else load_image(image)
-    volume = loaded
-    outputs = legacy_outputs(volume.path, ofolder)
-    if write_nifti:
-        refuse_existing(outputs.values(), overwrite=overwrite)
-    extra = {"CENTERLINE": _centerline_on_grid(centerline_file, volume)} if centerline_file is not None else None
-    reply = infer_volume(link, legacy_model(contrast), volume, default_orientation=ORIENTATION,
-                         outputs=["SEG", "PROB", "RES_PROB", "CENTERLINE_XYZ"], grid_outputs=("SEG", "PROB"),
-                         extra_inputs=extra, output_shapes=lambda shape: {"CENTERLINE_XYZ": ((shape[2], 3), np.float32)})
-    orient, data = reply.orient, reply.data
-    seg_rpi = reply.outputs["SEG"]
-    lesion = mask_volume(orient.backward(seg_rpi).astype(np.uint8), volume, outputs["lesionseg"])
-    stats = mask_stats(lesion)
-    files: dict[str, Path] = {}
-    if write_nifti:
-        res_prob = from_uint8(reply.outputs["RES_PROB"])
-        rpi_affine = orient.target_affine(volume.affine)
-        save_nifti(res_prob, zoomed_affine(rpi_affine, data.shape, res_prob.shape), outputs["res_rpi_seg"], like=volume.header)
-        save_nifti(from_uint8(reply.outputs["PROB"]), rpi_affine, outputs["rpi_seg"], like=volume.header)
-        save_nifti(orient.backward(seg_rpi).astype(np.uint8), volume.affine, outputs["lesionseg"], like=volume.header)
-        files = dict(outputs)
-        files["lesions_tsv"], files["lesions_json"] = write_sidecars(stats, outputs["lesionseg"])
-    logger.info("%s: %d lesions, %d lesion voxels", volume.path, stats.count, int(seg_rpi.sum()))
-    centerline_rpi = reply.outputs["CENTERLINE_XYZ"]
-    if qc is not None:
-        from lesionseg.client.qc.masks import write_qc
-
-        cord_rpi = np.zeros(data.shape, np.uint8)
-        xs = np.clip(np.rint(centerline_rpi[:, 0]).astype(int), 0, data.shape[0] - 1)
-        ys = np.clip(np.rint(centerline_rpi[:, 1]).astype(int), 0, data.shape[1] - 1)
-        cord_rpi[xs, ys, np.arange(data.shape[2])] = 1
-        files["qc"] = write_qc(qc, volume, cord=orient.backward(cord_rpi), cord_source="the centerline", lesion=lesion,
-                               command="deepseg-lesion", contrast=contrast)
-    return LegacyResult(files=files, centerline_rpi=centerline_rpi, rpi=orient, lesion_voxels=int(seg_rpi.sum()),
-                        image=loaded, lesion=lesion, stats=stats)
+def centerline_mask(coordinates: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The voxels of a centerline given as one (x, y, z) voxel position per slice (z, 3), on a grid of `shape`."""
+    mask = np.zeros(shape, np.uint8)
+    xs = np.clip(np.rint(coordinates[:, 0]).astype(int), 0, shape[0] - 1)
+    ys = np.clip(np.rint(coordinates[:, 1]).astype(int), 0, shape[1] - 1)
+    mask[xs, ys, np.arange(shape[2])] = 1
+    return mask
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LegacyJob:
-    """`segment_legacy` for one image or every image of a batch: outputs in `ofolder` (in a batch,
-    mirroring each image's place in its dataset); the centerline from `centerline`, a file, a
-    per-subject pattern (`lesionseg.client.batch.inputs.subject_file`) or None for the CNN's;
-    with `output_format` dicom or both, a DICOM SEG and SR of a DICOM input.
+    """`sct_deepseg_lesion -c <contrast>` on the servers of `servers`.
+
+    `centerline`: None for the CNN's centerline, else a file, or a pattern naming each image's
+    file (`lesionseg.client.batch.inputs.subject_file`); `cord_task`: a task whose cord mask
+    becomes the cord segment of the DICOM results (the gateway's routes).
 
     Raises:
-        UsageError: a malformed centerline pattern, an unknown output format.
+        UsageError: a malformed centerline pattern; ModelNotFoundError: the pipeline (or the cord
+            task) is not served.
     """
 
+    servers: ServerPool
     contrast: str
-    ofolder: Path
     centerline: str | None = None
-    qc: Path | None = None
-    output_format: str = "nifti"
-    dicom_qc: bool = False  # with DICOM output, also a Secondary Capture of the QC mosaic
+    cord_task: str | None = None
+    info: ModelInfo = dataclasses.field(init=False)
+    cord_info: ModelInfo | None = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
+        from lesionseg.client.subject_files import check_pattern, is_pattern
+
         if self.centerline is not None and is_pattern(self.centerline):
             check_pattern(self.centerline, option="-file_centerline")
-        check_format(self.output_format, dicom_qc=self.dicom_qc)
+        info = self.servers.model(self.model)
+        if info.kind != ModelKind.LEGACY:
+            raise UsageError(f"model {self.model!r} is not a sct_deepseg_lesion pipeline")
+        object.__setattr__(self, "info", info)
+        object.__setattr__(self, "cord_info", self.servers.model(self.cord_task) if self.cord_task else None)
 
     @property
     def model(self) -> str:
@@ -158,67 +106,55 @@ class LegacyJob:
     def description(self) -> str:
         return f"deepseg-lesion {self.contrast}"
 
-    @property
-    def nifti(self) -> bool:
-        return writes_nifti(self.output_format)
+    def outputs(self, path: Path, folder: Path | None, *, output: Path | None = None) -> Outputs:
+        """SCT's names in `folder` (default: the working folder)."""
+        if output is not None:
+            raise UsageError("deepseg-lesion names its outputs itself (SCT's names); use -ofolder")
+        folder = folder if folder is not None else Path(".")
+        names = legacy_outputs(path, folder)
+        masks = {LESION: names[LESION]}
+        return Outputs(masks=masks, named=masks, maps={RPI_SEG: names[RPI_SEG], RES_RPI_SEG: names[RES_RPI_SEG]},
+                       lesion_file=names[LESION], folder=folder, command="deepseg-lesion", contrast=self.contrast)
 
-    def folder(self, image: ImageImage) -> Path:
-        return self.ofolder / image.relative
-
-    def plan(self, link: Connection, image: ImageImage) -> Subject:
-        """The subject's outputs; the model must be served before anything starts."""
-        from lesionseg.client.dicom.outputs import dicom_paths
-        from lesionseg.client.lesion_stats import sidecar_paths
-
-        link.parameters(self.model)
-        files = legacy_outputs(image.path, self.folder(image))
-        dicom = tuple(dicom_paths(image.path, self.model, self.folder(image), qc=self.dicom_qc).values()) \
-            if writes_dicom(self.output_format) else ()
-        if not self.nifti:
-            return Subject(image=image, grid_outputs=(), other_outputs=dicom)
-        return Subject(image=image, grid_outputs=(files["lesionseg"], files["rpi_seg"]),
-                       other_outputs=(files["res_rpi_seg"], *sidecar_paths(files["lesionseg"]), *dicom))
-
-    def centerline_file(self, image: ImageImage) -> Path | None:
+    def centerline_file(self, image: Image) -> Path | None:
         """The centerline file of `image` (None: the CNN's centerline).
 
         Raises:
             InputError: naming the image, when a pattern's file does not exist.
         """
+        from lesionseg.client.subject_files import is_pattern, subject_file
+
         if self.centerline is None:
             return None
-        return subject_file(self.centerline, image, what="centerline") if is_pattern(self.centerline) else Path(self.centerline)
+        if is_pattern(self.centerline):
+            return subject_file(self.centerline, image.path, image.dataset, what="centerline")
+        return Path(self.centerline)
 
-    def segment(self, link: Connection, image: ImageImage, *, overwrite: bool = False, loaded: Image | None = None,
-                cord: np.ndarray | None = None) -> LegacyResult:
-        """Segment `image` (outputs in `folder(image)`; `loaded`: the image already read); with
-        DICOM output, `cord` (a cord mask on the image's grid) becomes the SEG's cord segment.
+    def segment(self, image: Image) -> Result:
+        """Segment the lesions of `image` (see the module docstring).
 
         Raises:
-            UsageError: DICOM output asked of a NIfTI input; OutputExistsError.
+            InputError: a bad centerline file; InferenceError: the server refused the image (no
+                cord found, too small, ...); ServerUnavailableError.
         """
-        from lesionseg.client.dicom.outputs import dicom_paths
+        file = self.centerline_file(image)
+        extra = {Tensor.CENTERLINE: centerline_on_grid(file, image)} if file is not None else None
 
-        loaded = loaded if loaded is not None else load_image(image.path)
-        require_series(loaded, self.output_format)
-        dicom_files = dicom_paths(loaded.path, self.model, self.folder(image), qc=self.dicom_qc) \
-            if writes_dicom(self.output_format) else {}
-        refuse_existing(dicom_files.values(), overwrite=overwrite)
-        result = segment_legacy(link, loaded, self.contrast, ofolder=self.folder(image),
-                                centerline_file=self.centerline_file(image), qc=self.qc, overwrite=overwrite,
-                                write_nifti=self.nifti)
-        if dicom_files:
-            from lesionseg.client.dicom.outputs import write_dicom
-            from lesionseg.client.dicom.results import Algorithm
+        def work(server: Server):
+            reply = send(server, self.info, image, outputs=[Tensor.SEG, Tensor.PROB, Tensor.RES_PROB, Tensor.CENTERLINE_XYZ],
+                         grid_outputs=(Tensor.SEG, Tensor.PROB), extra_inputs=extra,
+                         output_shapes=lambda shape: {Tensor.CENTERLINE_XYZ: ((shape[2], 3), np.float32)})
+            cord = infer_labels(server, self.cord_info, image) if self.cord_info is not None else None
+            return reply, cord
 
-            algorithm = Algorithm.of_model(self.model, link.parameters(self.model))
-            written = write_dicom(loaded.series, dicom_files, algorithm, lesion=result.lesion.data,  # type: ignore[arg-type]
-                                  stats=result.stats, cord=cord, image=loaded)
-            result = dataclasses.replace(result, files={**result.files, **written})
-        return result
-
-    def run(self, link: Connection, subject: Subject) -> str:
-        """Segment one subject (its existing outputs were refused, or accepted with --resume /
-        --overwrite, before the batch started); returns the summary's note."""
-        result = self.segment(link, subject.image, overwrite=True)
-        return f"{result.lesions} lesions, {result.lesion_volume_mm3:.1f} mm3"
+        (reply, cord), address = self.servers.run(work)
+        lesion = reply.back(Tensor.SEG)
+        stats = image_stats(lesion, image)
+        logger.info("%s: %d lesions, %d lesion voxels", image.path, stats.count, int(np.count_nonzero(lesion)))
+        rpi_affine = reply.orient.target_affine(image.affine)
+        res_prob = from_uint8(reply.outputs[Tensor.RES_PROB])
+        maps = {RPI_SEG: Map(data=from_uint8(reply.outputs[Tensor.PROB]), affine=rpi_affine),
+                RES_RPI_SEG: Map(data=res_prob, affine=zoomed_affine(rpi_affine, reply.shape, res_prob.shape))}
+        centerline = reply.orient.backward(centerline_mask(reply.outputs[Tensor.CENTERLINE_XYZ], reply.shape))
+        return Result(image=image, model=self.info, masks={LESION: lesion}, lesion=LESION, cord=cord, centerline=centerline,
+                      cord_source="the centerline", maps=maps, stats=stats, server=address)

@@ -163,21 +163,25 @@ def write_sidecars(stats: LesionStats, mask_path: Path, folder: Path | None = No
 SOFT_THRESHOLD = 0.5
 
 
-def lesion_voxels(mask: Image, *, soft_threshold: float = SOFT_THRESHOLD) -> np.ndarray:
-    """The lesion voxels (uint8 0/1, the mask's (x, y, z) grid) of a loaded lesion mask: values > 0,
-    or, for a soft mask (float values in [0, 1], e.g. an ensemble's vote fraction), values >=
-    `soft_threshold`."""
-    data = mask.data
-    if np.issubdtype(mask.header.get_data_dtype(), np.floating) and data.size and data.max() <= 1:
-        return (data >= soft_threshold).astype(np.uint8)
-    return (data > 0).astype(np.uint8)
+def lesion_voxels(mask: np.ndarray, *, soft_threshold: float = SOFT_THRESHOLD) -> np.ndarray:
+    """The lesion voxels (uint8 0/1, the mask's grid) of an (x, y, z) lesion mask: values > 0, or,
+    for a soft map (float values in [0, 1], e.g. an ensemble's vote fraction), values >= `soft_threshold`."""
+    if mask.dtype.kind == "f" and mask.size and mask.max() <= 1:
+        return (mask >= soft_threshold).astype(np.uint8)
+    return (mask > 0).astype(np.uint8)
 
 
-def mask_stats(mask: Image) -> LesionStats:
-    """`lesion_stats` of a loaded lesion mask's `lesion_voxels`, with its axis codes."""
-    from lesionseg.core.orientation import axcodes
+def file_mask(mask: Image) -> np.ndarray:
+    """A loaded mask file's voxels with the kind its file stores: a float file stays a (possibly
+    soft) float map, an integer file is a mask (> 0 inside)."""
+    if np.issubdtype(mask.header.get_data_dtype(), np.floating):
+        return mask.data
+    return (mask.data > 0).astype(np.uint8)
 
-    return lesion_stats(lesion_voxels(mask), mask.spacing, axis_codes=axcodes(mask.affine))
+
+def image_stats(mask: np.ndarray, image: Image) -> LesionStats:
+    """`lesion_stats` of a lesion mask (see `lesion_voxels`) on `image`'s grid, with its voxel size and axis codes."""
+    return lesion_stats(lesion_voxels(mask), image.spacing, axis_codes=image.axis_codes)
 
 
 def load_lesion_mask(path: Path) -> Image:
@@ -192,15 +196,7 @@ def load_lesion_mask(path: Path) -> Image:
 
 
 def write_mask_sidecars(mask: Image) -> tuple[Path, Path, LesionStats]:
-    """Lesion statistics of a loaded lesion mask (see `lesion_voxels`), as sidecars next to its file."""
-    stats = mask_stats(mask)
+    """Lesion statistics of a loaded lesion mask file (see `file_mask`), as sidecars next to it."""
+    stats = image_stats(file_mask(mask), mask)
     tsv, js = write_sidecars(stats, mask.path)
     return tsv, js, stats
-
-
-def mask_volume(mask: np.ndarray, image: Image, path: Path) -> Image:
-    """An in-memory mask on `image`'s grid as the `Image` its file `path` would load as (the
-    header keeps the mask's dtype, so a soft map is recognised as one)."""
-    header = image.header.copy()
-    header.set_data_dtype(mask.dtype)
-    return Image(path=Path(path), data=np.asarray(mask, np.float32), affine=image.affine, header=header)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lesionseg.client.connection import live_client
+from lesionseg.client.transport import live_client
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

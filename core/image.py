@@ -6,7 +6,8 @@ slice order); `affine` maps voxel indices to RAS+ millimetres; `header` is a NIf
 zooms are the voxel size (a DICOM series gets one made from its geometry). `path` is what
 messages and output names use: the NIfTI file, or the DICOM series' folder (or single file);
 `series` is the DICOM series with its datasets (`lesionseg.client.dicom.series.DicomSeries`) when
-the image came from one, else None. Masks and maps on an image's grid are plain arrays of that
+the image came from one, else None; `dataset` is the dataset (a BIDS dataset or a scanned folder)
+a batch found it in, else None. Masks and maps on an image's grid are plain arrays of that
 (x, y, z) shape.
 """
 
@@ -27,6 +28,7 @@ class Image:
     affine: np.ndarray
     header: object
     series: object | None = None
+    dataset: Path | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:

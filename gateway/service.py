@@ -46,10 +46,8 @@ class Gateway:
         self._stop = threading.Event()
         # each loop sleeps on its event between polls; the stage before it wakes it up at once
         self._wake = {"scheduler": threading.Event(), "worker": threading.Event(), "sender": threading.Event()}
-        self._links = threading.local()  # each worker's Connection to Triton, kept between series
-        self._pool = None  # several Triton servers at `url`: lesionseg.client.pool.ServerPool
+        self._pool = None  # the Triton servers at `url`: lesionseg.client.servers.ServerPool
         self._pool_lock = threading.Lock()
-        self._multi: bool | None = None
         self._threads: list[threading.Thread] = []
         self._stack = contextlib.ExitStack()
         self.url = config.url
@@ -61,6 +59,7 @@ class Gateway:
         self.recover()
         if self.config.embedded_server:
             self._start_embedded()
+        self.servers  # noqa: B018 - the pool starts watching the servers now
         self.receiver.start()
         loops = [("scheduler", "scheduler", self._schedule), ("sender", "sender", self._send)]
         loops += [(f"worker-{i + 1}", "worker", self._work) for i in range(self.config.workers)]
@@ -118,14 +117,10 @@ class Gateway:
             results.report(series, seg, lesion_stats(mask, series.spacing), algorithm)
 
     def _start_embedded(self) -> None:
-        from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
+        from lesionseg.client.servers import embedded_settings, start_embedded
 
-        grpc_port, http_port, metrics_port = free_ports(3)
-        settings = ServerSettings.resolve(repository=self.config.repository or None, grpc_port=grpc_port,
-                                          http_port=http_port, metrics_port=metrics_port)
-        self._stack.enter_context(EmbeddedServer(settings))
-        self.url = settings.grpc_url
-        logger.info("embedded Triton serving %s at %s", settings.repository, self.url)
+        self.url = self._stack.enter_context(start_embedded(embedded_settings(self.config.repository or None)))
+        logger.info("embedded Triton at %s", self.url)
 
     def recover(self) -> None:
         """Record spool files the journal lost (a crash between rename and commit) and queue again
@@ -148,18 +143,15 @@ class Gateway:
 
     def _loop(self, name: str, kind: str, step) -> None:
         wake = self._wake[kind]
-        try:
-            while not self._stop.is_set():
-                try:
-                    busy = step()
-                except Exception:  # noqa: BLE001 - a loop must survive anything one job throws
-                    logger.exception("gateway %s", name)
-                    busy = False
-                if not busy:
-                    wake.wait(POLL_SECONDS)
-                    wake.clear()
-        finally:
-            self._drop_link()
+        while not self._stop.is_set():
+            try:
+                busy = step()
+            except Exception:  # noqa: BLE001 - a loop must survive anything one job throws
+                logger.exception("gateway %s", name)
+                busy = False
+            if not busy:
+                wake.wait(POLL_SECONDS)
+                wake.clear()
 
     def backoff(self, attempts: int) -> float:
         return min(self.config.retry_max, self.config.retry_first * 2 ** max(attempts - 1, 0))
@@ -212,7 +204,6 @@ class Gateway:
         try:
             objects = self.segment(job.uid, route)
         except (ServerUnavailableError, ModelNotFoundError) as exc:
-            self._drop_link()
             wait = self.backoff(job.attempts)
             logger.warning("series %s waits %.0f s: %s", job.uid, wait, exc)
             self.journal.set_state(job.uid, states.QUEUED, reason=f"waiting: {exc}", not_before=time.time() + wait)
@@ -235,68 +226,48 @@ class Gateway:
         return True
 
     def segment(self, series_uid: str, route: Route) -> dict[str, Path]:
-        """Segment one spooled series by `route`; returns its result objects (SOP Instance UID -> file).
+        """Segment one spooled series by `route`: its `Image` from the instances, the route's job,
+        the DICOM results written into the series' results folder (`series_<model>_{seg,sr}.dcm`);
+        returns them by SOP Instance UID.
 
         Raises:
             InputError (bad series), ServerUnavailableError, ModelNotFoundError, InferenceError.
         """
-        import pydicom
-
-        from lesionseg.client.batch.inputs import InputImage
         from lesionseg.client.dicom.series import read_series, series_image
-        from lesionseg.client.task import TaskJob, infer_task
+        from lesionseg.client.writer import OutputFormat, Writer
 
         files = self.journal.instance_files(series_uid)
-        series = read_series(files, label=str(self.spool.instance_path(series_uid, "x").parent))
-        folder = self.spool.results_folder(series_uid)
-        # results are results/<series>/series_<model>_{seg,sr}.dcm
-        loaded = series_image(series, folder / "series")
+        image = series_image(read_series(files, label=str(self.spool.instance_path(series_uid, "x").parent)))
+        job = self.job(route)
+        writer = Writer(output_format=OutputFormat.DICOM, dicom_qc=self.config.qc_capture)
+        outputs = writer.plan(job, image.path, self.spool.results_folder(series_uid), stem_="series")
+        return writer.write(job.segment(image), outputs).instances
 
-        def run_route(link) -> list[Path]:
-            cord = infer_task(link, loaded, route.cord_task)[0] if route.cord_task else None
-            if route.contrast:
-                from lesionseg.client.legacy import LegacyJob
-
-                result = LegacyJob(contrast=route.contrast, ofolder=folder, output_format="dicom", dicom_qc=self.config.qc_capture
-                                   ).segment(link, InputImage(path=loaded.path, relative=Path(".")), overwrite=True, loaded=loaded,
-                                             cord=cord)
-                return [p for p in result.files.values() if p.suffix == ".dcm"]
-            done = TaskJob(task=route.task, crop_to_cord=route.crop_to_cord, output_format="dicom",
-                           dicom_qc=self.config.qc_capture).segment(link, loaded, ofolder=folder, overwrite=True, cord=cord)
-            return [p for p in done.other if p.suffix == ".dcm"]
-
-        written = self._on_server(run_route)
-        return {str(pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID): p for p in written}
-
-    def _on_server(self, work):
-        """`work(connection)` on Triton: this worker's Connection (kept between series), or with
-        several servers at `url` the least busy healthy one (`lesionseg.client.pool.ServerPool`).
+    def job(self, route: Route):
+        """The job of `route` on the gateway's servers (the models' configurations are fetched once
+        per server and kept).
 
         Raises:
-            ServerUnavailableError: no server answers (the job waits and is retried).
+            ModelNotFoundError, ServerUnavailableError: the route's models are not served now.
         """
-        from lesionseg.client.connection import Connection, ConnectionSettings, live_client
-        from lesionseg.client.pool import ServerPool, is_multi
+        if route.contrast:
+            from lesionseg.client.legacy import LegacyJob
+
+            return LegacyJob(servers=self.servers, contrast=route.contrast, cord_task=route.cord_task or None)
+        from lesionseg.client.task import TaskJob
+
+        return TaskJob(servers=self.servers, task=route.task, crop_to_cord=route.crop_to_cord, cord_task=route.cord_task or None)
+
+    @property
+    def servers(self):
+        """The Triton servers at `url` (`lesionseg.client.servers.ServerPool`), made on first use;
+        none need answer yet: series wait for them."""
+        from lesionseg.client.servers import ServerPool
 
         with self._pool_lock:
-            if self._multi is None:
-                self._multi = is_multi(self.url)
-            if self._multi and self._pool is None:
-                self._pool = ServerPool(self.url, ConnectionSettings.resolve())
-        if self._pool is not None:
-            return self._pool.run(work)[0]
-        link = getattr(self._links, "link", None)
-        if link is None:
-            live_client(self.url, timeout=3).close()
-            link = self._links.link = Connection(self.url, ConnectionSettings.resolve())
-        return work(link)
-
-    def _drop_link(self) -> None:
-        link = getattr(self._links, "link", None)
-        self._links.link = None
-        if link is not None:
-            with contextlib.suppress(Exception):
-                link.close()
+            if self._pool is None:
+                self._pool = ServerPool(self.url, wait=True)
+            return self._pool
 
     # --- sender -----------------------------------------------------------------------------------
 

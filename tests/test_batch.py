@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from lesionseg.client.address import is_local_address
-from lesionseg.client.batch.inputs import InputImage, collect_inputs, entities, is_batch, parse_bids_filters
+from lesionseg.client.batch.inputs import Subject, collect_inputs, entities, is_batch, parse_bids_filters
 from lesionseg.client.batch.runner import (
     FAILED,
     OK,
     SKIPPED,
     BatchOptions,
-    Subject,
+    Planned,
     check_outputs,
     exit_code,
     outputs_valid,
@@ -27,7 +27,8 @@ from lesionseg.client.batch.runner import (
     summary_table,
     write_summary_tsv,
 )
-from lesionseg.client.connection import ConnectionSettings
+from lesionseg.client.result import Outputs
+from lesionseg.client.transport import TransportSettings
 from lesionseg.core.errors import InputError, ServerUnavailableError, UsageError
 
 
@@ -52,7 +53,7 @@ def bids(tmp_path: Path) -> Path:
     return root
 
 
-def names(images: list[InputImage]) -> list[str]:
+def names(images: list[Subject]) -> list[str]:
     return [i.path.name for i in images]
 
 
@@ -117,17 +118,18 @@ def test_is_batch(tmp_path: Path):
     assert is_batch([str(one)], [])
 
 
-def subject(tmp_path: Path, name: str) -> Subject:
+def subject(tmp_path: Path, name: str) -> Planned:
     image = nifti(tmp_path / "in" / f"{name}.nii.gz")
-    return Subject(image=InputImage(path=image), grid_outputs=(tmp_path / "out" / f"{name}_seg.nii.gz",),
-                   other_outputs=(tmp_path / "out" / f"{name}_seg.json",))
+    mask = tmp_path / "out" / f"{name}_seg.nii.gz"
+    return Planned(subject=Subject(path=image), outputs=Outputs(masks={"seg": mask}, named={"seg": mask}, generated_by=True))
 
 
-def finish(s: Subject) -> str:
-    for path in s.grid_outputs:
+def finish(s: Planned) -> str:
+    for path in s.outputs.grid_files:
         nifti(path, dtype=np.uint8)
-    for path in s.other_outputs:
-        path.write_text("{}")
+    for path in s.files:
+        if path.suffix == ".json":
+            path.write_text("{}")
     return "done"
 
 
@@ -139,7 +141,7 @@ def test_check_outputs_refuses_existing_and_clashing(tmp_path: Path):
         check_outputs([a, b], BatchOptions())
     check_outputs([a, b], BatchOptions(resume=True))
     check_outputs([a, b], BatchOptions(overwrite=True))
-    twin = Subject(image=InputImage(path=nifti(tmp_path / "other" / "a.nii.gz")), grid_outputs=a.grid_outputs)
+    twin = Planned(subject=Subject(path=nifti(tmp_path / "other" / "a.nii.gz")), outputs=a.outputs)
     with pytest.raises(UsageError, match="would both write"):
         check_outputs([a, twin], BatchOptions(overwrite=True))
 
@@ -163,14 +165,14 @@ def test_outputs_valid(tmp_path: Path):
     assert "missing" in outputs_valid(s)
     finish(s)
     assert outputs_valid(s) is None
-    seg = s.grid_outputs[0]
+    seg = s.outputs.grid_files[0]
     seg.write_bytes(seg.read_bytes()[:60])  # truncated (a crash of another tool mid-write)
     assert "unreadable" in outputs_valid(s)
     nifti(seg, shape=(4, 5, 7))
     assert "shape" in outputs_valid(s)
     finish(s)
     later = time.time() + 10
-    os.utime(s.image.path, (later, later))  # the input changed after the outputs were written
+    os.utime(s.subject.path, (later, later))  # the input changed after the outputs were written
     assert "older than its input" in outputs_valid(s)
 
 
@@ -178,10 +180,10 @@ def test_run_batch_resume_failures_and_order(tmp_path: Path):
     subjects = [subject(tmp_path, n) for n in "abcde"]
     finish(subjects[1])
 
-    def work(s: Subject) -> str:
-        if s.image.path.name.startswith("c"):
-            raise InputError(f"{s.image.path}: broken")
-        if s.image.path.name.startswith("d"):
+    def work(s: Planned) -> str:
+        if s.subject.path.name.startswith("c"):
+            raise InputError(f"{s.subject.path}: broken")
+        if s.subject.path.name.startswith("d"):
             raise RuntimeError("a bug")
         return finish(s)
 
@@ -202,7 +204,7 @@ def test_jobs_bound_the_subjects_in_flight(tmp_path: Path):
     subjects = [subject(tmp_path, f"s{i}") for i in range(8)]
     lock, state = threading.Lock(), {"now": 0, "max": 0}
 
-    def work(s: Subject) -> str:
+    def work(s: Planned) -> str:
         with lock:
             state["now"] += 1
             state["max"] = max(state["max"], state["now"])
@@ -220,7 +222,7 @@ def test_unavailable_server_is_waited_for_and_retried(tmp_path: Path):
     s = subject(tmp_path, "a")
     calls = {"work": 0, "wait": 0}
 
-    def work(x: Subject) -> str:
+    def work(x: Planned) -> str:
         calls["work"] += 1
         if calls["work"] < 3:
             raise ServerUnavailableError("gone")
@@ -240,15 +242,15 @@ def test_unavailable_server_is_waited_for_and_retried(tmp_path: Path):
 
 
 def test_transport_settings(monkeypatch):
-    assert ConnectionSettings.resolve() == ConnectionSettings(transport="auto", compression="none")
+    assert TransportSettings.resolve() == TransportSettings(transport="auto", compression="none")
     monkeypatch.setenv("LESIONSEG_TRANSPORT", "grpc")
     monkeypatch.setenv("LESIONSEG_COMPRESSION", "gzip")
-    assert ConnectionSettings.resolve() == ConnectionSettings(transport="grpc", compression="gzip")
-    assert ConnectionSettings.resolve(transport="shm").transport == "shm"
+    assert TransportSettings.resolve() == TransportSettings(transport="grpc", compression="gzip")
+    assert TransportSettings.resolve(transport="shm").transport == "shm"
     with pytest.raises(UsageError, match="transport 'tcp'"):
-        ConnectionSettings(transport="tcp")
+        TransportSettings(transport="tcp")
     with pytest.raises(UsageError, match="compression 'zip'"):
-        ConnectionSettings(compression="zip")
+        TransportSettings(compression="zip")
 
 
 @pytest.mark.parametrize("address, local", [

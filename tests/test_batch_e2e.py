@@ -19,12 +19,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from served import infer_task, legacy
+
 from lesionseg.client.cli import main
-from lesionseg.client.connection import Connection, ConnectionSettings
-from lesionseg.client.legacy import segment_legacy
-from lesionseg.core.nifti import load_nifti
 from lesionseg.client.shm import leaked_regions
-from lesionseg.client.task import infer_task
+from lesionseg.client.transport import Transport, TransportSettings
+from lesionseg.core.nifti import load_nifti
 
 pytestmark = pytest.mark.server
 
@@ -61,32 +61,32 @@ def t2s(shared: Path) -> Path:
 def t2s_reference(legacy_server, t2s: Path, tmp_path_factory) -> dict[str, np.ndarray]:
     """The single-image run's outputs over plain gRPC: the oracle every batch output must equal."""
     out = tmp_path_factory.mktemp("reference")
-    with Connection(legacy_server.settings.grpc_url, ConnectionSettings(transport="grpc")) as link:
-        result = segment_legacy(link, t2s, "t2s", ofolder=out)
-    assert result.lesion_voxels > 0
-    return {key: mask(result.files[key]) for key in ("lesionseg", "rpi_seg", "res_rpi_seg")}
+    result, outputs = legacy(legacy_server.settings.grpc_url, t2s, "t2s", ofolder=out, settings=TransportSettings(transport="grpc"))
+    assert result.stats.total_voxels > 0
+    files = {**outputs.masks, **outputs.maps}
+    return {key: mask(files[key]) for key in ("lesion", "rpi_seg", "res_rpi_seg")}
 
 
-@pytest.mark.parametrize("settings", [ConnectionSettings(transport="shm"), ConnectionSettings(transport="grpc"),
-                                      ConnectionSettings(transport="grpc", compression="gzip")], ids=["shm", "grpc", "grpc-gzip"])
+@pytest.mark.parametrize("settings", [TransportSettings(transport="shm"), TransportSettings(transport="grpc"),
+                                      TransportSettings(transport="grpc", compression="gzip")], ids=["shm", "grpc", "grpc-gzip"])
 def test_transports_give_identical_outputs(legacy_server, nnunet_server, t2s: Path, t2s_reference, tmp_path: Path, settings):
     url = legacy_server.settings.grpc_url
-    with Connection(url, settings) as link:
-        assert link.transport == settings.transport
-        result = segment_legacy(link, t2s, "t2s", ofolder=tmp_path)
-        seg, prob, _ = infer_task(link, load_nifti(t2s), "seg_ms_lesion", probabilities=True)
+    with Transport(url, settings) as transport:
+        assert transport.kind == settings.transport
+    result, outputs = legacy(url, t2s, "t2s", ofolder=tmp_path, settings=settings)
+    seg, prob, _ = infer_task(url, load_nifti(t2s), "seg_ms_lesion", settings=settings)
+    files = {**outputs.masks, **outputs.maps}
     for key, expected in t2s_reference.items():
-        np.testing.assert_array_equal(mask(result.files[key]), expected)
-    with Connection(url, ConnectionSettings(transport="grpc")) as plain:
-        seg_ref, prob_ref, _ = infer_task(plain, load_nifti(t2s), "seg_ms_lesion", probabilities=True)
+        np.testing.assert_array_equal(mask(files[key]), expected)
+    seg_ref, prob_ref, _ = infer_task(url, load_nifti(t2s), "seg_ms_lesion", settings=TransportSettings(transport="grpc"))
     np.testing.assert_array_equal(seg, seg_ref)
     np.testing.assert_array_equal(prob, prob_ref)
     assert leaked_regions([os.getpid()]) == [] and server_regions(url) == []
 
 
 def test_auto_transport_uses_shared_memory_on_this_host(legacy_server):
-    with Connection(legacy_server.settings.grpc_url) as link:
-        assert link.transport == "shm"
+    with Transport(legacy_server.settings.grpc_url) as transport:
+        assert transport.kind == "shm"
 
 
 def test_registrations_of_a_killed_client_are_cleared(legacy_server):
@@ -104,7 +104,7 @@ def test_registrations_of_a_killed_client_are_cleared(legacy_server):
         shm.destroy_shared_memory_region(dead)  # the file goes, the server's registration stays
         try:
             assert sorted(server_regions(url)) == ["lesionseg_0_0_dead", "lesionseg_live"]
-            with Connection(url, ConnectionSettings(transport="shm")):
+            with Transport(url, TransportSettings(transport="shm")):
                 pass
             assert server_regions(url) == ["lesionseg_live"]
         finally:
@@ -124,7 +124,7 @@ def test_bids_cohort_resume_and_summary(legacy_server, t2s: Path, t2s_reference,
     assert "3 subjects: 3 ok, 0 skipped, 0 failed" in printed
     for i in (1, 2, 3):
         folder = out / f"sub-{i:02d}" / "anat"
-        np.testing.assert_array_equal(mask(folder / f"sub-{i:02d}_T2star_lesionseg.nii.gz"), t2s_reference["lesionseg"])
+        np.testing.assert_array_equal(mask(folder / f"sub-{i:02d}_T2star_lesionseg.nii.gz"), t2s_reference["lesion"])
         np.testing.assert_array_equal(mask(folder / f"sub-{i:02d}_T2star_RPI_seg.nii.gz"), t2s_reference["rpi_seg"])
         assert (folder / f"sub-{i:02d}_T2star_lesionseg_lesions.tsv").is_file()
     umask = os.umask(0o022)
@@ -242,7 +242,7 @@ def test_eight_concurrent_clients_ten_images_each(legacy_server, t2s: Path, t2s_
         outputs = sorted(folder.with_name(folder.name + "_out").glob("*_lesionseg.nii.gz"))
         assert len(outputs) == 10
         for path in outputs:
-            np.testing.assert_array_equal(mask(path), t2s_reference["lesionseg"])
+            np.testing.assert_array_equal(mask(path), t2s_reference["lesion"])
     assert leaked_regions([os.getpid()]) == [] and server_regions(url) == []
     import tritonclient.grpc as grpcclient
 
@@ -299,6 +299,6 @@ def test_server_killed_and_restarted_mid_batch(session_repository: Path, legacy_
     assert max(attempts) >= 2, "some subject must have been retried"
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary leftovers
     for i in range(12):
-        np.testing.assert_array_equal(mask(out / f"s{i:02d}_lesionseg.nii.gz"), t2s_reference["lesionseg"])
+        np.testing.assert_array_equal(mask(out / f"s{i:02d}_lesionseg.nii.gz"), t2s_reference["lesion"])
         np.testing.assert_array_equal(mask(out / f"s{i:02d}_RPI_seg.nii.gz"), t2s_reference["rpi_seg"])
     assert leaked_regions([batch.pid]) == []

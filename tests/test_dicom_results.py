@@ -12,10 +12,11 @@ import pydicom
 import pytest
 from dicom_data import dciodvfy_errors, decode_segment, sr_numbers, write
 
-from lesionseg.client.dicom.outputs import dicom_paths, write_dicom
-from lesionseg.client.dicom.results import Algorithm
+from lesionseg.client.dicom.outputs import dicom_objects, dicom_paths
+from lesionseg.client.dicom.results import Algorithm, save
 from lesionseg.client.dicom.series import read_series
 from lesionseg.client.lesion_stats import lesion_stats
+from lesionseg.core.interface import ModelInfo
 
 pytestmark = pytest.mark.realdata
 
@@ -36,6 +37,19 @@ def _masks(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarr
     return lesion, cord
 
 
+def model(name: str, parameters: dict[str, str]) -> ModelInfo:
+    """A served model's information as its config would give it."""
+    return ModelInfo.from_config({"name": name, "parameters": {k: {"string_value": v} for k, v in parameters.items()}})
+
+
+def write_dicom(series, folder: Path, info: ModelInfo, where: Path, *, lesion, stats, cord=None, qc: bool = False) -> dict[str, Path]:
+    """The SEG and SR (and with `qc` the capture) of masks on `series` (read from `folder`), saved in `where`."""
+    from lesionseg.client.dicom.series import series_image
+
+    objects = dicom_objects(series, info, lesion=lesion, stats=stats, cord=cord, image=series_image(series), capture=qc)
+    return {key: save(objects[key], path) for key, path in dicom_paths(folder.name, info.name, where, qc=qc).items()}
+
+
 @pytest.fixture(scope="module")
 def folders(shared: Path, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dicom")
@@ -48,9 +62,9 @@ def test_seg_and_sr(folders, tmp_path, name):
     series = read_series(folders[name])
     lesion, cord = _masks(series.data.shape, seed=len(name))
     stats = lesion_stats(lesion, series.spacing)
-    algorithm = Algorithm.of_model("seg_ms_lesion", {"source": "test", "plan": "{}"})
-    paths = write_dicom(series, dicom_paths(folders[name], "seg_ms_lesion", tmp_path), algorithm,
-                        lesion=lesion, stats=stats, cord=cord)
+    info = model("seg_ms_lesion", {"source": "test", "plan": "{}"})
+    algorithm = Algorithm.of_model(info.name, info.parameters)
+    paths = write_dicom(series, folders[name], info, tmp_path, lesion=lesion, stats=stats, cord=cord)
     for path in paths.values():
         assert dciodvfy_errors(path) == [], path
     assert np.array_equal(decode_segment(paths["seg"], series, "multiple sclerosis lesion"), lesion)
@@ -83,14 +97,14 @@ def test_uids_follow_series_and_model(folders, tmp_path):
     lesion, cord = _masks(series.data.shape, seed=1)
     stats = lesion_stats(lesion, series.spacing)
 
-    def uids(algorithm: Algorithm, where: Path) -> tuple[str, ...]:
-        paths = write_dicom(series, dicom_paths(folders["axial"], algorithm.name, where), algorithm, lesion=lesion, stats=stats)
+    def uids(info: ModelInfo, where: Path) -> tuple[str, ...]:
+        paths = write_dicom(series, folders["axial"], info, where, lesion=lesion, stats=stats)
         seg, sr = (pydicom.dcmread(str(paths[k])) for k in ("seg", "sr"))
         return seg.SOPInstanceUID, seg.SeriesInstanceUID, sr.SOPInstanceUID, sr.SeriesInstanceUID
 
-    first = uids(Algorithm.of_model("seg_ms_lesion", {"source": "a"}), tmp_path / "1")
-    assert uids(Algorithm.of_model("seg_ms_lesion", {"source": "a"}), tmp_path / "2") == first
-    changed = uids(Algorithm.of_model("seg_ms_lesion", {"source": "b"}), tmp_path / "3")
+    first = uids(model("seg_ms_lesion", {"source": "a"}), tmp_path / "1")
+    assert uids(model("seg_ms_lesion", {"source": "a"}), tmp_path / "2") == first
+    changed = uids(model("seg_ms_lesion", {"source": "b"}), tmp_path / "3")
     assert not set(changed) & set(first)
     assert len(set(first)) == 4
 
@@ -98,13 +112,10 @@ def test_uids_follow_series_and_model(folders, tmp_path):
 @needs_dciodvfy
 def test_qc_capture(folders, tmp_path):
     """The optional Secondary Capture: valid, RGB, in the source's study, lesion pixels red."""
-    from lesionseg.client.dicom.series import series_image
-
     series = read_series(folders["axial"])
     lesion, cord = _masks(series.data.shape, seed=3)
-    paths = write_dicom(series, dicom_paths(folders["axial"], "seg_ms_lesion", tmp_path, qc=True),
-                        Algorithm.of_model("seg_ms_lesion", {}), lesion=lesion, stats=lesion_stats(lesion, series.spacing),
-                        cord=cord, image=series_image(series))
+    paths = write_dicom(series, folders["axial"], model("seg_ms_lesion", {}), tmp_path, lesion=lesion,
+                        stats=lesion_stats(lesion, series.spacing), cord=cord, qc=True)
     assert dciodvfy_errors(paths["qc"]) == []
     capture = pydicom.dcmread(str(paths["qc"]))
     assert capture.PhotometricInterpretation == "RGB" and capture.StudyInstanceUID == series.first.StudyInstanceUID

@@ -16,11 +16,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import IVADOMED_TASK, run_ivadomed_oracle
+from served import infer_task
 
 from lesionseg.client.cli import main
-from lesionseg.client.connection import connect
 from lesionseg.core.nifti import load_nifti
-from lesionseg.client.task import infer_task
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 
@@ -35,8 +34,7 @@ def members(session_repository: Path) -> Path:
 @pytest.mark.parametrize("image", ["t2/t2.nii.gz", "t2s/t2s.nii.gz", "t1/t1w.nii.gz"])
 def test_ensemble_matches_ivadomed(ivadomed_server, shared: Path, members: Path, tmp_path: Path, image: str) -> None:
     path = shared / "sct_testing_data" / image
-    with connect(ivadomed_server.settings.grpc_url) as link:
-        seg, prob, params = infer_task(link, load_nifti(path), IVADOMED_TASK, probabilities=True)
+    seg, prob, params = infer_task(ivadomed_server.settings.grpc_url, load_nifti(path), IVADOMED_TASK)
     run_ivadomed_oracle("segment", str(members), str(path), str(tmp_path / "oracle.npy"))
     reference = np.load(tmp_path / "oracle.npy")
     mean = prob[0] / 255.0

@@ -12,9 +12,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from served import legacy
+
 from lesionseg.client.cli import main
-from lesionseg.client.connection import connect
-from lesionseg.client.legacy import segment_legacy
+from lesionseg.core.orientation import reorientation, sct_to_nib
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 
@@ -76,31 +77,33 @@ CASES = [
 @pytest.mark.parametrize(("image", "contrast", "mask", "mask_image"), CASES, ids=[c[0] for c in CASES])
 def test_pipeline_end_to_end(legacy_server, shared: Path, tmp_path: Path, image: str, contrast: str, mask: str, mask_image: str) -> None:
     data = shared / DATA
-    with connect(legacy_server.settings.grpc_url) as link:
-        result = segment_legacy(link, data / image, contrast, ofolder=tmp_path)
+    result, outputs = legacy(legacy_server.settings.grpc_url, data / image, contrast, ofolder=tmp_path)
+    files = {**outputs.masks, **outputs.maps}
     source = nib.load(data / image)
     name = Path(image).name.removesuffix(".nii.gz")
     sidecars = ("_lesionseg_lesions.tsv", "_lesionseg_lesions.json")
-    assert set(result.files.values()) == {tmp_path / f"{name}{s}" for s in (*OUTPUT_SUFFIXES, *sidecars)}
-    seg = nib.load(result.files["lesionseg"])
+    assert set(outputs.files) == {tmp_path / f"{name}{s}" for s in (*OUTPUT_SUFFIXES, *sidecars)}
+    assert all(path.is_file() for path in outputs.files)
+    rpi = reorientation(source.affine, source.shape, sct_to_nib("RPI"))
+    seg = nib.load(files["lesion"])
     assert seg.shape == source.shape and seg.get_data_dtype() == np.uint8
     np.testing.assert_allclose(seg.affine, source.affine, atol=1e-5)  # input geometry and orientation exactly
     assert set(np.unique(np.asanyarray(seg.dataobj))) <= {0, 1}
-    rpi = nib.load(result.files["rpi_seg"])
-    assert nib.aff2axcodes(rpi.affine) == ("L", "A", "S")  # SCT's RPI
-    soft = np.asanyarray(rpi.dataobj)
+    rpi_seg = nib.load(files["rpi_seg"])
+    assert nib.aff2axcodes(rpi_seg.affine) == ("L", "A", "S")  # SCT's RPI
+    soft = np.asanyarray(rpi_seg.dataobj)
     assert soft.dtype == np.float32 and 0 <= soft.min() and soft.max() <= 1  # soft, as SCT leaves it
-    np.testing.assert_array_equal(result.rpi.backward((soft >= 0.1 - 0.5 / 255).astype(np.uint8)), np.asanyarray(seg.dataobj))
-    res = nib.load(result.files["res_rpi_seg"])
+    np.testing.assert_array_equal(rpi.backward((soft >= 0.1 - 0.5 / 255).astype(np.uint8)), np.asanyarray(seg.dataobj))
+    res = nib.load(files["res_rpi_seg"])
     assert np.allclose(nib.affines.voxel_sizes(res.affine)[:2], 0.5, atol=0.02)
     assert 0 <= float(np.asanyarray(res.dataobj).min()) and float(np.asanyarray(res.dataobj).max()) <= 1
 
     # the centerline lies inside the manual cord mask on >= 90 % of the slices the mask covers
-    cord = result.rpi.forward(aligned_mask(data / image, data / mask, data / mask_image).astype(np.uint8))
-    line = result.centerline_rpi
+    cord = rpi.forward(aligned_mask(data / image, data / mask, data / mask_image).astype(np.uint8))
+    line = rpi.forward(result.centerline)  # one voxel per slice, the server's centre rounded
     covered = [z for z in range(cord.shape[2]) if cord[:, :, z].any()]
-    inside = sum(bool(cord[int(round(line[z, 0])), int(round(line[z, 1])), z]) for z in covered)
-    print(f"{image}: centerline inside the cord mask on {inside}/{len(covered)} slices; {result.lesion_voxels} lesion voxels")
+    inside = sum(bool(np.any(cord[:, :, z] & line[:, :, z])) for z in covered)
+    print(f"{image}: centerline inside the cord mask on {inside}/{len(covered)} slices; {result.stats.total_voxels} lesion voxels")
     assert inside >= 0.9 * len(covered)
 
 
@@ -130,14 +133,16 @@ def test_t2_wiring_with_a_stand_in_model(legacy_server, shared: Path, tmp_path: 
 
 def test_centerline_from_a_file(legacy_server, shared: Path, tmp_path: Path) -> None:
     data = shared / DATA / "t2"
-    with connect(legacy_server.settings.grpc_url) as link:
-        result = segment_legacy(link, data / "t2.nii.gz", "t2_ax", ofolder=tmp_path,
-                                centerline_file=data / "t2_centerline-manual.nii.gz")
-    manual = result.rpi.forward(np.asanyarray(nib.load(data / "t2_centerline-manual.nii.gz").dataobj) > 0)
+    result, _ = legacy(legacy_server.settings.grpc_url, data / "t2.nii.gz", "t2_ax", ofolder=tmp_path,
+                       centerline=data / "t2_centerline-manual.nii.gz")
+    manual = np.asanyarray(nib.load(data / "t2_centerline-manual.nii.gz").dataobj) > 0
+    rpi = reorientation(result.image.affine, result.image.shape, sct_to_nib("RPI"))
+    manual, line = rpi.forward(manual), rpi.forward(result.centerline)
     for z in range(manual.shape[2]):
         if manual[:, :, z].any():
             xs, ys = np.nonzero(manual[:, :, z])
-            assert abs(result.centerline_rpi[z, 0] - xs.mean()) < 1.0 and abs(result.centerline_rpi[z, 1] - ys.mean()) < 1.0
+            (x,), (y,) = np.nonzero(line[:, :, z])  # the server's centre, rounded to a voxel
+            assert abs(x - xs.mean()) < 1.5 and abs(y - ys.mean()) < 1.5
 
 
 # -- bad input: a clear one-line error, the documented exit code, no output, a healthy server --------

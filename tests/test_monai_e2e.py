@@ -14,11 +14,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import MONAI_FEATURES, MONAI_TASK
+from served import infer_task
 
 from lesionseg.client.cli import main
-from lesionseg.client.connection import connect
 from lesionseg.core.nifti import load_nifti
-from lesionseg.client.task import infer_task
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 
@@ -58,8 +57,7 @@ def monai_oracle(image_path: Path) -> np.ndarray:
 @pytest.mark.parametrize("image", ["t2/t2.nii.gz", "t2s/t2s.nii.gz"])
 def test_dice_against_monai(nnunet_server, shared: Path, image: str) -> None:
     path = shared / "sct_testing_data" / image
-    with connect(nnunet_server.settings.grpc_url) as link:
-        seg, prob, params = infer_task(link, load_nifti(path), MONAI_TASK, probabilities=True)
+    seg, prob, params = infer_task(nnunet_server.settings.grpc_url, load_nifti(path), MONAI_TASK)
     reference = monai_oracle(path)
     a, b = seg > 0, reference > 0.5
     dice = 2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())

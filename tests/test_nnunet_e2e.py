@@ -15,12 +15,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import NNUNET_TASKS
+from served import infer_task
 
 from lesionseg.client.cli import main
-from lesionseg.client.connection import connect
 from lesionseg.core.nifti import load_nifti
 from lesionseg.core.orientation import reorientation, sct_to_nib
-from lesionseg.client.task import infer_task
 
 pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 
@@ -67,8 +66,7 @@ def model_root(session_repository: Path) -> Path:
 def test_dice_against_nnunetv2_predictor(nnunet_server, shared: Path, model_root: Path, task: str, image: str) -> None:
     path = shared / "sct_testing_data" / image
     volume = load_nifti(path)
-    with connect(nnunet_server.settings.grpc_url) as link:
-        seg, prob, params = infer_task(link, volume, task, probabilities=True)
+    seg, prob, params = infer_task(nnunet_server.settings.grpc_url, volume, task)
     ref_seg, ref_prob = oracle(task, path, model_root)
     labels = json.loads(params["plan"])["labels"]
     assert seg.shape == ref_seg.shape == volume.data.shape
@@ -90,7 +88,9 @@ def test_deepseg_cli_outputs_and_sidecar(nnunet_server, shared: Path, tmp_path: 
     assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-url", url]) == 0
     out = tmp_path / "sub-01_T2w_lesion_seg.nii.gz"
     tsv = tmp_path / "sub-01_T2w_lesion_seg_lesions.tsv"
-    assert capsys.readouterr().out.split() == [str(out), str(tsv)]
+    # every file written is listed: the mask, its sidecar, the lesion statistics
+    assert capsys.readouterr().out.split() == [str(out), str(tmp_path / "sub-01_T2w_lesion_seg.json"), str(tsv),
+                                               str(tsv.with_suffix(".json"))]
     from scipy import ndimage
 
     _, count = ndimage.label(np.asanyarray(nib.load(out).dataobj) > 0, structure=np.ones((3, 3, 3)))
@@ -118,12 +118,14 @@ def test_deepseg_cli_outputs_and_sidecar(nnunet_server, shared: Path, tmp_path: 
     capsys.readouterr()
     assert main(["deepseg", "-i", str(image), "-task", "test_multiclass", "-url", url, "-qc", str(qc), "--overwrite"]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed[:3] == [str(tmp_path / "sub-01_T2w_cord_seg.nii.gz"), str(tmp_path / "sub-01_T2w_lesion_seg.nii.gz"),
-                           str(tmp_path / "sub-01_T2w_lesion_seg_lesions.tsv")]
+    masks = [tmp_path / "sub-01_T2w_cord_seg.nii.gz", tmp_path / "sub-01_T2w_lesion_seg.nii.gz"]
+    assert printed[:6] == [str(p) for p in (*masks, *(m.with_name(m.name.replace(".nii.gz", ".json")) for m in masks),
+                                            tmp_path / "sub-01_T2w_lesion_seg_lesions.tsv",
+                                            tmp_path / "sub-01_T2w_lesion_seg_lesions.json")]
     entry = json.loads(next((qc / "_json").glob("qc_*.json")).read_text())
     assert entry["command"] == "deepseg" and entry["lesions"]["count"] == json.loads(
         (tmp_path / "sub-01_T2w_lesion_seg_lesions.json").read_text())["count"]
-    assert (Path(printed[3]) / "overlay_img.png").exists() and (qc / "index.html").exists()
+    assert (Path(printed[6]) / "overlay_img.png").exists() and (qc / "index.html").exists()
     # post-processing flags change the mask as documented
     largest = tmp_path / "largest.nii.gz"
     assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-url", url, "-o", str(largest), "-largest", "1"]) == 0
@@ -134,9 +136,14 @@ def test_deepseg_cli_outputs_and_sidecar(nnunet_server, shared: Path, tmp_path: 
 def test_threshold_uses_probabilities(nnunet_server, shared: Path, tmp_path: Path) -> None:
     image = shared / "sct_testing_data" / "t2" / "t2.nii.gz"
     url = nnunet_server.settings.grpc_url
-    volume = load_nifti(image)
-    with connect(url) as link:
-        _, prob, _ = infer_task(link, volume, "seg_ms_lesion", probabilities=True)
+    from lesionseg.client.servers import open_servers
+    from lesionseg.client.task import TaskJob
+
+    with open_servers(url) as servers:  # a job asked for its probabilities holds them on the input grid
+        result = TaskJob(servers=servers, task="seg_ms_lesion", probabilities=True).segment(load_nifti(image))
+    _, prob, _ = infer_task(url, image, "seg_ms_lesion")
+    (probability,) = result.probabilities.values()
+    np.testing.assert_array_equal(probability, prob[0] / np.float32(255))
     assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-url", url, "-o", str(tmp_path / "t.nii.gz"), "-thr", "0.9"]) == 0
     mask = np.asanyarray(nib.load(tmp_path / "t.nii.gz").dataobj)
     np.testing.assert_array_equal(mask, (prob[0] > 0.9 * 255).astype(np.uint8))
@@ -152,12 +159,11 @@ def test_crop_to_cord_workflow_matches_manual_crop(nnunet_server, shared: Path, 
     out = tmp_path / "lesion.nii.gz"
     assert main(["deepseg", "-i", str(image_path), "-task", "seg_ms_lesion", "--crop-to-cord", "-o", str(out), "-url", url]) == 0
     image = load_nifti(image_path)
-    with connect(url) as link:
-        cord, _, _ = infer_task(link, image, "seg_sc_contrast_agnostic")
-        box = mask_box(cord, cord_dilation(image.affine, image.spacing))
-        cropped = Image(path=image.path, data=image.data[box.slices].copy(), affine=cropped_affine(image.affine, box),
-                         header=image.header)
-        lesion, _, _ = infer_task(link, cropped, "seg_ms_lesion")
+    cord, _, _ = infer_task(url, image, "seg_sc_contrast_agnostic")
+    box = mask_box(cord, cord_dilation(image.affine, image.spacing))
+    cropped = Image(path=image.path, data=image.data[box.slices].copy(), affine=cropped_affine(image.affine, box),
+                    header=image.header)
+    lesion, _, _ = infer_task(url, cropped, "seg_ms_lesion")
     np.testing.assert_array_equal(np.asanyarray(nib.load(out).dataobj), uncrop((lesion == 1).astype(np.uint8), box, image.data.shape))
 
 

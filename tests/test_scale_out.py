@@ -94,22 +94,23 @@ def test_batch_over_two_servers_survives_losing_one(t2s_repository, cohort, tmp_
 
 def test_pool_takes_a_server_back(legacy_server):
     """A server that was down (nothing listening) is used once it answers."""
-    from lesionseg.client.pool import ServerPool
+    from lesionseg.client.servers import ServerPool
 
     real = legacy_server.settings
     stand_in = Forwarder(("127.0.0.1", real.grpc_port))
-    with ServerPool(f"{real.grpc_url},127.0.0.1:{stand_in.port}", model="deepseg_lesion_t2s", check_seconds=0.2) as pool:
-        assert [e.healthy for e in pool.endpoints.values()] == [True, False]
+    with ServerPool(f"{real.grpc_url},127.0.0.1:{stand_in.port}", check_seconds=0.2) as pool:
+        assert pool.model("deepseg_lesion_t2s").name == "deepseg_lesion_t2s"  # now required of every server
+        assert [s.healthy for s in pool.servers.values()] == [True, False]
         stand_in.start()
         try:
-            wait_for(lambda: all(e.healthy for e in pool.endpoints.values()), 30, "the second server to be taken back")
-            served = {pool.run(lambda link: link.parameters("deepseg_lesion_t2s") and time.sleep(0.01))[1] for _ in range(2)}
-            assert served == set(pool.endpoints)  # least in flight, then least served: both get work
+            wait_for(lambda: all(s.healthy for s in pool.servers.values()), 30, "the second server to be taken back")
+            served = {pool.run(lambda server: server.model("deepseg_lesion_t2s") and time.sleep(0.01))[1] for _ in range(2)}
+            assert served == set(pool.servers)  # least in flight, then least served: both get work
         finally:
             stand_in.stop()
 
 
-def test_one_image_goes_to_the_first_server_that_answers(legacy_server, shared, tmp_path):
+def test_one_image_goes_to_a_server_that_answers(legacy_server, shared, tmp_path):
     from pacs_peers import free_port
 
     image = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"

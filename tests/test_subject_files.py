@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lesionseg.client.batch.inputs import BIDS_LABELS, InputImage, check_pattern, collect_inputs, is_pattern, subject_file
+from lesionseg.client.batch.inputs import collect_inputs
+from lesionseg.client.subject_files import BIDS_LABELS, check_pattern, is_pattern, subject_file
 from lesionseg.client.cli import main
 from lesionseg.core.errors import InputError, UsageError
 
@@ -35,10 +36,10 @@ def bids(tmp_path: Path) -> Path:
 def test_bids_shorthand_names_the_derivatives_labels_file(bids: Path) -> None:
     images = {image.path.name: image for image in collect_inputs([bids])}
     first, second = images["sub-01_ses-M0_T2star.nii.gz"], images["sub-02_T2star.nii.gz"]
-    assert subject_file("bids", first, what="centerline") == \
+    assert subject_file("bids", first.path, first.dataset, what="centerline") == \
         bids / "derivatives" / "labels" / "sub-01" / "ses-M0" / "anat" / "sub-01_ses-M0_T2star_seg.nii.gz"
     with pytest.raises(InputError) as missing:
-        subject_file("bids", second, what="centerline")
+        subject_file("bids", second.path, second.dataset, what="centerline")
     message = str(missing.value)
     assert message.startswith("sub-02/anat/sub-02_T2star.nii.gz: centerline file ")
     assert str(bids / "derivatives" / "labels" / "sub-02" / "anat" / "sub-02_T2star_seg.nii.gz") in message
@@ -50,21 +51,21 @@ def test_folder_and_stem_placeholders(tmp_path: Path) -> None:
     cord = nifti(tmp_path / "cohort" / "p1" / "t2s_seg.nii.gz")
     (found,) = collect_inputs([str(tmp_path / "cohort" / "*" / "t2s.nii.gz")])
     assert found.path == image
-    assert subject_file("{folder}/{stem}_seg.nii.gz", found, what="centerline") == cord
+    assert subject_file("{folder}/{stem}_seg.nii.gz", found.path, found.dataset, what="centerline") == cord
     other = tmp_path / "cords" / "t2s.nii.gz"
     nifti(other)
-    assert subject_file(str(tmp_path / "cords" / "{stem}.nii.gz"), found, what="centerline") == other
+    assert subject_file(str(tmp_path / "cords" / "{stem}.nii.gz"), found.path, found.dataset, what="centerline") == other
 
 
 def test_an_explicit_image_finds_its_bids_dataset_by_walking_up(bids: Path) -> None:
-    image = InputImage(path=bids / "sub-01" / "ses-M0" / "anat" / "sub-01_ses-M0_T2star.nii.gz")
-    assert subject_file("bids", image, what="centerline").name == "sub-01_ses-M0_T2star_seg.nii.gz"
+    image = bids / "sub-01" / "ses-M0" / "anat" / "sub-01_ses-M0_T2star.nii.gz"
+    assert subject_file("bids", image, None, what="centerline").name == "sub-01_ses-M0_T2star_seg.nii.gz"
 
 
 def test_dataset_placeholders_need_a_dataset(tmp_path: Path) -> None:
-    image = InputImage(path=nifti(tmp_path / "lone" / "t2s.nii.gz"))
+    image = nifti(tmp_path / "lone" / "t2s.nii.gz")
     with pytest.raises(InputError, match=r"lone/t2s.nii.gz: its centerline pattern 'bids' needs the image's dataset"):
-        subject_file("bids", image, what="centerline")
+        subject_file("bids", image, None, what="centerline")
 
 
 def test_patterns_are_checked() -> None:

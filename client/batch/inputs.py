@@ -6,7 +6,7 @@ filters). Its images are `sub-<label>/[ses-<label>/]anat/*.nii[.gz]`, `derivativ
 ``acq=sag`` and ``suffix=T2w`` (the last `_`-separated part of the name).
 
 A file that belongs to each subject (a cord segmentation used as centerline, say) is named by a
-pattern, resolved per image by `subject_file`.
+pattern, resolved per image by `lesionseg.client.subject_files.subject_file`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import dataclasses
 import glob
 import logging
 import re
-import string
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from lesionseg.client.subject_files import is_bids, label
 from lesionseg.core.nifti import NIFTI_SUFFIXES, stem
-from lesionseg.core.errors import InputError, UsageError
+from lesionseg.core.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +31,20 @@ _ENTITY = re.compile(r"^[a-zA-Z0-9]+$")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class InputImage:
-    """One image of a batch: its `path`; `root`, the dataset or scanned folder it came from (None
-    for explicit paths); `relative`, its folder relative to `root` ('.' for explicit paths), used
-    to mirror the layout in -ofolder."""
+class Subject:
+    """One image of a batch: its `path` and `dataset`, the BIDS dataset or scanned folder it came
+    from (None for explicit paths). Its outputs mirror `relative`, its folder in the dataset."""
 
     path: Path
-    relative: Path = Path(".")
-    root: Path | None = None
+    dataset: Path | None = None
+
+    @property
+    def relative(self) -> Path:
+        return self.path.parent.relative_to(self.dataset) if self.dataset is not None else Path(".")
 
     @property
     def label(self) -> str:
-        return str(self.relative / self.path.name) if self.relative != Path(".") else str(self.path)
+        return label(self.path, self.dataset)
 
 
 def parse_bids_filters(items: Sequence[str] | None) -> dict[str, set[str]]:
@@ -79,11 +81,7 @@ def is_output(path: Path) -> bool:
     return stem(path).endswith(OUTPUT_ENDINGS)
 
 
-def is_bids(folder: Path) -> bool:
-    return (folder / "dataset_description.json").is_file()
-
-
-def bids_images(root: Path, filters: Mapping[str, set[str]]) -> list[InputImage]:
+def bids_images(root: Path, filters: Mapping[str, set[str]]) -> list[Subject]:
     """The anatomical images of the BIDS dataset at `root` that match every filter."""
     found = []
     for path in sorted(root.glob("sub-*/anat/*")) + sorted(root.glob("sub-*/ses-*/anat/*")):
@@ -91,11 +89,11 @@ def bids_images(root: Path, filters: Mapping[str, set[str]]) -> list[InputImage]
             continue
         ents = entities(path)
         if all(ents.get(key) in values for key, values in filters.items()):
-            found.append(InputImage(path=path, relative=path.parent.relative_to(root), root=root))
+            found.append(Subject(path=path, dataset=root))
     return found
 
 
-def folder_images(root: Path) -> list[InputImage]:
+def folder_images(root: Path) -> list[Subject]:
     """NIfTI images anywhere under `root` (hidden folders, derivatives/ and known outputs excluded)."""
     found = []
     for path in sorted(root.rglob("*")):
@@ -103,11 +101,11 @@ def folder_images(root: Path) -> list[InputImage]:
         if any(part.startswith(".") or part in ("derivatives", "sourcedata") for part in rel.parts[:-1]):
             continue
         if path.is_file() and is_nifti(path) and not is_output(path) and not path.name.startswith("."):
-            found.append(InputImage(path=path, relative=rel.parent, root=root))
+            found.append(Subject(path=path, dataset=root))
     return found
 
 
-def collect_inputs(specs: Iterable[str | Path], *, bids: Sequence[str] | None = None) -> list[InputImage]:
+def collect_inputs(specs: Iterable[str | Path], *, bids: Sequence[str] | None = None) -> list[Subject]:
     """Expand `specs` (files, glob patterns, folders, BIDS datasets) into images, in order, once each.
 
     A file that does not exist is kept (its subject fails with a clear message and the others
@@ -117,7 +115,7 @@ def collect_inputs(specs: Iterable[str | Path], *, bids: Sequence[str] | None = 
         UsageError: bad --bids filters, or a pattern/folder with no image.
     """
     filters = parse_bids_filters(bids)
-    images: list[InputImage] = []
+    images: list[Subject] = []
     for spec in specs:
         text = str(spec)
         path = Path(text).expanduser()
@@ -132,13 +130,13 @@ def collect_inputs(specs: Iterable[str | Path], *, bids: Sequence[str] | None = 
             images.extend(found)
         elif not path.exists() and _GLOB_CHARS.search(text):
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            found = [InputImage(path=m) for m in matches if m.is_file() and is_nifti(m)]
+            found = [Subject(path=m) for m in matches if m.is_file() and is_nifti(m)]
             if not found:
                 raise UsageError(f"pattern {text!r} matches no NIfTI image")
             images.extend(found)
         else:
-            images.append(InputImage(path=path))
-    unique: dict[Path, InputImage] = {}
+            images.append(Subject(path=path))
+    unique: dict[Path, Subject] = {}
     for image in images:
         unique.setdefault(image.path.resolve(), image)
     return list(unique.values())
@@ -154,71 +152,3 @@ def is_batch(specs: Sequence[str | Path], bids: Sequence[str] | None) -> bool:
 
         return not is_dicom(path)  # a DICOM series folder is one image
     return not path.exists() and bool(_GLOB_CHARS.search(str(specs[0])))
-
-
-#: `subject_file`'s shorthand for the BIDS derivatives layout of cord segmentations.
-BIDS_LABELS = "{dataset}/derivatives/labels/{relative}/{stem}_seg.nii.gz"
-PLACEHOLDERS = ("folder", "stem", "dataset", "relative")
-
-
-def check_pattern(pattern: str, *, option: str) -> str:
-    """`pattern` with the `bids` shorthand expanded, checked for unknown or malformed placeholders.
-
-    Raises:
-        UsageError: a placeholder other than {folder}, {stem}, {dataset}, {relative}.
-    """
-    text = BIDS_LABELS if pattern == "bids" else pattern
-    try:
-        fields = [name for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
-    except ValueError as exc:
-        raise UsageError(f"{option} {pattern!r}: {exc}") from None
-    unknown = [f for f in fields if f not in PLACEHOLDERS]
-    if unknown:
-        raise UsageError(f"{option} {pattern!r}: unknown placeholder {{{unknown[0]}}} "
-                         f"(use {', '.join('{' + p + '}' for p in PLACEHOLDERS)} or 'bids')")
-    return text
-
-
-def is_pattern(pattern: str) -> bool:
-    """Whether `pattern` names a file per subject (placeholders in braces, or 'bids') rather than one
-    file (a literal brace in a file name is written doubled, as in `str.format`)."""
-    return pattern == "bids" or "{" in pattern
-
-
-def dataset_root(image: InputImage) -> Path | None:
-    """The dataset an image belongs to: the folder it was found in, else the nearest folder above
-    it holding dataset_description.json (BIDS), else None."""
-    if image.root is not None:
-        return image.root
-    for folder in image.path.resolve().parents:
-        if is_bids(folder):
-            return folder
-    return None
-
-
-def subject_file(pattern: str, image: InputImage, *, what: str) -> Path:
-    """The file of `image` that `pattern` names, checked to exist.
-
-    Placeholders: {folder} (the image's folder), {stem} (its name without .nii/.nii.gz),
-    {dataset} (its dataset, see `dataset_root`) and {relative} (its folder within the dataset,
-    e.g. sub-01/ses-M0/anat); the pattern `bids` means `BIDS_LABELS`, the derivatives layout
-    `<dataset>/derivatives/labels/sub-X/[ses-Y/]anat/<stem>_seg.nii.gz`. A pattern without
-    placeholders names the same file for every image.
-
-    Raises:
-        InputError: naming the image, when its file does not exist or its dataset is unknown.
-    """
-    text = check_pattern(pattern, option=f"-file_{what}")
-    values = {"folder": str(image.path.parent), "stem": stem(image.path), "dataset": "", "relative": str(image.relative)}
-    if "{dataset}" in text or "{relative}" in text:
-        root = dataset_root(image)
-        if root is None:
-            raise InputError(f"{image.label}: its {what} pattern {pattern!r} needs the image's dataset, but it is in "
-                             "no BIDS dataset or scanned folder")
-        values["dataset"] = str(root)
-        values["relative"] = str(image.path.resolve().parent.relative_to(root.resolve())) if image.root is None \
-            else str(image.relative)
-    path = Path(text.format(**values))
-    if not path.is_file():
-        raise InputError(f"{image.label}: {what} file {path} does not exist (from {pattern!r})")
-    return path

@@ -16,9 +16,12 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
-from lesionseg.client.batch.inputs import InputImage
+from lesionseg.client.batch.inputs import Subject
+from lesionseg.client.result import Job, Outputs
+from lesionseg.client.servers import ServerPool
+from lesionseg.client.writer import Writer
 from lesionseg.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, LesionsegError, ServerUnavailableError, UsageError
 from lesionseg.core.settings import setting
 
@@ -53,24 +56,22 @@ class BatchOptions:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Subject:
-    """One image and its outputs: `grid_outputs` are NIfTI files on the input's grid, `other_outputs`
-    any other file the work writes (sidecars, other grids). Both decide whether --resume skips it."""
+class Planned:
+    """One subject and the files its work must end with (`Outputs`, named before any work)."""
 
-    image: InputImage
-    grid_outputs: tuple[Path, ...]
-    other_outputs: tuple[Path, ...] = ()
+    subject: Subject
+    outputs: Outputs
 
     @property
-    def outputs(self) -> tuple[Path, ...]:
-        return self.grid_outputs + self.other_outputs
+    def files(self) -> tuple[Path, ...]:
+        return self.outputs.files
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Outcome:
     """What happened to one subject; `note` is the work's one-line result (e.g. lesion count)."""
 
-    subject: Subject
+    item: Planned
     status: str
     seconds: float = 0.0
     attempts: int = 0
@@ -79,35 +80,35 @@ class Outcome:
     server: str = ""  # the server that segmented it, when -url names several
 
 
-def outputs_valid(subject: Subject) -> str | None:
-    """None when every output of `subject` exists, is newer than the input, and its NIfTI files read
-    completely (grid outputs with the input's shape); else the reason they do not."""
+def outputs_valid(planned: Planned) -> str | None:
+    """None when every output of `planned` exists, is newer than the input, and its NIfTI files read
+    completely (those on the input's grid with the input's shape); else the reason they do not."""
     import nibabel as nib
     import numpy as np
 
     try:
-        newest_input = subject.image.path.stat().st_mtime
+        newest_input = planned.subject.path.stat().st_mtime
     except OSError:
         return "input missing"
-    for path in subject.outputs:
+    for path in planned.files:
         if not path.is_file() or path.stat().st_size == 0:
             return f"{path.name} missing"
         if path.stat().st_mtime < newest_input:
             return f"{path.name} is older than its input"
     try:
-        shape = nib.load(str(subject.image.path)).shape[:3]
-        for path in subject.outputs:
+        shape = nib.load(str(planned.subject.path)).shape[:3]
+        for path in planned.files:
             if path.name.endswith((".nii", ".nii.gz")):
                 image = nib.load(str(path))
                 np.asanyarray(image.dataobj)  # reads (and decompresses) everything
-                if path in subject.grid_outputs and image.shape[:3] != shape:
+                if path in planned.outputs.grid_files and image.shape[:3] != shape:
                     return f"{path.name} has shape {image.shape[:3]}, input {shape}"
     except Exception as exc:  # noqa: BLE001 - any unreadable file means "run again"
         return f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     return None
 
 
-def check_outputs(subjects: Sequence[Subject], options: BatchOptions) -> None:
+def check_outputs(planned: Sequence[Planned], options: BatchOptions) -> None:
     """Refuse, before any work, outputs shared by two subjects and (without --overwrite or --resume)
     outputs that exist already.
 
@@ -115,48 +116,49 @@ def check_outputs(subjects: Sequence[Subject], options: BatchOptions) -> None:
         UsageError: the message names the first clash or existing file and how many there are.
     """
     owners: dict[Path, Path] = {}
-    for subject in subjects:
-        for path in subject.outputs:
-            other = owners.setdefault(path.resolve(), subject.image.path)
-            if other != subject.image.path:
-                raise UsageError(f"{subject.image.path} and {other} would both write {path}; use -ofolder with a BIDS "
+    for item in planned:
+        for path in item.files:
+            other = owners.setdefault(path.resolve(), item.subject.path)
+            if other != item.subject.path:
+                raise UsageError(f"{item.subject.path} and {other} would both write {path}; use -ofolder with a BIDS "
                                  "dataset or folder (the layout is mirrored) or rename one")
     if options.overwrite or options.resume:
         return
-    existing = [p for s in subjects for p in s.outputs if p.exists()]
+    existing = [p for item in planned for p in item.files if p.exists()]
     if existing:
         raise UsageError(f"{existing[0]}: output exists ({len(existing)} existing output files); "
                          "use --resume to skip finished subjects or --overwrite to replace them")
 
 
-Work = Callable[[Subject], str]
+Work = Callable[[Planned], "str | tuple[str, str]"]
 
 
-def run_batch(subjects: Sequence[Subject], work: Work, *, options: BatchOptions,
+def run_batch(items: Sequence[Planned], work: Work, *, options: BatchOptions,
               wait_ready: Callable[[float], bool] = lambda timeout: False,
               on_done: Callable[[Outcome], None] = lambda outcome: None) -> list[Outcome]:
-    """Run `work` on every subject, `options.jobs` at a time; outcomes in the subjects' order.
+    """Run `work` on every planned subject, `options.jobs` at a time; outcomes in the subjects' order.
 
-    `work(subject)` writes the subject's outputs and returns a one-line note; a `LesionsegError`
+    `work(subject)` writes the subject's outputs and returns a one-line note (and the server's
+    address, when it is worth naming); a `LesionsegError`
     fails that subject only. On `ServerUnavailableError` the subject waits (`wait_ready(seconds)`
     returns True when the server is back) and is retried until `options.retry_seconds` pass.
     """
-    outcomes: list[Outcome | None] = [None] * len(subjects)
+    outcomes: list[Outcome | None] = [None] * len(items)
     pending: list[int] = []
-    for i, subject in enumerate(subjects):
+    for i, item in enumerate(items):
         if options.resume:
-            reason = outputs_valid(subject)
+            reason = outputs_valid(item)
             if reason is None:
-                outcomes[i] = Outcome(subject=subject, status=SKIPPED, note="outputs exist")
+                outcomes[i] = Outcome(item=item, status=SKIPPED, note="outputs exist")
                 on_done(outcomes[i])
                 continue
-            if any(p.exists() for p in subject.outputs):
-                logger.info("%s: running again (%s)", subject.image.path, reason)
+            if any(p.exists() for p in item.files):
+                logger.info("%s: running again (%s)", item.subject.path, reason)
         pending.append(i)
     lock = threading.Lock()
 
     def one(i: int) -> Outcome:
-        outcome = _attempt(subjects[i], work, options, wait_ready)
+        outcome = _attempt(items[i], work, options, wait_ready)
         with lock:
             on_done(outcome)
         return outcome
@@ -173,19 +175,6 @@ def run_batch(subjects: Sequence[Subject], work: Work, *, options: BatchOptions,
     return [o for o in outcomes if o is not None]
 
 
-class Job(Protocol):
-    """What a batch runs on every image (`lesionseg.client.legacy.LegacyJob`,
-    `lesionseg.client.task.TaskJob`): the served `model` every subject needs, each subject's
-    outputs (`plan`, before any work) and its segmentation (`run`, returning the summary's note)."""
-
-    @property
-    def model(self) -> str: ...
-
-    def plan(self, link, image: InputImage) -> Subject: ...
-
-    def run(self, link, subject: Subject) -> str: ...
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CohortResult:
     """Every subject's outcome, and the seconds the batch took after planning."""
@@ -194,62 +183,59 @@ class CohortResult:
     seconds: float
 
 
-def run_cohort(job: Job, images: Sequence[InputImage], *, options: BatchOptions, url: str | None = None,
-               settings=None, on_done: Callable[[Outcome], None] = lambda outcome: None) -> CohortResult:
-    """Segment `images` with `job` on one server (`lesionseg.client.connection.connect(url, settings)`)
-    or, when `url` names several, spread over them (`lesionseg.client.pool.ServerPool`), `options.jobs`
-    in flight: every subject planned and its outputs checked before any work.
+def run_cohort(job: Job, writer: Writer, subjects: Sequence[Subject], *, servers: ServerPool, options: BatchOptions,
+               ofolder: Path | None = None, on_done: Callable[[Outcome], None] = lambda outcome: None) -> CohortResult:
+    """Segment `subjects` with `job` on `servers`, `options.jobs` in flight, and write each one's
+    results with `writer` in `ofolder` (mirroring each subject's folder in its dataset; None: the
+    job's default place): every subject planned and its outputs checked before any work.
 
     Raises:
-        UsageError: outputs clash or exist (see `check_outputs`); ModelNotFoundError,
-            ServerUnavailableError: the job's model is not served, or no server.
+        UsageError: outputs clash or exist (see `check_outputs`).
     """
-    from lesionseg.client.connection import connect
-    from lesionseg.client.pool import ServerPool, is_multi
+    from lesionseg.client.images import load_image
 
-    if is_multi(url):
-        with ServerPool(url, settings, model=job.model) as pool:
-            link = pool.any_link()
-            subjects = [job.plan(link, image) for image in images]
-            check_outputs(subjects, options)
-            start = time.monotonic()
-            outcomes = run_batch(subjects, lambda subject: pool.run(lambda link: job.run(link, subject)), options=options,
-                                 wait_ready=pool.wait_ready, on_done=on_done)
-            return CohortResult(outcomes=outcomes, seconds=time.monotonic() - start)
-    with connect(url, settings) as link:
-        subjects = [job.plan(link, image) for image in images]
-        check_outputs(subjects, options)
-        start = time.monotonic()
-        outcomes = run_batch(subjects, lambda subject: job.run(link, subject), options=options,
-                             wait_ready=lambda timeout: link.wait_ready(job.model, timeout), on_done=on_done)
-        return CohortResult(outcomes=outcomes, seconds=time.monotonic() - start)
+    planned = [Planned(subject=s, outputs=writer.plan(job, s.path, ofolder / s.relative if ofolder is not None else None))
+               for s in subjects]
+    check_outputs(planned, options)
+    several = len(servers.servers) > 1
+
+    def work(item: Planned) -> tuple[str, str]:
+        image = dataclasses.replace(load_image(item.subject.path), dataset=item.subject.dataset)
+        writer.check(item.outputs, image, overwrite=True)  # existing outputs were refused or accepted above
+        result = job.segment(image)
+        writer.write(result, item.outputs)
+        return result.note, result.server if several else ""
+
+    start = time.monotonic()
+    outcomes = run_batch(planned, work, options=options, wait_ready=servers.wait_ready, on_done=on_done)
+    return CohortResult(outcomes=outcomes, seconds=time.monotonic() - start)
 
 
-def _attempt(subject: Subject, work: Work, options: BatchOptions, wait_ready) -> Outcome:
+def _attempt(item: Planned, work: Work, options: BatchOptions, wait_ready) -> Outcome:
     start = time.monotonic()
     deadline: float | None = None
     attempts = 0
     while True:
         attempts += 1
         try:
-            done = work(subject)
+            done = work(item)
             note, server = done if isinstance(done, tuple) else (done, "")
-            return Outcome(subject=subject, status=OK, seconds=time.monotonic() - start, attempts=attempts, note=note,
+            return Outcome(item=item, status=OK, seconds=time.monotonic() - start, attempts=attempts, note=note,
                            server=server)
         except ServerUnavailableError as exc:
             now = time.monotonic()
             deadline = deadline if deadline is not None else now + options.retry_seconds
-            logger.warning("%s: server unavailable (attempt %d); waiting for it", subject.image.path, attempts)
+            logger.warning("%s: server unavailable (attempt %d); waiting for it", item.subject.path, attempts)
             if now >= deadline or not wait_ready(max(deadline - now, 0.0)):
-                return Outcome(subject=subject, status=FAILED, seconds=time.monotonic() - start, attempts=attempts,
+                return Outcome(item=item, status=FAILED, seconds=time.monotonic() - start, attempts=attempts,
                                note=str(exc), unavailable=True)
         except LesionsegError as exc:
-            return Outcome(subject=subject, status=FAILED, seconds=time.monotonic() - start, attempts=attempts, note=str(exc))
+            return Outcome(item=item, status=FAILED, seconds=time.monotonic() - start, attempts=attempts, note=str(exc))
         except Exception as exc:  # noqa: BLE001 - one subject's bug must not stop the cohort
-            logger.debug("%s failed", subject.image.path, exc_info=True)
+            logger.debug("%s failed", item.subject.path, exc_info=True)
             text = str(exc).splitlines()[0] if str(exc) else ""
-            return Outcome(subject=subject, status=FAILED, seconds=time.monotonic() - start, attempts=attempts,
-                           note=f"{subject.image.path}: {type(exc).__name__}: {text}")
+            return Outcome(item=item, status=FAILED, seconds=time.monotonic() - start, attempts=attempts,
+                           note=f"{item.subject.path}: {type(exc).__name__}: {text}")
 
 
 def exit_code(outcomes: Sequence[Outcome]) -> int:
@@ -265,7 +251,7 @@ def summary_table(outcomes: Sequence[Outcome], elapsed: float) -> str:
     servers = any(o.server for o in outcomes)
     rows = [("#", "image", "status", "seconds", "tries", *(("server",) if servers else ()), "result")]
     for n, o in enumerate(outcomes, 1):
-        rows.append((str(n), o.subject.image.label, o.status, f"{o.seconds:.1f}", str(o.attempts),
+        rows.append((str(n), o.item.subject.label, o.status, f"{o.seconds:.1f}", str(o.attempts),
                      *((o.server,) if servers else ()), o.note))
     columns = len(rows[0]) - 1
     widths = [max(len(r[c]) for r in rows) for c in range(columns)]
@@ -284,7 +270,7 @@ def write_summary_tsv(outcomes: Sequence[Outcome], path: Path) -> Path:
 
     lines = ["image\tstatus\tseconds\tattempts\tresult\toutputs\tserver"]
     for o in outcomes:
-        outputs = ",".join(str(p) for p in o.subject.outputs) if o.status != FAILED else ""
+        outputs = ",".join(str(p) for p in o.item.files) if o.status != FAILED else ""
         note = o.note.replace("\t", " ").replace("\n", " ")
-        lines.append(f"{o.subject.image.path}\t{o.status}\t{o.seconds:.2f}\t{o.attempts}\t{note}\t{outputs}\t{o.server}")
+        lines.append(f"{o.item.subject.path}\t{o.status}\t{o.seconds:.2f}\t{o.attempts}\t{note}\t{outputs}\t{o.server}")
     return atomic_write_text(path, "\n".join(lines) + "\n")

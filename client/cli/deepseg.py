@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
-from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, connection_settings, run_batch
+from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, run_batch, segment_one, transport_settings, writer
 from lesionseg.core.catalogue import TASKS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -48,24 +48,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lesionseg.client.batch.inputs import is_batch
+    from lesionseg.client.cli.progress import step
     from lesionseg.client.postprocessing import parse_size
+    from lesionseg.client.servers import open_servers
     from lesionseg.client.task import PostOptions, TaskJob
 
     options = PostOptions(threshold=args.thr, largest=args.largest, fill_holes=args.fill_holes,
                           remove_small=parse_size(args.remove_small) if args.remove_small else None)
-    job = TaskJob(task=args.task, options=options, crop_to_cord=args.crop_to_cord, qc=args.qc, ofolder=args.ofolder,
-                  output_format=args.output_format, dicom_qc=args.dicom_qc)
-    if is_batch(args.input, args.bids):
-        if args.output is not None:
-            raise UsageError("-o names one output file; with several inputs use -ofolder")
-        return run_batch(args, job)
-    from lesionseg.client.cli.progress import step
-    from lesionseg.client.connection import connect
-
-    image = Path(args.input[0])
-    with connect(args.url, connection_settings(args)) as link, \
-            step(f"segmenting {image.name} ({args.task}{', cropped to the cord' if args.crop_to_cord else ''})", quiet=args.quiet):
-        done = job.segment(link, image, output=args.output, ofolder=args.ofolder, overwrite=args.overwrite)
-    for path in [*done.masks.values(), *done.other]:
+    writer(args)  # refuses bad output options before anything starts
+    batch = is_batch(args.input, args.bids)
+    if batch and args.output is not None:
+        raise UsageError("-o names one output file; with several inputs use -ofolder")
+    with open_servers(args.url, transport_settings(args)) as servers:
+        job = TaskJob(servers=servers, task=args.task, options=options, crop_to_cord=args.crop_to_cord)
+        if batch:
+            return run_batch(args, job, servers, ofolder=args.ofolder)
+        image = Path(args.input[0])
+        with step(f"segmenting {image.name} ({args.task}{', cropped to the cord' if args.crop_to_cord else ''})", quiet=args.quiet):
+            written = segment_one(args, job, image, folder=args.ofolder, output=args.output)
+    for path in written:
         print(path)
     return EXIT_OK

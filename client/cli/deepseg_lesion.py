@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
-from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, connection_settings, run_batch
+from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, run_batch, segment_one, transport_settings, writer
 from lesionseg.core.catalogue import LEGACY_CONTRASTS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -54,27 +54,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lesionseg.client.batch.inputs import InputImage, is_batch, is_pattern
+    from lesionseg.client.batch.inputs import is_batch
+    from lesionseg.client.subject_files import check_pattern, is_pattern
+    from lesionseg.client.cli.progress import step
     from lesionseg.client.legacy import LegacyJob
+    from lesionseg.client.servers import open_servers
 
     if args.centerline == "file" and args.file_centerline is None:
         raise UsageError("-centerline file needs -file_centerline F")
     if args.centerline == "cnn" and args.file_centerline is not None:
         raise UsageError("-file_centerline goes with -centerline file")
-    job = LegacyJob(contrast=args.contrast, ofolder=args.ofolder, centerline=args.file_centerline, qc=args.qc,
-                    output_format=args.output_format, dicom_qc=args.dicom_qc)
-    if is_batch(args.input, args.bids):
-        if args.file_centerline is not None and not is_pattern(args.file_centerline):
-            raise UsageError("-file_centerline names one file, which belongs to one image: in a batch give a pattern "
-                             "such as '{folder}/{stem}_seg.nii.gz' or 'bids' (see --help)")
-        return run_batch(args, job)
-    from lesionseg.client.cli.progress import step
-    from lesionseg.client.connection import connect
-
-    image = Path(args.input[0])
-    with connect(args.url, connection_settings(args)) as link, \
-            step(f"segmenting lesions in {image.name} ({args.contrast})", quiet=args.quiet):
-        result = job.segment(link, InputImage(path=image), overwrite=args.overwrite)
-    for path in result.files.values():
+    if args.file_centerline is not None and is_pattern(args.file_centerline):
+        check_pattern(args.file_centerline, option="-file_centerline")
+    writer(args)  # refuses bad output options before anything starts
+    batch = is_batch(args.input, args.bids)
+    if batch and args.file_centerline is not None and not is_pattern(args.file_centerline):
+        raise UsageError("-file_centerline names one file, which belongs to one image: in a batch give a pattern "
+                         "such as '{folder}/{stem}_seg.nii.gz' or 'bids' (see --help)")
+    with open_servers(args.url, transport_settings(args)) as servers:
+        job = LegacyJob(servers=servers, contrast=args.contrast, centerline=args.file_centerline)
+        if batch:
+            return run_batch(args, job, servers, ofolder=args.ofolder)
+        image = Path(args.input[0])
+        with step(f"segmenting lesions in {image.name} ({args.contrast})", quiet=args.quiet):
+            written = segment_one(args, job, image, folder=args.ofolder)
+    for path in written:
         print(path)
     return EXIT_OK

@@ -45,28 +45,47 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--summary", type=Path, metavar="FILE.tsv", help="also write the summary table as TSV")
 
 
-def connection_settings(args: argparse.Namespace):
-    from lesionseg.client.connection import ConnectionSettings
+def transport_settings(args: argparse.Namespace):
+    from lesionseg.client.transport import TransportSettings
 
-    return ConnectionSettings.resolve(transport=args.transport, compression=args.compression)
+    return TransportSettings.resolve(transport=args.transport, compression=args.compression)
 
 
-def run_batch(args: argparse.Namespace, job) -> int:
+def writer(args: argparse.Namespace):
+    """The `lesionseg.client.writer.Writer` of --output-format, --dicom-qc and -qc."""
+    from lesionseg.client.writer import Writer
+
+    return Writer(output_format=args.output_format, dicom_qc=args.dicom_qc, qc=args.qc)
+
+
+def segment_one(args: argparse.Namespace, job, path: Path, *, folder: Path | None, output: Path | None = None) -> list[Path]:
+    """Segment one image with `job` and write its results (existing outputs refused unless
+    --overwrite, before anything runs); returns the files written."""
+    from lesionseg.client.images import load_image
+
+    write = writer(args)
+    outputs = write.plan(job, path, folder, output=output)
+    image = load_image(path)
+    write.check(outputs, image, overwrite=args.overwrite)
+    return write.write(job.segment(image), outputs).files
+
+
+def run_batch(args: argparse.Namespace, job, servers, *, ofolder: Path | None) -> int:
     """Run `job` on every image of `args.input` / `args.bids`; print each failure as it happens and
     the summary table at the end; returns the exit code (0 all done, 1 some failed, 3 no server)."""
     from lesionseg.client.batch.inputs import collect_inputs
     from lesionseg.client.batch.runner import FAILED, BatchOptions, exit_code, run_cohort, summary_table, write_summary_tsv
     from lesionseg.client.cli import progress
 
-    images = collect_inputs(args.input, bids=args.bids)
+    subjects = collect_inputs(args.input, bids=args.bids)
     options = BatchOptions.resolve(jobs=args.jobs, resume=args.resume, overwrite=args.overwrite, retry_seconds=args.retry_seconds)
-    with progress.bar(len(images), f"{job.description} ({len(images)} images, {options.jobs} in flight)", quiet=args.quiet) as advance:
+    with progress.bar(len(subjects), f"{job.description} ({len(subjects)} images, {options.jobs} in flight)", quiet=args.quiet) as advance:
         def done(outcome) -> None:
             if outcome.status == FAILED:
                 print(f"lesionseg: error: {outcome.note}", file=sys.stderr, flush=True)
             advance(outcome.status == FAILED)
 
-        result = run_cohort(job, images, options=options, url=args.url, settings=connection_settings(args), on_done=done)
+        result = run_cohort(job, writer(args), subjects, servers=servers, options=options, ofolder=ofolder, on_done=done)
     print(summary_table(result.outcomes, result.seconds), flush=True)
     if args.summary is not None:
         write_summary_tsv(result.outcomes, args.summary)

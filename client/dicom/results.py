@@ -196,11 +196,10 @@ def qc_capture(series: DicomSeries, image, algorithm: Algorithm, *, lesion: np.n
     `image` (the series' `Image`) and masks on its grid, for viewers without SEG support."""
     import highdicom as hd
 
-    from lesionseg.client.lesion_stats import mask_volume
     from lesionseg.client.qc.masks import rpi_views
 
-    lesion_volume = mask_volume((lesion > 0).astype(np.uint8), image, Path(image.path)) if lesion is not None else None
-    background, overlay, _ = rpi_views(image, cord if cord is not None and cord.any() else None, lesion_volume, "axial", "cord")
+    lesion_voxels = (lesion > 0).astype(np.uint8) if lesion is not None else None
+    background, overlay, _ = rpi_views(image, cord if cord is not None and cord.any() else None, lesion_voxels, "axial", "cord")
     alpha = overlay[..., 3:4].astype(np.float32) / 255.0
     rgb = np.rint(background[..., None] * (1.0 - alpha) + overlay[..., :3] * alpha).astype(np.uint8)
     first = series.first

@@ -1,21 +1,22 @@
-"""One QC entry for an image and its masks — the one way every command writes QC.
+"""One QC entry for an image and its masks — the one way every command makes QC.
 
-`write_mask_qc` takes files (`lesionseg qc`, `deepseg -qc`); `write_qc` takes a loaded image and
-masks on its grid (`deepseg-lesion -qc`, whose cord is the centerline it used). The image may be
-in any orientation: image and masks are reoriented to SCT's RPI (x toward the patient's left, y
-toward anterior, z toward superior) and drawn by `lesionseg.client.qc.mosaic`. Lesion statistics
-are computed on the lesion mask's own grid and axes (`lesionseg.client.lesion_stats`); the
-entry's JSON holds them under "lesions" and its folder holds them as `<lesion stem>_lesions.tsv` /
-`.json`.
+`qc_images` takes a loaded image and masks on its grid (the writer of a segmentation's results,
+`lesionseg.client.writer`, with the statistics already computed); `write_mask_qc` takes files
+(`lesionseg qc`). The image may be in any orientation: image and masks are reoriented to SCT's
+RPI (x toward the patient's left, y toward anterior, z toward superior) and drawn by
+`lesionseg.client.qc.mosaic`. The entry's JSON holds the lesion statistics under "lesions" and
+its folder holds them as `<lesion stem>_lesions.tsv` / `.json`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from lesionseg.client.lesion_stats import LesionStats
 from lesionseg.core.image import Image
 from lesionseg.core.nifti import load_nifti, stem
 from lesionseg.core.errors import InputError
@@ -45,20 +46,20 @@ def _slices_to_show(*masks: np.ndarray) -> slice:
     return slice(int(present[0]), int(present[-1]) + 1)
 
 
-def rpi_views(image: Image, cord: np.ndarray | None, lesion: Image | None, plane: str, cord_source: Path | str
-               ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Background and overlay of `plane` from the RPI-reoriented image and masks, and what the
-    entry's JSON should say about them ("slices_rpi": the axial tiles' z range [start, stop)).
-    Without a cord mask (lesion-only tasks) the tiles are centred on the field of view."""
-    from lesionseg.client.lesion_stats import lesion_voxels
-    from lesionseg.core.orientation import reorientation, sct_to_nib
+def rpi_views(image: Image, cord: np.ndarray | None, lesion: np.ndarray | None, plane: str, cord_source: Path | str
+              ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Background and overlay of `plane` from the RPI-reoriented image and masks (`cord` > 0;
+    `lesion`: lesion voxels, 0/1), and what the entry's JSON should say about them ("slices_rpi":
+    the axial tiles' z range [start, stop)). Without a cord mask (lesion-only tasks) the tiles are
+    centred on the field of view."""
     from lesionseg.client.qc.mosaic import axial_mosaic, cord_centres, sagittal_mosaic
+    from lesionseg.core.orientation import reorientation, sct_to_nib
 
     orient = reorientation(image.affine, image.data.shape, sct_to_nib("RPI"))
     data = orient.forward(image.data)
     spacing = orient.forward_spacing(image.spacing)
     cord = orient.forward((cord > 0).astype(np.uint8)) if cord is not None else None
-    lesions = orient.forward(lesion_voxels(lesion)) if lesion is not None else None
+    lesions = orient.forward(lesion) if lesion is not None else None
     if cord is not None:
         if not cord.any():
             raise InputError(f"{cord_source}: cord mask has no voxel > 0")
@@ -75,61 +76,80 @@ def rpi_views(image: Image, cord: np.ndarray | None, lesion: Image | None, plane
     return background, overlay, {"slices_rpi": [shown.start, shown.stop]}
 
 
-def _lesion_record(lesion: Image) -> tuple[dict, dict[str, str]]:
-    """The entry's "fname_lesion" and "lesions" keys, and the sidecar attachments, of a lesion mask."""
-    from lesionseg.client.lesion_stats import json_text, mask_stats, sidecar_paths, stats_record, tsv_text
+def _lesion_record(stats: LesionStats, path: Path) -> tuple[dict, dict[str, str]]:
+    """The entry's "fname_lesion" and "lesions" keys, and the sidecar attachments, of a lesion mask
+    file `path` with statistics `stats`."""
+    from lesionseg.client.lesion_stats import json_text, sidecar_paths, stats_record, tsv_text
 
-    stats = mask_stats(lesion)
-    logger.info("%s: %d lesions, %.1f mm3", lesion.path, stats.count, stats.total_volume_mm3)
-    tsv, js = sidecar_paths(lesion.path)
-    record = {"fname_lesion": str(Path(lesion.path).resolve()), "lesions": stats_record(stats, mask_path=lesion.path)}
-    return record, {tsv.name: tsv_text(stats), js.name: json_text(stats, mask_path=lesion.path)}
+    logger.info("%s: %d lesions, %.1f mm3", path, stats.count, stats.total_volume_mm3)
+    tsv, js = sidecar_paths(path)
+    record = {"fname_lesion": str(Path(path).resolve()), "lesions": stats_record(stats, mask_path=path)}
+    return record, {tsv.name: tsv_text(stats), js.name: json_text(stats, mask_path=path)}
 
 
-def write_qc(qc_dir: Path, image: Image, *, cord: np.ndarray | None = None, cord_source: Path | str = "cord",
-             lesion: Image | None = None, fname_seg: Path | None = None, plane: str = "axial", command: str = "qc",
-             contrast: str | None = None, dataset: str | None = None, subject: str | None = None) -> Path:
-    """Write one QC entry (images, JSON, lesion sidecars) of `image` and masks on its grid; returns its folder.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LesionLayer:
+    """The lesions QC shows: their voxels (uint8 0/1 on the image's grid), statistics, and the
+    mask file that holds them (named in the entry)."""
+
+    voxels: np.ndarray
+    stats: LesionStats
+    path: Path
+
+
+def qc_images(image: Image, *, cord: np.ndarray | None = None, cord_source: Path | str = "cord",
+              lesion: LesionLayer | None = None, fname_seg: Path | None = None, plane: str = "axial", command: str = "qc",
+              contrast: str | None = None, dataset: str | None = None, subject: str | None = None):
+    """One QC entry of `image` and masks on its grid, computed but not written: (entry, background,
+    overlay) for `lesionseg.client.qc.report.write_entry`.
 
     Args:
         cord: (x, y, z) cord mask or centerline (> 0) on the image's grid and axes, drawn cyan;
             the tiles follow its centre. `cord_source` names it in errors.
-        lesion: the loaded lesion mask on the image's grid, drawn red, with its statistics.
+        lesion: the lesions, drawn red, with their statistics.
         fname_seg: the entry's "fname_seg" (default: the lesion mask's file).
         contrast: the entry's contrast folder (default: the image's file stem).
     Raises:
         InputError: the cord mask is empty.
     """
-    from lesionseg.client.qc.report import QcEntry, write_entry
+    from lesionseg.client.qc.report import QcEntry
 
     if plane not in PLANES:
         raise ValueError(f"plane must be one of {PLANES}, got {plane!r}")
-    background, overlay, extra = rpi_views(image, cord, lesion, plane, cord_source)
+    background, overlay, extra = rpi_views(image, cord, lesion.voxels if lesion is not None else None, plane, cord_source)
     attachments: dict[str, str] = {}
     if lesion is not None:
-        lesion_extra, attachments = _lesion_record(lesion)
+        lesion_extra, attachments = _lesion_record(lesion.stats, lesion.path)
         extra.update(lesion_extra)
     entry = QcEntry(
         command=command, contrast=contrast or stem(image.path), fname_in=image.path,
         fname_seg=fname_seg or (lesion.path if lesion is not None else None), plane=plane.capitalize(), extra=extra,
         dataset=dataset, subject=subject, attachments=attachments,
     )
-    return write_entry(qc_dir, entry, background, overlay)
+    return entry, background, overlay
 
 
 def write_mask_qc(
     image_path: Path, seg_path: Path | None, qc_dir: Path, *, lesion_path: Path | None = None, plane: str = "axial",
     contrast: str | None = None, dataset: str | None = None, subject: str | None = None, command: str = "qc",
 ) -> Path:
-    """`write_qc` for files: an image, its cord mask (`seg_path`) and/or lesion mask; returns the entry's folder.
+    """A QC entry for files: an image, its cord mask (`seg_path`) and/or lesion mask; returns the entry's folder.
 
     Raises:
         InputError: a file is missing or unreadable, the cord mask is empty, or a mask is not on
             the image's grid.
     """
+    from lesionseg.client.lesion_stats import file_mask, image_stats, lesion_voxels
+    from lesionseg.client.qc.report import write_entry
+
     image = load_nifti(image_path)
     seg = load_on_grid(seg_path, image, what="cord mask", allow_empty=False) if seg_path is not None else None
-    lesion = load_on_grid(lesion_path, image, what="lesion mask", allow_empty=True) if lesion_path else None
-    return write_qc(qc_dir, image, cord=seg.data if seg is not None else None, cord_source=seg_path or "cord",
-                    lesion=lesion, fname_seg=seg_path, plane=plane, command=command, contrast=contrast,
-                    dataset=dataset, subject=subject)
+    lesion = None
+    if lesion_path:
+        loaded = load_on_grid(lesion_path, image, what="lesion mask", allow_empty=True)
+        mask = file_mask(loaded)  # statistics in the mask file's own voxel size, as its sidecars have them
+        lesion = LesionLayer(voxels=lesion_voxels(mask), stats=image_stats(mask, loaded), path=Path(lesion_path))
+    entry, background, overlay = qc_images(
+        image, cord=seg.data if seg is not None else None, cord_source=seg_path or "cord", lesion=lesion, fname_seg=seg_path,
+        plane=plane, command=command, contrast=contrast, dataset=dataset, subject=subject)
+    return write_entry(qc_dir, entry, background, overlay)

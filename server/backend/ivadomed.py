@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lesionseg.core.interface import Param, Tensor
 from lesionseg.core.wire import to_uint8
 from lesionseg.server.backend.base import PythonModel, RequestError
 from lesionseg.server.backend.bls import run_network
@@ -15,7 +16,7 @@ from lesionseg.server.pipelines import ivadomed
 
 class IvadomedPipelineModel(PythonModel):
     def setup(self, config: Mapping[str, Any]) -> None:
-        self.plan = ivadomed.IvadomedPlan.from_json(self.parameters["plan"])
+        self.plan = ivadomed.IvadomedPlan.from_json(self.parameters[Param.PLAN])
         self.input_name = self.parameters.get("member_input", "input")
         self.output_name = self.parameters.get("member_output", "output")
 
@@ -23,9 +24,9 @@ class IvadomedPipelineModel(PythonModel):
         return lambda patches: run_network(network, patches, 4, input_name=self.input_name, output_name=self.output_name)
 
     def process(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        image, spacing = check_volume(inputs["IMAGE"], inputs["SPACING"])
+        image, spacing = check_volume(inputs[Tensor.IMAGE], inputs[Tensor.SPACING])
         try:
             mean = ivadomed.ensemble(image, spacing, self.plan, self.predictor)
         except ValueError as exc:  # the volume does not fit the model's patching
             raise RequestError(str(exc)) from None
-        return {"SEG": (mean >= 0.5).astype(np.uint8), "PROB": to_uint8(mean)[None]}
+        return {Tensor.SEG: (mean >= 0.5).astype(np.uint8), Tensor.PROB: to_uint8(mean)[None]}

@@ -13,12 +13,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lesionseg.core.interface import Tensor
 from lesionseg.core.wire import to_uint8
 from lesionseg.server.backend.base import PythonModel, RequestError
 from lesionseg.server.backend.bls import run_network
 from lesionseg.server.backend.validation import check_volume
 from lesionseg.server.pipelines import legacy_centerline as ctr
-from lesionseg.server.pipelines.legacy import ContrastParams, segment_lesions
+from lesionseg.server.pipelines.legacy import THRESHOLD, ContrastParams, segment_lesions
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def params_from_config(parameters: Mapping[str, str]) -> ContrastParams:
         landmarks=tuple(float(v) for v in parameters["landmarks"].split(",")),
         mean=float(parameters["zscore_mean"]),
         std=float(parameters["zscore_std"]),
+        threshold=float(parameters.get("threshold", THRESHOLD)),
     )
 
 
@@ -41,13 +43,12 @@ def validate(image: np.ndarray, spacing: np.ndarray, centerline: np.ndarray | No
 
 
 class LegacyPipelineModel(PythonModel):
-    optional_inputs = frozenset({"CENTERLINE"})
+    optional_inputs = frozenset({Tensor.CENTERLINE})
 
     def setup(self, config: Mapping[str, Any]) -> None:
         self.params = params_from_config(self.parameters)
         self.ctr_model = self.parameters["ctr_model"]
         self.lesion_model = self.parameters["lesion_model"]
-        self.threshold = float(self.parameters.get("threshold", "0.1"))
         self.net_batch = int(self.parameters.get("net_batch", "8"))
 
     def predictor(self, model: str):
@@ -57,9 +58,9 @@ class LegacyPipelineModel(PythonModel):
         return predict
 
     def process(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        image = inputs["IMAGE"]
-        spacing = inputs["SPACING"].astype(np.float64)
-        centerline = inputs.get("CENTERLINE")
+        image = inputs[Tensor.IMAGE]
+        spacing = inputs[Tensor.SPACING].astype(np.float64)
+        centerline = inputs.get(Tensor.CENTERLINE)
         validate(image, spacing, centerline)
         try:
             result = segment_lesions(
@@ -69,11 +70,10 @@ class LegacyPipelineModel(PythonModel):
             )
         except ctr.CenterlineError as exc:
             raise RequestError(str(exc)) from None
-        seg = (result.prob >= self.threshold).astype(np.uint8)
         return {
-            "SEG": seg,
-            "PROB": to_uint8(result.prob),
-            "RES_PROB": to_uint8(result.res_prob),
-            "RES_SPACING": np.asarray(result.res_spacing, np.float32),
-            "CENTERLINE_XYZ": result.centerline.coordinates(),
+            Tensor.SEG: result.seg,
+            Tensor.PROB: to_uint8(result.prob),
+            Tensor.RES_PROB: to_uint8(result.res_prob),
+            Tensor.RES_SPACING: np.asarray(result.res_spacing, np.float32),
+            Tensor.CENTERLINE_XYZ: result.centerline.coordinates(),
         }

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lesionseg.core.interface import Param, Tensor
 from lesionseg.server.backend.base import PythonModel
 from lesionseg.server.backend.bls import run_network
 from lesionseg.server.backend.validation import check_volume
@@ -14,12 +15,12 @@ from lesionseg.server.pipelines import nnunet
 
 class _PlanModel(PythonModel):
     def setup(self, config: Mapping[str, Any]) -> None:
-        self.plan = nnunet.NnunetPlan.from_json(self.parameters["plan"])
+        self.plan = nnunet.NnunetPlan.from_json(self.parameters[Param.PLAN])
 
 
 class PreprocessModel(_PlanModel):
     def process(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        image, spacing = check_volume(inputs["IMAGE"], inputs["SPACING"])
+        image, spacing = check_volume(inputs[Tensor.IMAGE], inputs[Tensor.SPACING])
         data, props = nnunet.preprocess(image, spacing, self.plan)
         ints, props_spacing = props.pack()
         return {"DATA": data, "PROPS": ints, "PROPS_SPACING": props_spacing}
@@ -46,4 +47,4 @@ class PostprocessModel(_PlanModel):
     def process(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         props = nnunet.Properties.unpack(inputs["PROPS"], inputs["PROPS_SPACING"])
         seg, prob = nnunet.postprocess(inputs["LOGITS"], props, self.plan, probabilities=True)
-        return {"SEG": seg, "PROB": prob}
+        return {Tensor.SEG: seg, Tensor.PROB: prob}

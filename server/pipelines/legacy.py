@@ -13,7 +13,7 @@ Steps (SCT `deepseg_/lesion.py`, same in 5.7 and 6.x):
    chunk zero padded, all-zero chunks skipped) after a z-score; each chunk binarised `> 0.1`;
 6. resample (linear, so soft again) back to the crop's z spacing, uncrop into the 0.5 mm in-plane
    grid (`res_prob`, SCT's `_res_RPI_seg`), resample to the native grid (`prob`, `_RPI_seg`),
-   binarise `prob >= 0.1` (`seg`, `_lesionseg`).
+   binarise `prob >= 0.1` (`seg`, `_lesionseg`): the one threshold of the lesion mask, here.
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ PERCENTILES = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ContrastParams:
-    """Constants of one contrast's pipeline."""
+    """Constants of one contrast's pipeline; `threshold` binarises the lesion probability (>=)."""
 
     contrast: str
     ctr_contrast: str
     landmarks: tuple[float, ...]
     mean: float
     std: float
+    threshold: float = THRESHOLD
 
 
 CONTRASTS = {
@@ -224,7 +225,7 @@ def segment_lesions(
     prob_crop = resample_to_shape(prob_iso, cropped.shape, order=1)
     res_prob = uncrop(prob_crop, crop, res_shape)
     prob = resample_to_shape(res_prob, native_shape, order=1)
-    seg = (prob >= THRESHOLD).astype(np.uint8)
+    seg = (prob >= params.threshold).astype(np.uint8)
     native_line = ctr.Centerline(
         x=line.x * native_shape[0] / res_shape[0],
         y=line.y * native_shape[1] / res_shape[1],

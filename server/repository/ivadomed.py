@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lesionseg.core.interface import Param
 from lesionseg.server.backend.ivadomed import IvadomedPipelineModel
 from lesionseg.server.pipelines.ivadomed import IvadomedPlan
 from lesionseg.server.repository.modelconfig import ModelSpec
@@ -15,7 +16,7 @@ from lesionseg.server.repository.task_interface import pipeline_spec, write_pipe
 
 def ivadomed_spec(task: str, plan: IvadomedPlan, *, input_name: str, output_name: str, source: str = "") -> ModelSpec:
     return pipeline_spec(task, plan_json=plan.to_json(), orientation=plan.orientation, kind="ivadomed", source=source,
-                         extra={"member_input": input_name, "member_output": output_name, "default_output": "soft"})
+                         extra={"member_input": input_name, "member_output": output_name, Param.DEFAULT_OUTPUT: "soft"})
 
 
 def write_ivadomed_task(repository: Path, task: str, plan: IvadomedPlan, *, input_name: str, output_name: str,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from lesionseg.core.interface import Param, Tensor
 from lesionseg.core.catalogue import legacy_model
 from lesionseg.server.backend.legacy import LegacyPipelineModel
 from lesionseg.server.pipelines.legacy import CONTRASTS, THRESHOLD
@@ -64,21 +65,21 @@ def pipeline_spec(contrast: str) -> ModelSpec:
         name=legacy_model(contrast),
         backend="python",
         inputs=[
-            TensorSpec(name="IMAGE", dtype="FP32", dims=(-1, -1, -1)),
-            TensorSpec(name="SPACING", dtype="FP32", dims=(3,)),
-            TensorSpec(name="CENTERLINE", dtype="UINT8", dims=(-1, -1, -1), optional=True),
+            TensorSpec(name=Tensor.IMAGE, dtype="FP32", dims=(-1, -1, -1)),
+            TensorSpec(name=Tensor.SPACING, dtype="FP32", dims=(3,)),
+            TensorSpec(name=Tensor.CENTERLINE, dtype="UINT8", dims=(-1, -1, -1), optional=True),
         ],
         outputs=[
-            TensorSpec(name="SEG", dtype="UINT8", dims=(-1, -1, -1)),
-            TensorSpec(name="PROB", dtype="UINT8", dims=(-1, -1, -1)),
-            TensorSpec(name="RES_PROB", dtype="UINT8", dims=(-1, -1, -1)),
-            TensorSpec(name="RES_SPACING", dtype="FP32", dims=(3,)),
-            TensorSpec(name="CENTERLINE_XYZ", dtype="FP32", dims=(-1, 3)),
+            TensorSpec(name=Tensor.SEG, dtype="UINT8", dims=(-1, -1, -1)),
+            TensorSpec(name=Tensor.PROB, dtype="UINT8", dims=(-1, -1, -1)),
+            TensorSpec(name=Tensor.RES_PROB, dtype="UINT8", dims=(-1, -1, -1)),
+            TensorSpec(name=Tensor.RES_SPACING, dtype="FP32", dims=(3,)),
+            TensorSpec(name=Tensor.CENTERLINE_XYZ, dtype="FP32", dims=(-1, 3)),
         ],
         instance_count=2,
         parameters={
             "contrast": contrast,
-            "orientation": ORIENTATION,
+            Param.ORIENTATION: ORIENTATION,
             "ctr_contrast": params.ctr_contrast,
             "ctr_model": network_model(ctr_net),
             "lesion_model": network_model(lesion_net),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lesionseg.core.interface import Param, Tensor
 from lesionseg.server.backend.nnunet import PostprocessModel, PredictModel, PreprocessModel
 from lesionseg.server.pipelines.nnunet import NnunetPlan
 from lesionseg.server.repository.modelconfig import EnsembleStep, ModelSpec, TensorSpec, write_config
@@ -23,7 +24,7 @@ from lesionseg.server.repository.task_interface import IMAGE, PROB, SEG, SPACING
 
 def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int = 2) -> list[tuple[ModelSpec, type | None]]:
     """The ensemble `<task>` (the task interface) and its three Python models with their classes."""
-    params = {"plan": plan.to_json()}
+    params = {Param.PLAN: plan.to_json()}
     data = TensorSpec(name="DATA", dtype="FP32", dims=(-1, -1, -1, -1))
     props = TensorSpec(name="PROPS", dtype="INT64", dims=(12,))
     props_spacing = TensorSpec(name="PROPS_SPACING", dtype="FP64", dims=(3,))
@@ -37,14 +38,14 @@ def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int 
          PostprocessModel),
         (ModelSpec(
             name=task, platform="ensemble", inputs=[IMAGE, SPACING], outputs=[SEG, PROB],
-            parameters={"orientation": plan.orientation, "plan": plan.to_json(), "source": source},
+            parameters={Param.ORIENTATION: plan.orientation, Param.PLAN: plan.to_json(), Param.SOURCE: source},
             steps=[
-                EnsembleStep(model=f"{task}_preprocess", input_map={"IMAGE": "IMAGE", "SPACING": "SPACING"},
+                EnsembleStep(model=f"{task}_preprocess", input_map={Tensor.IMAGE: Tensor.IMAGE, Tensor.SPACING: Tensor.SPACING},
                              output_map={"DATA": "data", "PROPS": "props", "PROPS_SPACING": "props_spacing"}),
                 EnsembleStep(model=f"{task}_predict", input_map={"DATA": "data"}, output_map={"LOGITS": "logits"}),
                 EnsembleStep(model=f"{task}_postprocess",
                              input_map={"LOGITS": "logits", "PROPS": "props", "PROPS_SPACING": "props_spacing"},
-                             output_map={"SEG": "SEG", "PROB": "PROB"}),
+                             output_map={Tensor.SEG: Tensor.SEG, Tensor.PROB: Tensor.PROB}),
             ],
         ), None),
     ]

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lesionseg.core.interface import Param, Tensor
 from lesionseg.server.repository.modelconfig import ModelSpec, TensorSpec, write_config
 from lesionseg.server.repository.pymodel import write_model_py
 
-IMAGE = TensorSpec(name="IMAGE", dtype="FP32", dims=(-1, -1, -1))
-SPACING = TensorSpec(name="SPACING", dtype="FP32", dims=(3,))
-SEG = TensorSpec(name="SEG", dtype="UINT8", dims=(-1, -1, -1))
-PROB = TensorSpec(name="PROB", dtype="UINT8", dims=(-1, -1, -1, -1))
+IMAGE = TensorSpec(name=Tensor.IMAGE, dtype="FP32", dims=(-1, -1, -1))
+SPACING = TensorSpec(name=Tensor.SPACING, dtype="FP32", dims=(3,))
+SEG = TensorSpec(name=Tensor.SEG, dtype="UINT8", dims=(-1, -1, -1))
+PROB = TensorSpec(name=Tensor.PROB, dtype="UINT8", dims=(-1, -1, -1, -1))
 
 
 def pipeline_spec(task: str, *, plan_json: str, orientation: str, kind: str, source: str = "",
@@ -31,7 +32,7 @@ def pipeline_spec(task: str, *, plan_json: str, orientation: str, kind: str, sou
         inputs=[IMAGE, SPACING],
         outputs=[SEG, PROB],
         instance_count=2,
-        parameters={"plan": plan_json, "orientation": orientation, "source": source, "kind": kind, **(extra or {})},
+        parameters={Param.PLAN: plan_json, Param.ORIENTATION: orientation, Param.SOURCE: source, "kind": kind, **(extra or {})},
     )
 
 

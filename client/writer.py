@@ -1,0 +1,166 @@
+"""The one writer of a segmentation's results: a `Result` becomes NIfTI masks and maps with their
+sidecars, or DICOM SEG + SR (+ QC capture) of a DICOM series, or both, and a QC entry.
+
+`Writer.plan` names one image's files before it is segmented (with its job's names), so that a
+batch can check them all first and a command can refuse existing ones; `Writer.write` computes
+every object (DICOM datasets, QC images) before it writes the first file, and writes each file
+atomically (`lesionseg.core.files`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from lesionseg.client.result import Job, Outputs, Result
+from lesionseg.core import __version__
+from lesionseg.core.catalogue import task_info
+from lesionseg.core.enums import StrEnum, choices
+from lesionseg.core.errors import UsageError
+from lesionseg.core.files import atomic_write_text
+from lesionseg.core.image import Image
+from lesionseg.core.nifti import refuse_existing, save_nifti, stem
+
+
+class OutputFormat(StrEnum):
+    NIFTI = "nifti"
+    DICOM = "dicom"
+    BOTH = "both"
+
+    @property
+    def nifti(self) -> bool:
+        return self in (OutputFormat.NIFTI, OutputFormat.BOTH)
+
+    @property
+    def dicom(self) -> bool:
+        return self in (OutputFormat.DICOM, OutputFormat.BOTH)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Written:
+    """The files one `Writer.write` wrote, in order (the QC entry as its folder), and its DICOM
+    objects by SOP Instance UID."""
+
+    files: list[Path]
+    instances: dict[str, Path]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Writer:
+    """How results are written: `output_format`; `dicom_qc`: with DICOM, also a Secondary Capture of
+    the QC mosaic; `qc`: the QC report folder (None: no QC entry); `argv`: the command line the
+    sidecars record (default: this process's).
+
+    Raises:
+        UsageError: an unknown output format, or `dicom_qc` without DICOM output.
+    """
+
+    output_format: OutputFormat = OutputFormat.NIFTI
+    dicom_qc: bool = False
+    qc: Path | None = None
+    argv: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "output_format", OutputFormat(self.output_format))
+        except ValueError:
+            raise UsageError(f"--output-format {self.output_format!r}: choose one of {', '.join(choices(OutputFormat))}") from None
+        if self.dicom_qc and not self.output_format.dicom:
+            raise UsageError("--dicom-qc goes with --output-format dicom or both")
+
+    # -- naming ------------------------------------------------------------------------------
+
+    def plan(self, job: Job, path: Path, folder: Path | None, *, output: Path | None = None, stem_: str | None = None) -> Outputs:
+        """The files of the image at `path` from `job`, in `folder` (None: the job's default) or
+        `output`; DICOM files are named after `stem_` (default: the image's file stem)."""
+        from lesionseg.client.dicom.outputs import dicom_paths
+        from lesionseg.client.lesion_stats import sidecar_paths
+
+        names = job.outputs(path, folder, output=output)
+        dicom = {}
+        if self.output_format.dicom:
+            dicom = dicom_paths(stem_ or stem(Path(path)), job.model, names.folder, qc=self.dicom_qc)
+        if not self.output_format.nifti:
+            return dataclasses.replace(names, masks={}, maps={}, generated_by=False, dicom=dicom, qc=self.qc)
+        lesion = sidecar_paths(names.lesion_file) if names.lesion_file is not None else None
+        return dataclasses.replace(names, lesion_sidecars=lesion, dicom=dicom, qc=self.qc)
+
+    def check(self, outputs: Outputs, image: Image, *, overwrite: bool) -> None:
+        """Before segmenting: DICOM results need a DICOM series; existing files need `overwrite`.
+
+        Raises:
+            UsageError: DICOM output asked of a NIfTI input; OutputExistsError.
+        """
+        if self.output_format.dicom and image.series is None:
+            raise UsageError(f"{image.path}: --output-format {self.output_format} writes DICOM results of a DICOM series; "
+                             "this input is NIfTI")
+        refuse_existing(outputs.files, overwrite=overwrite)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, result: Result, outputs: Outputs) -> "Written":
+        """Write `result` as `outputs` says; returns what was written."""
+        from lesionseg.client.lesion_stats import write_sidecars
+
+        image = result.image
+        dicom = self._dicom(result) if outputs.dicom else {}
+        qc = self._qc(result, outputs) if outputs.qc is not None else None
+        written: list[Path] = []
+        for name, path in outputs.masks.items():
+            written.append(save_nifti(result.masks[name], image.affine, path, like=image.header))
+        for name, path in outputs.maps.items():
+            written.append(save_nifti(result.maps[name].data, result.maps[name].affine, path, like=image.header))
+        if outputs.generated_by:
+            written += [self._generated_by(result, path, outputs.sidecar(path)) for path in outputs.masks.values()]
+        if outputs.lesion_sidecars is not None and result.stats is not None:
+            written += write_sidecars(result.stats, outputs.lesion_file)  # type: ignore[arg-type]
+        instances: dict[str, Path] = {}
+        if dicom:
+            from lesionseg.client.dicom.results import save
+
+            for key, path in outputs.dicom.items():
+                written.append(save(dicom[key], path))
+                instances[str(dicom[key].SOPInstanceUID)] = path  # type: ignore[attr-defined]
+        if qc is not None:
+            from lesionseg.client.qc.report import write_entry
+
+            written.append(write_entry(outputs.qc, *qc))  # type: ignore[arg-type]
+        return Written(files=written, instances=instances)
+
+    def _dicom(self, result: Result) -> dict[str, object]:
+        from lesionseg.client.dicom.outputs import dicom_objects
+
+        return dicom_objects(result.image.series, result.model, lesion=result.lesion_mask, stats=result.stats,  # type: ignore[arg-type]
+                             cord=result.cord, image=result.image, capture=self.dicom_qc)
+
+    def _qc(self, result: Result, outputs: Outputs):
+        from lesionseg.client.qc.masks import LesionLayer, qc_images
+
+        lesion = None
+        if result.lesion is not None and result.stats is not None:
+            lesion = LesionLayer(voxels=result.lesion_mask, stats=result.stats, path=outputs.lesion_file)  # type: ignore[arg-type]
+        if result.centerline is not None:
+            cord, cord_source = result.centerline, result.cord_source
+        else:
+            cord = result.cord
+            cord_source = outputs.named.get(result.cord_class) if result.cord_class else None  # type: ignore[arg-type]
+            cord_source = cord_source or result.cord_source
+        fname_seg = outputs.named.get(result.cord_class) if result.cord_class else None  # type: ignore[arg-type]
+        return qc_images(result.image, cord=cord, cord_source=cord_source, lesion=lesion, fname_seg=fname_seg,
+                         command=outputs.command, contrast=outputs.contrast)
+
+    def _generated_by(self, result: Result, mask: Path, path: Path) -> Path:
+        """SCT's JSON sidecar of a mask: what made it, from what."""
+        record = {
+            "GeneratedBy": [{
+                "Name": "lesionseg deepseg",
+                "Version": __version__,
+                "Command": " ".join(self.argv if self.argv is not None else sys.argv),
+                "Task": result.model.name,
+                "Model": {"source": result.model.source + result.source_note, "url": task_info(result.model.name).url},
+            }],
+            "Sources": [str(Path(result.image.path).resolve())],
+        }
+        return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
