@@ -182,21 +182,3 @@ def file_mask(mask: Image) -> np.ndarray:
 def image_stats(mask: np.ndarray, image: Image) -> LesionStats:
     """`lesion_stats` of a lesion mask (see `lesion_voxels`) on `image`'s grid, with its voxel size and axis codes."""
     return lesion_stats(lesion_voxels(mask), image.spacing, axis_codes=image.axis_codes)
-
-
-def load_lesion_mask(path: Path) -> Image:
-    """A written or given lesion mask (it may be empty).
-
-    Raises:
-        InputError: the file is missing or not a readable 3D NIfTI volume.
-    """
-    from lesionseg.core.nifti import load_nifti
-
-    return load_nifti(path, what="lesion mask", allow_empty=True)
-
-
-def write_mask_sidecars(mask: Image) -> tuple[Path, Path, LesionStats]:
-    """Lesion statistics of a loaded lesion mask file (see `file_mask`), as sidecars next to it."""
-    stats = image_stats(file_mask(mask), mask)
-    tsv, js = write_sidecars(stats, mask.path)
-    return tsv, js, stats

@@ -75,9 +75,6 @@ class Result:
             return f"{self.stats.count} lesions, {self.stats.total_volume_mm3:.1f} mm3"
         return ", ".join(f"{name}: {int(np.count_nonzero(lesion_voxels(m)))} vox" for name, m in self.masks.items())
 
-    def with_server(self, address: str) -> "Result":
-        return dataclasses.replace(self, server=address)
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Outputs:

@@ -37,15 +37,11 @@ logger = logging.getLogger(__name__)
 
 
 class TransportKind(StrEnum):
-    AUTO = "auto"
-    SHM = "shm"
-    GRPC = "grpc"
+    AUTO, SHM, GRPC = "auto", "shm", "grpc"
 
 
 class Compression(StrEnum):
-    NONE = "none"
-    GZIP = "gzip"
-    DEFLATE = "deflate"
+    NONE, GZIP, DEFLATE = "none", "gzip", "deflate"
 
 
 #: gRPC status codes of a server that is away (restarting, unreachable, connection lost)

@@ -1,7 +1,7 @@
 """The one writer of a segmentation's results: a `Result` becomes NIfTI masks and maps with their
 sidecars, or DICOM SEG + SR (+ QC capture) of a DICOM series, or both, and a QC entry.
 
-`Writer.plan` names one image's files before it is segmented (with its job's names), so that a
+`Writer.outputs` names one image's files before it is segmented (with its job's names), so that a
 batch can check them all first and a command can refuse existing ones; `Writer.write` computes
 every object (DICOM datasets, QC images) before it writes the first file, and writes each file
 atomically (`lesionseg.core.files`).
@@ -25,9 +25,7 @@ from lesionseg.core.nifti import refuse_existing, save_nifti, stem
 
 
 class OutputFormat(StrEnum):
-    NIFTI = "nifti"
-    DICOM = "dicom"
-    BOTH = "both"
+    NIFTI, DICOM, BOTH = "nifti", "dicom", "both"
 
     @property
     def nifti(self) -> bool:
@@ -72,7 +70,7 @@ class Writer:
 
     # -- naming ------------------------------------------------------------------------------
 
-    def plan(self, job: Job, path: Path, folder: Path | None, *, output: Path | None = None, stem_: str | None = None) -> Outputs:
+    def outputs(self, job: Job, path: Path, folder: Path | None, *, output: Path | None = None, stem_: str | None = None) -> Outputs:
         """The files of the image at `path` from `job`, in `folder` (None: the job's default) or
         `output`; DICOM files are named after `stem_` (default: the image's file stem)."""
         from lesionseg.client.dicom.outputs import dicom_paths

@@ -69,15 +69,6 @@ def _resample_axis(data: np.ndarray, axis: int, coords: np.ndarray, order: int) 
     return np.moveaxis(result.astype(np.float32), 0, axis)
 
 
-def resample_to_spacing(
-    data: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float], *, order: int = 1,
-) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Resample to about `new_spacing` mm; returns the data and the exact spacing of its grid."""
-    shape = new_shape_for(data.shape, spacing, new_spacing)
-    exact = tuple(float(s) * n / m for s, n, m in zip(spacing, data.shape, shape))
-    return resample_to_shape(data, shape, order=order), exact
-
-
 def zoomed_affine(affine: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:
     """The affine of the `new_shape` grid that `resample_to_shape` produces from (`affine`, `shape`)."""
     factors = np.array([n / m for n, m in zip(shape, new_shape)], dtype=float)

@@ -40,10 +40,7 @@ class Tensor(StrEnum):
 class Param(StrEnum):
     """Config parameters a client reads."""
 
-    ORIENTATION = "orientation"
-    SOURCE = "source"
-    PLAN = "plan"
-    DEFAULT_OUTPUT = "default_output"
+    ORIENTATION, SOURCE, PLAN, DEFAULT_OUTPUT = "orientation", "source", "plan", "default_output"
 
 
 class ModelKind(StrEnum):

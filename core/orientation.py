@@ -25,11 +25,6 @@ def sct_to_nib(code: str) -> tuple[str, str, str]:
     return tuple(_OPPOSITE[c] for c in code)  # type: ignore[return-value]  # type: ignore[return-value]
 
 
-def nib_to_sct(axes: tuple[str, ...]) -> str:
-    """nibabel axis codes (("L", "A", "S")) -> SCT orientation string ("RPI")."""
-    return "".join(_OPPOSITE[a] for a in axes)
-
-
 @dataclasses.dataclass(frozen=True)
 class Reorientation:
     """How an array in the image's own orientation maps onto a target orientation and back."""

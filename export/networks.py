@@ -9,15 +9,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lesionseg.core.enums import Backend, Precision, Runtime, Target, parse
 from lesionseg.core.errors import ExportError, UsageError
 from lesionseg.core.files import atomic_write_bytes, atomic_write_text, sha256
 from lesionseg.export.parity import ParityReport
-from lesionseg.export.precision import PRECISIONS, REPORT_NAME
+from lesionseg.export.precision import REPORT_NAME
 from lesionseg.server.repository.gpu import GpuOptions
 from lesionseg.server.repository.networks import (
-    BACKENDS,
     PRECISION_RUNTIMES,
-    RUNTIMES,
     WEIGHTS,
     NetworkEntry,
     resolve_runtime,
@@ -25,7 +24,6 @@ from lesionseg.server.repository.networks import (
 )
 
 RECORD_NAME = "export.json"
-TARGETS = ("cpu", "gpu")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,38 +43,33 @@ class Serving:
             each export writes a reduced network only with its passing parity report.
     """
 
-    target: str = "cpu"
-    backend: str = "python"
-    runtime: str = "auto"
+    target: Target = Target.CPU
+    backend: Backend = Backend.PYTHON
+    runtime: Runtime = Runtime.AUTO
     gpu: GpuOptions = dataclasses.field(default_factory=GpuOptions)
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
 
     def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise UsageError(f"unknown target {self.target!r} (choose from {', '.join(TARGETS)})")
-        if self.backend not in BACKENDS:
-            raise UsageError(f"unknown serving backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
-        if self.runtime not in ("auto", *RUNTIMES):
-            raise UsageError(f"unknown network runtime {self.runtime!r} (choose from {', '.join(RUNTIMES)})")
-        if self.backend != "python" and self.runtime not in ("auto", "onnxruntime"):
+        for name, kind, what in (("target", Target, "target"), ("backend", Backend, "serving backend"),
+                                 ("runtime", Runtime, "network runtime"), ("precision", Precision, "precision")):
+            object.__setattr__(self, name, parse(kind, getattr(self, name), what))
+        if self.backend != Backend.PYTHON and self.runtime not in (Runtime.AUTO, Runtime.ONNXRUNTIME):
             raise UsageError(f"--runtime {self.runtime} is for the python backend; on NGC images use --backend {self.runtime}")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
-        if self.precision == "fp16" and (self.target != "gpu" or self.gpu.precision != "fp16"):
+        if self.precision == Precision.FP16 and (self.target != Target.GPU or self.gpu.precision != Precision.FP16):
             raise UsageError("--precision fp16 is TensorRT's on the GPU: it needs --target gpu (this CPU has no FP16 arithmetic)")
-        if self.precision in PRECISION_RUNTIMES and self.runtime not in ("auto", PRECISION_RUNTIMES[self.precision]):
+        if self.precision in PRECISION_RUNTIMES and self.runtime not in (Runtime.AUTO, PRECISION_RUNTIMES[self.precision]):
             raise UsageError(f"--precision {self.precision} runs on {PRECISION_RUNTIMES[self.precision]} (what its parity "
                              f"report measures), not --runtime {self.runtime}")
-        if self.precision == "bf16" and self.backend != "python":
+        if self.precision == Precision.BF16 and self.backend != Backend.PYTHON:
             raise UsageError(f"--precision bf16 runs on the python backend's OpenVINO runtime, not Triton's {self.backend} backend")
 
     @property
     def gpu_options(self) -> GpuOptions | None:
-        return self.gpu if self.target == "gpu" else None
+        return self.gpu if self.target == Target.GPU else None
 
     def require_fp32(self, kind: str) -> None:
         """Raise UsageError for a reduced precision on an export `kind` that computes no parity report."""
-        if self.precision != "fp32":
+        if self.precision != Precision.FP32:
             raise UsageError(f"--precision {self.precision} is not offered for {kind} exports: they compute no parity report "
                              "yet (sct-legacy does)")
 

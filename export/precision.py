@@ -28,16 +28,15 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from lesionseg.core.enums import Precision
 from lesionseg.core.errors import ExportError, InputError, UsageError
 from lesionseg.core.paths import user_path
-from lesionseg.export.parity import ImageParity, ParityBar, ParityReport
+from lesionseg.export.parity import ImageParity, ParityBar, ParityReport, compare_masks
 from lesionseg.server.backend.runtimes import PARITY_REPORT, cpu_description
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8", "fp16")
-CPU_PRECISIONS = ("fp32", "bf16", "int8")
-GPU_PRECISIONS = ("fp32", "fp16")
+PRECISIONS = tuple(Precision)
 #: A reduced network's parity report, in its model folder next to export.json.
 REPORT_NAME = PARITY_REPORT
 #: Operators whose outputs the FP16 proxy keeps in FP32 (TensorRT runs them in FP32 when asked,
@@ -135,6 +134,26 @@ def assemble_report(precision: str, candidate: Candidate, images: Sequence[Image
     return ParityReport(precision=precision, runtime=candidate.description,
                         reference=f"onnxruntime {versions['onnxruntime']} FP32, {reference}", images=images, bar=options.bar,
                         notes=tuple(notes), data=str(user_path(options.parity_data)) if options.parity_data else "", cpu=cpu)
+
+
+def compare_images(options: ParityOptions, masks: Callable[[Path], "tuple[np.ndarray, np.ndarray, float] | str"], *,
+                   label: str) -> tuple[list[ImageParity], list[str]]:
+    """The parity of every image of `options.parity_data`: `masks(path)` gives (FP32 mask,
+    candidate mask, voxel volume in mm3), or the reason there is nothing to compare, which becomes
+    a note naming the image."""
+    images: list[ImageParity] = []
+    notes: list[str] = []
+    assert options.parity_data is not None  # noqa: S101 - ParityOptions.check requires it
+    for path in find_images(options.parity_data):
+        name = path.relative_to(options.parity_data).as_posix()
+        found = masks(path)
+        if isinstance(found, str):
+            notes.append(f"{name}: {found}")
+            continue
+        reference, got, voxel_mm3 = found
+        images.append(compare_masks(name, reference, got, voxel_mm3=voxel_mm3))
+        logger.info("%s %s: Dice %.4f", label, name, images[-1].dice)
+    return images, notes
 
 
 def runtime_versions() -> dict[str, str]:

@@ -49,10 +49,20 @@ from pathlib import Path
 from typing import Any
 
 from lesionseg.core.catalogue import LEGACY_CONTRASTS
+from lesionseg.core.enums import Plane, StrEnum, choices
 from lesionseg.core.errors import UsageError
 from lesionseg.core.settings import ENV_PREFIX
 
-ORIENTATIONS = ("axial", "sagittal", "coronal")
+PLANES = tuple(Plane)
+
+
+class Action(StrEnum):
+    SEGMENT, IGNORE = "segment", "ignore"
+
+
+class DestinationKind(StrEnum):
+    CSTORE = "cstore"  # a DICOM node: C-STORE
+    STOWRS = "stowrs"  # a DICOMweb root: STOW-RS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -68,12 +78,12 @@ class Route:
     series_description: str = ""
     protocol_name: str = ""
     image_type: tuple[str, ...] = ()
-    orientation: str = ""
+    plane: str = ""  # the file's key: orientation
     contrast: str = ""
     task: str = ""
     crop_to_cord: bool = False
     cord_task: str = ""
-    action: str = "segment"
+    action: Action = Action.SEGMENT
 
     def __post_init__(self) -> None:
         where = f"route {self.name!r}"
@@ -82,11 +92,14 @@ class Route:
                 re.compile(getattr(self, field))
             except re.error as exc:
                 raise UsageError(f"{where}: {field} is not a regular expression ({exc})") from None
-        if self.orientation and self.orientation not in ORIENTATIONS:
-            raise UsageError(f"{where}: orientation {self.orientation!r} is not one of {', '.join(ORIENTATIONS)}")
-        if self.action not in ("segment", "ignore"):
+        if self.plane:
+            if self.plane not in PLANES:
+                raise UsageError(f"{where}: orientation {self.plane!r} is not one of {', '.join(PLANES)}")
+            object.__setattr__(self, "plane", Plane(self.plane))
+        if self.action not in choices(Action):
             raise UsageError(f"{where}: action {self.action!r} is not 'segment' or 'ignore'")
-        if self.action == "segment" and bool(self.contrast) == bool(self.task):
+        object.__setattr__(self, "action", Action(self.action))
+        if self.action == Action.SEGMENT and bool(self.contrast) == bool(self.task):
             raise UsageError(f"{where}: give either contrast (legacy) or task (sct_deepseg), or action = 'ignore'")
         if self.contrast and self.contrast not in LEGACY_CONTRASTS:
             raise UsageError(f"{where}: contrast {self.contrast!r} is not one of {', '.join(LEGACY_CONTRASTS)}")
@@ -106,7 +119,7 @@ class Destination:
     the DICOMweb root, e.g. http://pacs:8042/dicom-web)."""
 
     name: str
-    kind: str
+    kind: DestinationKind
     ae_title: str = ""
     host: str = ""
     port: int = 0
@@ -114,14 +127,15 @@ class Destination:
 
     def __post_init__(self) -> None:
         where = f"destination {self.name!r}"
-        if self.kind == "cstore":
+        if self.kind == DestinationKind.CSTORE:
             if not self.ae_title or not self.host or not 0 < int(self.port) < 65536:
                 raise UsageError(f"{where}: a cstore destination needs ae_title, host and port")
-        elif self.kind == "stowrs":
+        elif self.kind == DestinationKind.STOWRS:
             if not self.url.startswith(("http://", "https://")):
                 raise UsageError(f"{where}: a stowrs destination needs an http(s) url")
         else:
             raise UsageError(f"{where}: kind {self.kind!r} is not 'cstore' or 'stowrs'")
+        object.__setattr__(self, "kind", DestinationKind(self.kind))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -254,15 +268,20 @@ def load_config(path: Path | None, **arguments: Any) -> GatewayConfig:
     return GatewayConfig(**values)
 
 
+#: keys of the file whose field has another name: a route's slice `orientation` is its `plane`
+FILE_KEYS = {Route: {"orientation": "plane"}}
+
+
 def _records(kind, items, where: str, section: str):
-    fields = {f.name: f for f in dataclasses.fields(kind)}
+    keys = FILE_KEYS.get(kind, {})
+    fields = [next((k for k, v in keys.items() if v == f.name), f.name) for f in dataclasses.fields(kind)]
     if not isinstance(items, list):
         raise UsageError(f"{where}: [[{section}]] must be a list of tables")
     for i, item in enumerate(items):
         bad = set(item) - set(fields)
         if bad:
             raise UsageError(f"{where}: [[{section}]] #{i + 1}: unknown key {sorted(bad)[0]!r} (known: {', '.join(fields)})")
-        item = {"name": f"{section[:-1]} {i + 1}", **item}
+        item = {"name": f"{section[:-1]} {i + 1}", **{keys.get(k, k): v for k, v in item.items()}}
         if "image_type" in item:
             item["image_type"] = tuple(item["image_type"])
         yield kind(**item)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 RECEIVED, QUEUED, RUNNING, SENDING, SENT, FAILED, IGNORED = "received", "queued", "running", "sending", "sent", "failed", "ignored"
 STATES = (RECEIVED, QUEUED, RUNNING, SENDING, SENT, FAILED, IGNORED)
-DONE = (SENT, FAILED, IGNORED)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -44,7 +43,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Job:
+class SeriesJob:
     """One series' row of the journal."""
 
     uid: str
@@ -144,11 +143,11 @@ class Journal:
 
     # --- jobs -----------------------------------------------------------------------------------
 
-    def stable(self, older_than: float) -> list[Job]:
+    def stable(self, older_than: float) -> list[SeriesJob]:
         """Series still `received` whose last instance came before `older_than` (epoch seconds)."""
         rows = self._db().execute("SELECT * FROM series WHERE state = ? AND last_received <= ? ORDER BY last_received",
                                   (RECEIVED, older_than))
-        return [Job(**dict(row)) for row in rows]
+        return [SeriesJob(**dict(row)) for row in rows]
 
     def set_state(self, uid: str, state: str, *, route: str | None = None, reason: str = "", expect: str | None = None,
                   not_before: float = 0.0, count_attempt: bool = False) -> bool:
@@ -170,7 +169,7 @@ class Journal:
                 params.append(expect)
             return db.execute(sql, params).rowcount == 1
 
-    def next_queued(self, now: float | None = None) -> Job | None:
+    def next_queued(self, now: float | None = None) -> SeriesJob | None:
         """The oldest queued series whose retry time has come, moved to `running` (claimed)."""
         now = time.time() if now is None else now
         while True:
@@ -186,14 +185,14 @@ class Journal:
         with self._write() as db:
             return db.execute("UPDATE series SET state = ?, updated = ? WHERE state = ?", (QUEUED, time.time(), RUNNING)).rowcount
 
-    def job(self, uid: str) -> Job | None:
+    def job(self, uid: str) -> SeriesJob | None:
         row = self._db().execute("SELECT * FROM series WHERE uid = ?", (uid,)).fetchone()
-        return Job(**dict(row)) if row is not None else None
+        return SeriesJob(**dict(row)) if row is not None else None
 
-    def jobs(self, states: tuple[str, ...] = STATES) -> list[Job]:
+    def jobs(self, states: tuple[str, ...] = STATES) -> list[SeriesJob]:
         marks = ",".join("?" * len(states))
         rows = self._db().execute(f"SELECT * FROM series WHERE state IN ({marks}) ORDER BY first_received", states)
-        return [Job(**dict(row)) for row in rows]
+        return [SeriesJob(**dict(row)) for row in rows]
 
     # --- deliveries -----------------------------------------------------------------------------
 

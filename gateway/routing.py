@@ -8,12 +8,13 @@ import re
 
 import numpy as np
 
+from lesionseg.core.enums import Plane
 from lesionseg.gateway.config import Route
 
 
-def orientation_of(ds) -> str:
-    """axial, sagittal or coronal: the patient axis the slice normal is closest to ('' when the
-    instance has no orientation)."""
+def plane_of(ds) -> Plane | str:
+    """The plane of a series' slices (axial, sagittal or coronal: the patient axis the slice
+    normal is closest to), '' when the instance has no orientation."""
     value = ds.get("ImageOrientationPatient")
     if value is None:
         shared = ds.get("SharedFunctionalGroupsSequence")
@@ -23,7 +24,7 @@ def orientation_of(ds) -> str:
     if value is None or len(value) != 6:
         return ""
     normal = np.abs(np.cross(np.asarray(value[:3], float), np.asarray(value[3:], float)))
-    return ("sagittal", "coronal", "axial")[int(np.argmax(normal))]
+    return (Plane.SAGITTAL, Plane.CORONAL, Plane.AXIAL)[int(np.argmax(normal))]
 
 
 def matches(route: Route, ds) -> bool:
@@ -36,7 +37,7 @@ def matches(route: Route, ds) -> bool:
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
     if any(v.upper() not in image_type for v in route.image_type):
         return False
-    return not route.orientation or orientation_of(ds) == route.orientation
+    return not route.plane or plane_of(ds) == route.plane
 
 
 def route_for(routes, ds) -> Route | None:

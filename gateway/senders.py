@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lesionseg.gateway.config import Destination
+from lesionseg.gateway.config import Destination, DestinationKind
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def send(destination: Destination, files: list[Path], *, calling_ae: str) -> lis
     Raises:
         DeliveryError: the destination is unreachable or refused the association / request.
     """
-    if destination.kind == "cstore":
+    if destination.kind == DestinationKind.CSTORE:
         return _cstore(destination, files, calling_ae)
     return _stowrs(destination, files)
 

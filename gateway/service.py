@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from lesionseg.gateway import journal as states
-from lesionseg.gateway.config import GatewayConfig, Route
+from lesionseg.gateway.config import Action, GatewayConfig, Route
 from lesionseg.gateway.journal import Journal
 from lesionseg.gateway.metrics import GatewayMetrics
 from lesionseg.gateway.receiver import Receiver
@@ -176,7 +176,7 @@ class Gateway:
                           f"{str(first.get('SeriesDescription', ''))!r})")
                 self.journal.set_state(job.uid, states.IGNORED, reason=reason, expect=states.RECEIVED)
                 logger.info("series %s: %s", job.uid, reason)
-            elif route.action == "ignore":
+            elif route.action == Action.IGNORE:
                 self.journal.set_state(job.uid, states.IGNORED, route=route.name, reason=f"route {route.name!r} ignores it",
                                        expect=states.RECEIVED)
             else:
@@ -240,7 +240,7 @@ class Gateway:
         image = series_image(read_series(files, label=str(self.spool.instance_path(series_uid, "x").parent)))
         job = self.job(route)
         writer = Writer(output_format=OutputFormat.DICOM, dicom_qc=self.config.qc_capture)
-        outputs = writer.plan(job, image.path, self.spool.results_folder(series_uid), stem_="series")
+        outputs = writer.outputs(job, image.path, self.spool.results_folder(series_uid), stem_="series")
         return writer.write(job.segment(image), outputs).instances
 
     def job(self, route: Route):

@@ -24,7 +24,7 @@ def legacy(url: str, path: Path, contrast: str, *, ofolder: Path, centerline: Pa
     with open_servers(url, settings) as servers:
         job = LegacyJob(servers=servers, contrast=contrast, centerline=str(centerline) if centerline else None)
         writer = Writer()
-        outputs = writer.plan(job, path, ofolder)
+        outputs = writer.outputs(job, path, ofolder)
         result = job.segment(load_image(path))
         writer.write(result, outputs)
     return result, outputs

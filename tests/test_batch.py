@@ -23,7 +23,7 @@ from lesionseg.client.batch.runner import (
     check_outputs,
     exit_code,
     outputs_valid,
-    run_batch,
+    run_subjects,
     summary_table,
     write_summary_tsv,
 )
@@ -148,13 +148,13 @@ def test_check_outputs_refuses_existing_and_clashing(tmp_path: Path):
 
 def test_options_checked_and_resolved_from_environment(monkeypatch):
     with pytest.raises(UsageError, match="--jobs 0"):
-        BatchOptions(jobs=0)
+        BatchOptions(in_flight=0)
     with pytest.raises(UsageError, match="give one"):
         BatchOptions(resume=True, overwrite=True)
     monkeypatch.setenv("LESIONSEG_JOBS", "6")
     monkeypatch.setenv("LESIONSEG_RETRY_SECONDS", "7.5")
-    assert BatchOptions.resolve() == BatchOptions(jobs=6, retry_seconds=7.5)
-    assert BatchOptions.resolve(jobs=3).jobs == 3
+    assert BatchOptions.resolve() == BatchOptions(in_flight=6, retry_seconds=7.5)
+    assert BatchOptions.resolve(in_flight=3).in_flight == 3
     monkeypatch.setenv("LESIONSEG_JOBS", "many")
     with pytest.raises(UsageError, match="LESIONSEG_JOBS"):
         BatchOptions.resolve()
@@ -176,7 +176,7 @@ def test_outputs_valid(tmp_path: Path):
     assert "older than its input" in outputs_valid(s)
 
 
-def test_run_batch_resume_failures_and_order(tmp_path: Path):
+def test_run_subjects_resume_failures_and_order(tmp_path: Path):
     subjects = [subject(tmp_path, n) for n in "abcde"]
     finish(subjects[1])
 
@@ -187,7 +187,7 @@ def test_run_batch_resume_failures_and_order(tmp_path: Path):
             raise RuntimeError("a bug")
         return finish(s)
 
-    outcomes = run_batch(subjects, work, options=BatchOptions(jobs=3, resume=True))
+    outcomes = run_subjects(subjects, work, options=BatchOptions(in_flight=3, resume=True))
     assert [o.status for o in outcomes] == [OK, SKIPPED, FAILED, FAILED, OK]
     assert outcomes[2].note.endswith("c.nii.gz: broken")
     assert "RuntimeError: a bug" in outcomes[3].note
@@ -213,7 +213,7 @@ def test_jobs_bound_the_subjects_in_flight(tmp_path: Path):
             state["now"] -= 1
         return finish(s)
 
-    outcomes = run_batch(subjects, work, options=BatchOptions(jobs=3))
+    outcomes = run_subjects(subjects, work, options=BatchOptions(in_flight=3))
     assert all(o.status == OK for o in outcomes)
     assert state["max"] == 3
 
@@ -232,10 +232,10 @@ def test_unavailable_server_is_waited_for_and_retried(tmp_path: Path):
         calls["wait"] += 1
         return True
 
-    (outcome,) = run_batch([s], work, options=BatchOptions(retry_seconds=30), wait_ready=wait_ready)
+    (outcome,) = run_subjects([s], work, options=BatchOptions(retry_seconds=30), wait_ready=wait_ready)
     assert (outcome.status, outcome.attempts, calls["wait"]) == (OK, 3, 2)
     # a server that never comes back: the subject fails as "unavailable", exit code 3
-    (outcome,) = run_batch([subject(tmp_path, "b")], lambda x: (_ for _ in ()).throw(ServerUnavailableError("gone")),
+    (outcome,) = run_subjects([subject(tmp_path, "b")], lambda x: (_ for _ in ()).throw(ServerUnavailableError("gone")),
                            options=BatchOptions(retry_seconds=5), wait_ready=lambda timeout: False)
     assert outcome.status == FAILED and outcome.unavailable
     assert exit_code([outcome]) == 3

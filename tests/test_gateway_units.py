@@ -14,7 +14,7 @@ import pytest
 from lesionseg.gateway import journal as states
 from lesionseg.gateway.config import load_config
 from lesionseg.gateway.journal import Journal
-from lesionseg.gateway.routing import orientation_of, route_for
+from lesionseg.gateway.routing import plane_of, route_for
 from lesionseg.gateway.spool import Spool
 from lesionseg.core.errors import UsageError
 
@@ -94,7 +94,7 @@ def test_routing_rules(tmp_path):
     routes = load_config(path).routes
     assert route_for(routes, _ds(SeriesDescription="T2star axial")).name == "t2s"
     sagittal = _ds(SeriesDescription="T2star", ImageOrientationPatient=[0, 1, 0, 0, 0, -1])
-    assert orientation_of(sagittal) == "sagittal" and route_for(routes, sagittal).name == "rest"
+    assert plane_of(sagittal) == "sagittal" and route_for(routes, sagittal).name == "rest"
     uni = _ds(ProtocolName="MP2RAGE_1mm", ImageType=["DERIVED", "PRIMARY", "UNI"])
     assert route_for(routes, uni).name == "mp2rage"
     assert route_for(routes, _ds(ProtocolName="MP2RAGE_1mm", ImageType=["ORIGINAL", "PRIMARY"])).name == "rest"

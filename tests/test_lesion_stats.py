@@ -254,7 +254,8 @@ def test_mask_sidecars_of_a_soft_mask(tmp_path: Path) -> None:
     """A soft (float, <= 1) mask such as an ensemble's vote fraction counts voxels >= 0.5."""
     import nibabel as nib
 
-    from lesionseg.client.lesion_stats import load_lesion_mask, write_mask_sidecars
+    from lesionseg.client.lesion_stats import file_mask, image_stats, write_sidecars
+    from lesionseg.core.nifti import load_nifti
 
     data = np.zeros((10, 10, 10), np.float32)
     data[1:3, 1:3, 1:3] = 2 / 3  # one lesion of 8 voxels by majority
@@ -262,7 +263,9 @@ def test_mask_sidecars_of_a_soft_mask(tmp_path: Path) -> None:
     data[5, 5, 5] = 1.0  # a single voxel lesion, not touching the others
     path = tmp_path / "soft_lesion_seg.nii.gz"
     nib.save(nib.Nifti1Image(data, np.diag([0.5, 0.5, 2.0, 1.0])), path)
-    tsv, js, stats = write_mask_sidecars(load_lesion_mask(path))
+    mask = load_nifti(path, what="lesion mask", allow_empty=True)
+    stats = image_stats(file_mask(mask), mask)
+    tsv, js = write_sidecars(stats, path)
     assert (tsv.name, js.name) == ("soft_lesion_seg_lesions.tsv", "soft_lesion_seg_lesions.json")
     assert stats.count == 2 and sorted(lesion.voxels for lesion in stats.lesions) == [1, 8]
     assert stats.total_volume_mm3 == pytest.approx(9 * 0.5 * 0.5 * 2.0)

@@ -32,26 +32,27 @@ OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BatchOptions:
-    """`jobs`: subjects in flight at once; `retry_seconds`: how long a subject waits for an
-    unavailable server before it fails. Precedence: argument > LESIONSEG_JOBS / LESIONSEG_RETRY_SECONDS > default."""
+    """`in_flight`: subjects segmented at once (-j/--jobs); `retry_seconds`: how long a subject waits
+    for an unavailable server before it fails. Precedence: argument > LESIONSEG_JOBS /
+    LESIONSEG_RETRY_SECONDS > default."""
 
-    jobs: int = 2
+    in_flight: int = 2
     resume: bool = False
     overwrite: bool = False
     retry_seconds: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.jobs < 1:
-            raise UsageError(f"--jobs {self.jobs} must be at least 1")
+        if self.in_flight < 1:
+            raise UsageError(f"--jobs {self.in_flight} must be at least 1")
         if self.retry_seconds < 0:
             raise UsageError(f"--retry-seconds {self.retry_seconds} must not be negative")
         if self.resume and self.overwrite:
             raise UsageError("--resume keeps valid outputs and --overwrite replaces them; give one")
 
     @classmethod
-    def resolve(cls, *, jobs: int | None = None, resume: bool = False, overwrite: bool = False,
+    def resolve(cls, *, in_flight: int | None = None, resume: bool = False, overwrite: bool = False,
                 retry_seconds: float | None = None) -> "BatchOptions":
-        return cls(jobs=setting("JOBS", jobs, 2, int), resume=resume, overwrite=overwrite,
+        return cls(in_flight=setting("JOBS", in_flight, 2, int), resume=resume, overwrite=overwrite,
                    retry_seconds=setting("RETRY_SECONDS", retry_seconds, 300.0, float))
 
 
@@ -133,10 +134,10 @@ def check_outputs(planned: Sequence[Planned], options: BatchOptions) -> None:
 Work = Callable[[Planned], "str | tuple[str, str]"]
 
 
-def run_batch(items: Sequence[Planned], work: Work, *, options: BatchOptions,
+def run_subjects(items: Sequence[Planned], work: Work, *, options: BatchOptions,
               wait_ready: Callable[[float], bool] = lambda timeout: False,
               on_done: Callable[[Outcome], None] = lambda outcome: None) -> list[Outcome]:
-    """Run `work` on every planned subject, `options.jobs` at a time; outcomes in the subjects' order.
+    """Run `work` on every planned subject, `options.in_flight` at a time; outcomes in the subjects' order.
 
     `work(subject)` writes the subject's outputs and returns a one-line note (and the server's
     address, when it is worth naming); a `LesionsegError`
@@ -163,7 +164,7 @@ def run_batch(items: Sequence[Planned], work: Work, *, options: BatchOptions,
             on_done(outcome)
         return outcome
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=options.jobs, thread_name_prefix="lesionseg") as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=options.in_flight, thread_name_prefix="lesionseg") as pool:
         futures = {pool.submit(one, i): i for i in pending}
         try:
             for future in concurrent.futures.as_completed(futures):
@@ -185,7 +186,7 @@ class CohortResult:
 
 def run_cohort(job: Job, writer: Writer, subjects: Sequence[Subject], *, servers: ServerPool, options: BatchOptions,
                ofolder: Path | None = None, on_done: Callable[[Outcome], None] = lambda outcome: None) -> CohortResult:
-    """Segment `subjects` with `job` on `servers`, `options.jobs` in flight, and write each one's
+    """Segment `subjects` with `job` on `servers`, `options.in_flight` in flight, and write each one's
     results with `writer` in `ofolder` (mirroring each subject's folder in its dataset; None: the
     job's default place): every subject planned and its outputs checked before any work.
 
@@ -194,7 +195,7 @@ def run_cohort(job: Job, writer: Writer, subjects: Sequence[Subject], *, servers
     """
     from lesionseg.client.images import load_image
 
-    planned = [Planned(subject=s, outputs=writer.plan(job, s.path, ofolder / s.relative if ofolder is not None else None))
+    planned = [Planned(subject=s, outputs=writer.outputs(job, s.path, ofolder / s.relative if ofolder is not None else None))
                for s in subjects]
     check_outputs(planned, options)
     several = len(servers.servers) > 1
@@ -207,7 +208,7 @@ def run_cohort(job: Job, writer: Writer, subjects: Sequence[Subject], *, servers
         return result.note, result.server if several else ""
 
     start = time.monotonic()
-    outcomes = run_batch(planned, work, options=options, wait_ready=servers.wait_ready, on_done=on_done)
+    outcomes = run_subjects(planned, work, options=options, wait_ready=servers.wait_ready, on_done=on_done)
     return CohortResult(outcomes=outcomes, seconds=time.monotonic() - start)
 
 

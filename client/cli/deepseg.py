@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
-from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, run_batch, segment_one, transport_settings, writer
+from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, segment_cohort, segment_one, transport_settings, writer
 from lesionseg.core.catalogue import TASKS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     with open_servers(args.url, transport_settings(args)) as servers:
         job = TaskJob(servers=servers, task=args.task, options=options, crop_to_cord=args.crop_to_cord)
         if batch:
-            return run_batch(args, job, servers, ofolder=args.ofolder)
+            return segment_cohort(args, job, servers, ofolder=args.ofolder)
         image = Path(args.input[0])
         with step(f"segmenting {image.name} ({args.task}{', cropped to the cord' if args.crop_to_cord else ''})", quiet=args.quiet):
             written = segment_one(args, job, image, folder=args.ofolder, output=args.output)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
-from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, run_batch, segment_one, transport_settings, writer
+from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, segment_cohort, segment_one, transport_settings, writer
 from lesionseg.core.catalogue import LEGACY_CONTRASTS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     with open_servers(args.url, transport_settings(args)) as servers:
         job = LegacyJob(servers=servers, contrast=args.contrast, centerline=args.file_centerline)
         if batch:
-            return run_batch(args, job, servers, ofolder=args.ofolder)
+            return segment_cohort(args, job, servers, ofolder=args.ofolder)
         image = Path(args.input[0])
         with step(f"segmenting lesions in {image.name} ({args.contrast})", quiet=args.quiet):
             written = segment_one(args, job, image, folder=args.ofolder)

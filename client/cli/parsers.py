@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from lesionseg.core.catalogue import LEGACY_CONTRASTS
+from lesionseg.core.enums import Backend, Precision, Runtime, Target, choices
 from lesionseg.core.errors import EXIT_USAGE
 
 
@@ -39,18 +40,18 @@ def repository_arguments(parser: argparse.ArgumentParser, *, target: bool = Fals
                         help="target repository (default: env LESIONSEG_REPOSITORY or ~/.cache/lesionseg/model_repository)")
     if target:
         group = parser.add_argument_group("serving")
-        group.add_argument("--target", default="cpu", choices=("cpu", "gpu"),
-                           help="cpu: config.pbtxt only; gpu: also configs/gpu.pbtxt, the networks on Triton's onnxruntime "
-                                "backend on the GPU with TensorRT (tritonserver --model-config-name=gpu)")
-        group.add_argument("--backend", default="python", choices=("python", "onnxruntime", "openvino"),
-                           help="backend of the CPU config.pbtxt: python (embedded server, default) or Triton's own "
-                                "onnxruntime / openvino (NGC images)")
-        group.add_argument("--runtime", default="auto", choices=("auto", "onnxruntime", "openvino"),
-                           help="--backend python: run the networks with ONNX Runtime or OpenVINO; auto (default): "
-                                "each network's measured choice (bench/README.md)")
-        group.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8", "fp16"),
-                           help="network precision (default fp32): bf16 / int8 on the CPU, fp16 for --target gpu (TensorRT); "
-                                "a reduced one is written only with a passing parity report on --parity-data")
+        closed_sets = (
+            ("--target", Target.CPU, "cpu: config.pbtxt only; gpu: also configs/gpu.pbtxt, the networks on Triton's "
+             "onnxruntime backend on the GPU with TensorRT (tritonserver --model-config-name=gpu)"),
+            ("--backend", Backend.PYTHON, "backend of the CPU config.pbtxt: python (embedded server, default) or Triton's "
+             "own onnxruntime / openvino (NGC images)"),
+            ("--runtime", Runtime.AUTO, "--backend python: run the networks with ONNX Runtime or OpenVINO; auto (default): "
+             "each network's measured choice (bench/README.md)"),
+            ("--precision", Precision.FP32, "network precision (default fp32): bf16 / int8 on the CPU, fp16 for --target gpu "
+             "(TensorRT); a reduced one is written only with a passing parity report on --parity-data"),
+        )
+        for option, default, text in closed_sets:
+            group.add_argument(option, default=default, choices=choices(type(default)), help=text)
         group.add_argument("--parity-data", type=Path, metavar="DIR",
                            help="folder of real NIfTI images the parity report of a reduced --precision runs on "
                                 "(env LESIONSEG_PARITY_DATA)")
@@ -66,7 +67,8 @@ def serving(args: argparse.Namespace):
     from lesionseg.server.repository.gpu import GpuOptions
 
     return Serving(target=args.target, backend=args.backend, runtime=args.runtime, precision=args.precision,
-                   gpu=GpuOptions(precision="fp16" if args.precision == "fp16" else "fp32", engine_cache=args.engine_cache))
+                   gpu=GpuOptions(precision=Precision.FP16 if args.precision == Precision.FP16 else Precision.FP32,
+                                  engine_cache=args.engine_cache))
 
 
 def parity_options(args: argparse.Namespace):

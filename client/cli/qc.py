@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
-from lesionseg.client.qc.masks import PLANES
+from lesionseg.core.enums import Plane
 from lesionseg.core.errors import EXIT_OK, UsageError
 
 HELP = """\
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-s", "--seg", required=True, type=Path, metavar="SEG", help="spinal cord mask on the image's grid (cyan)")
     parser.add_argument("-l", "--lesion", type=Path, metavar="LESION", help="lesion mask on the image's grid (red); values > 0 are lesion (soft masks in [0, 1]: >= 0.5)")
     parser.add_argument("-qc", "--qc", required=True, type=Path, metavar="DIR", help="QC folder (SCT layout, index.html)")
-    parser.add_argument("-p", "--plane", choices=PLANES, default="axial", help="view (default axial)")
+    parser.add_argument("-p", "--plane", choices=[str(Plane.AXIAL), str(Plane.SAGITTAL)], default=Plane.AXIAL, help="view (default axial)")
     parser.add_argument("-c", "--contrast", metavar="NAME", help="contrast folder of the entry (default: the image's file stem)")
     parser.add_argument("--dataset", metavar="NAME", help="dataset of the entry (default: guessed from the image path, as SCT)")
     parser.add_argument("--subject", metavar="NAME", help="subject of the entry (default: guessed from the image path, as SCT)")

@@ -64,13 +64,13 @@ def segment_one(args: argparse.Namespace, job, path: Path, *, folder: Path | Non
     from lesionseg.client.images import load_image
 
     write = writer(args)
-    outputs = write.plan(job, path, folder, output=output)
+    outputs = write.outputs(job, path, folder, output=output)
     image = load_image(path)
     write.check(outputs, image, overwrite=args.overwrite)
     return write.write(job.segment(image), outputs).files
 
 
-def run_batch(args: argparse.Namespace, job, servers, *, ofolder: Path | None) -> int:
+def segment_cohort(args: argparse.Namespace, job, servers, *, ofolder: Path | None) -> int:
     """Run `job` on every image of `args.input` / `args.bids`; print each failure as it happens and
     the summary table at the end; returns the exit code (0 all done, 1 some failed, 3 no server)."""
     from lesionseg.client.batch.inputs import collect_inputs
@@ -78,8 +78,8 @@ def run_batch(args: argparse.Namespace, job, servers, *, ofolder: Path | None) -
     from lesionseg.client.cli import progress
 
     subjects = collect_inputs(args.input, bids=args.bids)
-    options = BatchOptions.resolve(jobs=args.jobs, resume=args.resume, overwrite=args.overwrite, retry_seconds=args.retry_seconds)
-    with progress.bar(len(subjects), f"{job.description} ({len(subjects)} images, {options.jobs} in flight)", quiet=args.quiet) as advance:
+    options = BatchOptions.resolve(in_flight=args.jobs, resume=args.resume, overwrite=args.overwrite, retry_seconds=args.retry_seconds)
+    with progress.bar(len(subjects), f"{job.description} ({len(subjects)} images, {options.in_flight} in flight)", quiet=args.quiet) as advance:
         def done(outcome) -> None:
             if outcome.status == FAILED:
                 print(f"lesionseg: error: {outcome.note}", file=sys.stderr, flush=True)

@@ -108,11 +108,6 @@ class DicomSeries:
         """The first source instance (patient, study, frame of reference)."""
         return self.datasets[self.frames[0].index]
 
-    def describe(self) -> str:
-        ds = self.first
-        text = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "").strip()
-        return f"series {self.series_uid}" + (f" ({text!r})" if text else "")
-
 
 def dicom_files(path: Path) -> list[Path]:
     """The files of a series folder (hidden files skipped, sorted for stable messages), or `[path]`."""

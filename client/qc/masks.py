@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from lesionseg.client.lesion_stats import LesionStats
+from lesionseg.core.enums import Plane
 from lesionseg.core.image import Image
 from lesionseg.core.nifti import load_nifti, stem
 from lesionseg.core.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-PLANES = ("axial", "sagittal")
+PLANES = (Plane.AXIAL, Plane.SAGITTAL)
 
 
 def load_on_grid(path: Path, image: Image, *, what: str, allow_empty: bool) -> Image:
@@ -66,7 +67,7 @@ def rpi_views(image: Image, cord: np.ndarray | None, lesion: np.ndarray | None, 
         centres = cord_centres(cord)
     else:
         centres = np.tile([(data.shape[0] - 1) / 2, (data.shape[1] - 1) / 2], (data.shape[2], 1))
-    if plane == "sagittal":
+    if plane == Plane.SAGITTAL:
         return (*sagittal_mosaic(data, spacing, centres, lesion=lesions, cord=cord), {})
     present = [m for m in (cord, lesions) if m is not None and m.any()]
     shown = _slices_to_show(*present) if present else slice(0, data.shape[2])
@@ -98,7 +99,7 @@ class LesionLayer:
 
 
 def qc_images(image: Image, *, cord: np.ndarray | None = None, cord_source: Path | str = "cord",
-              lesion: LesionLayer | None = None, fname_seg: Path | None = None, plane: str = "axial", command: str = "qc",
+              lesion: LesionLayer | None = None, fname_seg: Path | None = None, plane: str = Plane.AXIAL, command: str = "qc",
               contrast: str | None = None, dataset: str | None = None, subject: str | None = None):
     """One QC entry of `image` and masks on its grid, computed but not written: (entry, background,
     overlay) for `lesionseg.client.qc.report.write_entry`.
@@ -130,7 +131,7 @@ def qc_images(image: Image, *, cord: np.ndarray | None = None, cord_source: Path
 
 
 def write_mask_qc(
-    image_path: Path, seg_path: Path | None, qc_dir: Path, *, lesion_path: Path | None = None, plane: str = "axial",
+    image_path: Path, seg_path: Path | None, qc_dir: Path, *, lesion_path: Path | None = None, plane: str = Plane.AXIAL,
     contrast: str | None = None, dataset: str | None = None, subject: str | None = None, command: str = "qc",
 ) -> Path:
     """A QC entry for files: an image, its cord mask (`seg_path`) and/or lesion mask; returns the entry's folder.

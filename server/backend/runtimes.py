@@ -15,14 +15,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lesionseg.core.enums import Precision, Runtime
 from lesionseg.core.errors import UsageError
 
-RUNTIMES = ("onnxruntime", "openvino")
+RUNTIMES = (Runtime.ONNXRUNTIME, Runtime.OPENVINO)
 #: lesionseg's precision names -> OpenVINO's INFERENCE_PRECISION_HINT
-OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+OPENVINO_PRECISIONS = {Precision.FP32: "f32", Precision.BF16: "bf16", Precision.FP16: "f16"}
 #: a network's exported precision -> the precision its runner is asked for: INT8 lives in the
 #: quantized graph itself (QuantizeLinear/DequantizeLinear pairs), everything around it stays FP32.
-RUNNER_PRECISION = {"fp32": "fp32", "bf16": "bf16", "int8": "fp32", "fp16": "fp16"}
+RUNNER_PRECISION = {Precision.FP32: Precision.FP32, Precision.BF16: Precision.BF16, Precision.INT8: Precision.FP32,
+                    Precision.FP16: Precision.FP16}
 
 
 def make_session(path: Path, *, intra_op_threads: int = 0, inter_op_threads: int = 1, spinning: bool = True,
@@ -123,12 +125,12 @@ def make_runner(path: Path, *, runtime: str = "onnxruntime", threads: int = 0, s
     Runtime runs the graph as it is (FP32, or the INT8 a quantized graph spells out), so it takes
     "fp32" only. `memory_pattern` is ONNX Runtime's (see `make_session`); `run_batch` > 0 runs a
     larger batch `run_batch` items at a time (`ChunkedRunner`)."""
-    if runtime == "onnxruntime":
-        if precision != "fp32":
+    if runtime == Runtime.ONNXRUNTIME:
+        if precision != Precision.FP32:
             raise UsageError(f"ONNX Runtime runs {precision} only as a quantized graph, not as a precision hint: use openvino")
         runner: Any = make_session(path, intra_op_threads=threads, spinning=spinning, memory_pattern=memory_pattern,
                                           arena=arena)
-    elif runtime == "openvino":
+    elif runtime == Runtime.OPENVINO:
         runner = OpenVinoRunner(path, threads=threads, precision=precision)
     else:
         raise UsageError(f"unknown network runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")

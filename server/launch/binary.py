@@ -26,10 +26,6 @@ class TritonDistribution:
     python_backend: Path
     stub: Path
 
-    @property
-    def python_version(self) -> str:
-        return self.stub.parent.name
-
 
 def find_distribution() -> TritonDistribution:
     """Find the Triton server bundled with nvidia-pytriton in this Python environment.

@@ -27,6 +27,7 @@ from pathlib import PurePosixPath
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from lesionseg.core.enums import Precision
 from lesionseg.core.errors import UsageError
 from lesionseg.server.repository.entry import NetworkEntry
 from lesionseg.server.repository.modelconfig import Accelerator, DynamicBatching, ModelSpec, TensorSpec, Warmup
@@ -35,7 +36,7 @@ GPU_VARIANT = "gpu"
 TENSORRT_VARIANT = "tensorrt"
 #: --precision value -> the accelerator's `precision_mode` (TensorRT also knows BF16 and INT8:
 #: not offered until a parity report backs them).
-PRECISIONS = {"fp32": "FP32", "fp16": "FP16"}
+PRECISIONS = {Precision.FP32: "FP32", Precision.FP16: "FP16"}
 PLAN = "model.plan"
 #: Config parameters saying a network's precision and its parity report's summary.
 PRECISION_PARAMETERS = ("precision", "parity")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lesionseg.core.enums import Backend, Precision, Runtime
 from lesionseg.core.errors import ExportError
 from lesionseg.server.backend.onnx_network import OnnxNetModel
 from lesionseg.server.repository.entry import NetworkEntry
@@ -22,22 +23,22 @@ from lesionseg.server.repository.pymodel import write_model_py
 
 #: python: the embedded server's Python-backend model running the network with a `runtime`
 #: (lesionseg.server.backend.runtimes); onnxruntime / openvino: Triton's own backends (NGC images).
-BACKENDS = ("python", "onnxruntime", "openvino")
-RUNTIMES = ("onnxruntime", "openvino")
+BACKENDS = tuple(Backend)
+RUNTIMES = (Runtime.ONNXRUNTIME, Runtime.OPENVINO)
 #: The CPU runtime of each network when none is asked for ("auto"), chosen by measurement
 #: (bench/roofline.py, one thread, FP32, numbers in bench/README.md): OpenVINO runs the legacy 3D
 #: lesion networks 2.0-2.3x faster than ONNX Runtime with the same masks on every real image
 #: (tests/test_runtimes.py); the 2D centerline networks are faster on ONNX Runtime (OpenVINO
 #: 0.8-0.9x); nnU-Net tiles run 1.4x faster on OpenVINO but miss the 1e-3 probability bar
 #: against ONNX Runtime on random weights, so they stay on ONNX Runtime. First matching prefix wins.
-MEASURED_RUNTIMES = (("deepseg_lesion_", "openvino"),)
+MEASURED_RUNTIMES = (("deepseg_lesion_", Runtime.OPENVINO),)
 #: What runs a reduced CPU precision on the python backend: the runtime its parity report ran
 #: (lesionseg.export.precision): BF16 arithmetic is OpenVINO's; the INT8 graph runs 3-4x faster
 #: on OpenVINO's VNNI kernels than on ONNX Runtime here (legacy lesion network, one thread).
-PRECISION_RUNTIMES = {"bf16": "openvino", "int8": "openvino"}
+PRECISION_RUNTIMES = {Precision.BF16: Runtime.OPENVINO, Precision.INT8: Runtime.OPENVINO}
 
 
-def resolve_runtime(network: str, runtime: str = "auto", precision: str = "fp32") -> str:
+def resolve_runtime(network: str, runtime: str = Runtime.AUTO, precision: str = Precision.FP32) -> Runtime:
     """`runtime`, or for "auto" the measured CPU runtime of `network` (MEASURED_RUNTIMES; ONNX
     Runtime where no prefix matches); a reduced `precision` runs on PRECISION_RUNTIMES's.
 
@@ -46,12 +47,12 @@ def resolve_runtime(network: str, runtime: str = "auto", precision: str = "fp32"
     """
     if precision in PRECISION_RUNTIMES:
         needed = PRECISION_RUNTIMES[precision]
-        if runtime not in ("auto", needed):
+        if runtime not in (Runtime.AUTO, needed):
             raise ExportError(f"--precision {precision} runs on {needed} (what its parity report measures), not --runtime {runtime}")
         return needed
-    if runtime != "auto":
-        return runtime
-    return next((measured for prefix, measured in MEASURED_RUNTIMES if network.startswith(prefix)), "onnxruntime")
+    if runtime != Runtime.AUTO:
+        return Runtime(runtime)
+    return next((measured for prefix, measured in MEASURED_RUNTIMES if network.startswith(prefix)), Runtime.ONNXRUNTIME)
 #: CPU serving defaults, chosen by measurement (bench/memory.py and bench/tuning.py, numbers in
 #: bench/README.md, "Server memory"): every network runs the batch Triton forms CPU_RUN_BATCH item
 #: at a time, with no ONNX Runtime memory pattern, on CPU_NETWORK_INSTANCES instances of
