@@ -108,7 +108,7 @@ def crop_image(image_path: Path, mask_path: Path, dilation: Sequence[float], *, 
         InputError: unreadable files, a mask not on the image's grid, an empty mask.
         OutputExistsError: the output exists and not `overwrite`.
     """
-    import nibabel as nib
+    from lesionseg.core.nibabel_import import nibabel as nib
 
     from lesionseg.core.nifti import load_nifti, refuse_existing, save_nifti, stem
 

@@ -23,7 +23,7 @@ import numpy as np
 from lesionseg.core.image import Image
 from lesionseg.core.nifti import stem
 from lesionseg.core.files import atomic_write_text
-from lesionseg.core.lesions import CONNECTIVITY, label_lesions, voxel_volume_mm3
+from lesionseg.core.lesions import CONNECTIVITY, components, voxel_volume_mm3
 
 TSV_COLUMNS = (
     "lesion", "voxels", "volume_mm3", "extent_x_mm", "extent_y_mm", "extent_z_mm",
@@ -96,27 +96,32 @@ def lesion_stats(
         spacing: voxel size in mm along x, y, z (all > 0).
         axis_codes: optional anatomical direction of each axis, recorded as is.
     """
-    from scipy import ndimage
-
     size = tuple(float(s) for s in spacing)
     if len(size) != 3 or not all(np.isfinite(s) and s > 0 for s in size):
         raise ValueError(f"spacing must be three positive sizes in mm, got {tuple(spacing)}")
-    labels, count = label_lesions(mask)
+    found = components(mask)
+    count = found.count
     if count == 0:
         return LesionStats(spacing_mm=size, lesions=(), axis_codes=axis_codes)
-    index = np.arange(1, count + 1)
-    voxels = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    centroids = ndimage.center_of_mass(np.ones(labels.shape, np.float64), labels, index)
-    boxes = ndimage.find_objects(labels)
+    voxels = np.bincount(found.lesion, minlength=count + 1)[1:]
+    # the centroid as scipy.ndimage.center_of_mass computes it: float64 sums in C order, / count
+    weights = np.bincount(found.lesion, weights=np.ones(found.lesion.size), minlength=count + 1)[1:]
+    centroids = np.stack([np.bincount(found.lesion, weights=found.coordinates[:, axis].astype(np.float64),
+                                      minlength=count + 1)[1:] / weights for axis in range(3)], axis=1)
+    first = np.full((count, 3), np.iinfo(np.int64).max)
+    last = np.full((count, 3), -1)
+    for axis in range(3):
+        np.minimum.at(first[:, axis], found.lesion - 1, found.coordinates[:, axis])
+        np.maximum.at(last[:, axis], found.lesion - 1, found.coordinates[:, axis])
     lesions = tuple(
         Lesion(
-            label=int(i),
-            voxels=int(n),
-            volume_mm3=int(n) * voxel_volume_mm3(size),
-            extent_mm=tuple((box.stop - box.start) * s for box, s in zip(boxes[i - 1], size)),  # type: ignore[arg-type]
-            centroid_vox=tuple(float(c) for c in centroid),  # type: ignore[arg-type]
+            label=i + 1,
+            voxels=int(voxels[i]),
+            volume_mm3=int(voxels[i]) * voxel_volume_mm3(size),
+            extent_mm=tuple(int(last[i, axis] - first[i, axis] + 1) * size[axis] for axis in range(3)),  # type: ignore[arg-type]
+            centroid_vox=tuple(float(c) for c in centroids[i]),  # type: ignore[arg-type]
         )
-        for i, n, centroid in zip(index, voxels, centroids)
+        for i in range(count)
     )
     return LesionStats(spacing_mm=size, lesions=lesions, axis_codes=axis_codes)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from scipy import ndimage
 
 from lesionseg.core.errors import UsageError
 
-_STRUCTURE = ndimage.generate_binary_structure(3, 1)  # 6-connectivity, as SCT's label-based tools
+#: 6-connectivity (voxels touching by a face), as SCT's label-based tools
+_STRUCTURE = np.array([[[0, 0, 0], [0, 1, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0, 0, 0], [0, 1, 0], [0, 0, 0]]], bool)
 
 
 def threshold(prob: np.ndarray, value: float) -> np.ndarray:
@@ -22,6 +22,8 @@ def threshold(prob: np.ndarray, value: float) -> np.ndarray:
 
 def keep_largest(mask: np.ndarray, n: int) -> np.ndarray:
     """Keep the `n` largest connected components (n >= 1)."""
+    from scipy import ndimage
+
     labels, count = ndimage.label(mask > 0, structure=_STRUCTURE)
     if count <= n:
         return (mask > 0).astype(np.uint8)
@@ -32,6 +34,8 @@ def keep_largest(mask: np.ndarray, n: int) -> np.ndarray:
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill enclosed holes in 3D."""
+    from scipy import ndimage
+
     return ndimage.binary_fill_holes(mask > 0).astype(np.uint8)
 
 
@@ -45,6 +49,8 @@ def parse_size(text: str) -> tuple[float, str]:
 
 def remove_small(mask: np.ndarray, size: float, unit: str, spacing: tuple[float, float, float]) -> np.ndarray:
     """Drop connected components smaller than `size` voxels or mm3."""
+    from scipy import ndimage
+
     labels, count = ndimage.label(mask > 0, structure=_STRUCTURE)
     if count == 0:
         return (mask > 0).astype(np.uint8)

@@ -73,12 +73,13 @@ class Writer:
     def outputs(self, job: Job, path: Path, folder: Path | None, *, output: Path | None = None, stem_: str | None = None) -> Outputs:
         """The files of the image at `path` from `job`, in `folder` (None: the job's default) or
         `output`; DICOM files are named after `stem_` (default: the image's file stem)."""
-        from lesionseg.client.dicom.outputs import dicom_paths
         from lesionseg.client.lesion_stats import sidecar_paths
 
         names = job.outputs(path, folder, output=output)
         dicom = {}
         if self.output_format.dicom:
+            from lesionseg.client.dicom.outputs import dicom_paths
+
             dicom = dicom_paths(stem_ or stem(Path(path)), job.model, names.folder, qc=self.dicom_qc)
         if not self.output_format.nifti:
             return dataclasses.replace(names, masks={}, maps={}, generated_by=False, dicom=dicom, qc=self.qc)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 
 def new_shape_for(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
@@ -63,6 +62,8 @@ def _resample_axis(data: np.ndarray, axis: int, coords: np.ndarray, order: int) 
         shape[axis] = len(c)
         w = w.reshape(shape)
         return np.take(data, lo, axis=axis) * (1 - w) + np.take(data, hi, axis=axis) * w
+    from scipy import ndimage
+
     moved = np.moveaxis(data, axis, 0)
     grid = np.meshgrid(coords, *[np.arange(s) for s in moved.shape[1:]], indexing="ij")
     result = ndimage.map_coordinates(moved, grid, order=order, mode="nearest")

@@ -44,9 +44,9 @@ class Image:
     @property
     def axis_codes(self) -> tuple[str, str, str]:
         """The anatomical direction each array axis points to (nibabel codes, e.g. ("L", "A", "S"))."""
-        from nibabel import orientations
+        from lesionseg.core.nibabel_import import nibabel
 
-        return tuple(orientations.aff2axcodes(self.affine))  # type: ignore[return-value]
+        return tuple(nibabel.orientations.aff2axcodes(self.affine))  # type: ignore[return-value]
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -38,7 +38,7 @@ def load_nifti(path: str | Path, *, what: str = "image", allow_empty: bool = Fal
             colour (RGB) voxels, NaN/inf or values beyond `dtype`'s range, all zero (unless
             `allow_empty`), zero or non-finite spacing, a sheared voxel grid, too large.
     """
-    import nibabel as nib
+    from lesionseg.core.nibabel_import import nibabel as nib
 
     path = Path(path)
     if not path.exists():
@@ -112,7 +112,7 @@ def _shear_degrees(affine: np.ndarray) -> float:
 def _raw_header(path: Path, header_class: type):
     """The header as stored in the file, unfixed (nibabel silently replaces a zero pixdim by 1,
     a negative one by its absolute value and a wrong sizeof_hdr by the right one when loading)."""
-    import nibabel as nib
+    from lesionseg.core.nibabel_import import nibabel as nib
 
     with nib.openers.ImageOpener(str(path)) as handle:
         return header_class.from_fileobj(handle, check=False)
@@ -178,7 +178,7 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: Path, *, like: object
 
     With `like` (a NIfTI header), its qform/sform codes and units are kept.
     """
-    import nibabel as nib
+    from lesionseg.core.nibabel_import import nibabel as nib
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from nibabel import orientations as ornt
 
 from lesionseg.core.errors import UsageError
+from lesionseg.core.nibabel_import import nibabel
+
+ornt = nibabel.orientations
 
 _AXIS = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
 _OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}

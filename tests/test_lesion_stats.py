@@ -8,13 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionseg.client.lesion_stats import (
-    TSV_COLUMNS,
-    label_lesions,
-    lesion_stats,
-    sidecar_paths,
-    write_sidecars,
-)
+from lesionseg.client.lesion_stats import TSV_COLUMNS, lesion_stats, sidecar_paths, write_sidecars
+from lesionseg.core.lesions import label_lesions
 
 
 def two_cubes() -> np.ndarray:
@@ -65,6 +60,30 @@ def test_voxels_two_apart_are_two_lesions() -> None:
     mask[2, 2, 2] = 1  # diagonal, one empty voxel between: not 26-connected
     stats = lesion_stats(mask, (1, 1, 1))
     assert stats.count == 2 and [lesion.voxels for lesion in stats.lesions] == [1, 1]
+
+
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.02, 0.1, 0.3, 0.6])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 1, 5), (23, 17, 11), (40, 40, 12)])
+def test_labels_and_statistics_equal_scipy_ndimage(shape: tuple[int, int, int], density: float) -> None:
+    """The oracle: scipy.ndimage's 26-connected labelling, center_of_mass and find_objects, on
+    random masks from empty to dense (mostly one lesion): the same labels, and statistics equal to
+    the last bit."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(int(density * 1000) + sum(shape))
+    mask = (rng.random(shape) < density).astype(np.uint8)
+    expected, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    labels, found = label_lesions(mask)
+    assert found == count and labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, expected)
+    stats = lesion_stats(mask, (0.7, 0.9, 2.5))
+    index = np.arange(1, count + 1)
+    centroids = ndimage.center_of_mass(np.ones(shape, np.float64), expected, index) if count else []
+    boxes = ndimage.find_objects(expected)
+    assert [lesion.voxels for lesion in stats.lesions] == np.bincount(expected.ravel(), minlength=count + 1)[1:].tolist()
+    assert [lesion.centroid_vox for lesion in stats.lesions] == [tuple(float(c) for c in centroid) for centroid in centroids]
+    assert [lesion.extent_mm for lesion in stats.lesions] == [
+        tuple((box.stop - box.start) * s for box, s in zip(box3, (0.7, 0.9, 2.5))) for box3 in boxes]
 
 
 def test_label_values_are_merged_and_relabelled() -> None:

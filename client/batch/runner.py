@@ -84,7 +84,7 @@ class Outcome:
 def outputs_valid(planned: Planned) -> str | None:
     """None when every output of `planned` exists, is newer than the input, and its NIfTI files read
     completely (those on the input's grid with the input's shape); else the reason they do not."""
-    import nibabel as nib
+    from lesionseg.core.nibabel_import import nibabel as nib
     import numpy as np
 
     try:

@@ -407,7 +407,7 @@ def series_image(series: DicomSeries, path: Path | None = None):
     (x, y, z) data, the RAS+ affine and a NIfTI header (scanner qform/sform, mm) whose zooms are the
     voxel size, named `path` (default: the series' folder or file) in messages and output names,
     carrying the series."""
-    import nibabel as nib
+    from lesionseg.core.nibabel_import import nibabel as nib
 
     from lesionseg.core.image import Image
 
