@@ -73,6 +73,7 @@ from typing import Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic models and DICOM series of the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkouts  # noqa: E402  (bench/ is not a package)
 from server_memory import Peaks, measured_server  # noqa: E402
@@ -518,7 +519,7 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
     from lesionseg.client.task import output_paths
     from lesionseg.core.catalogue import task_info
     from lesionseg.export.nnunet import export_nnunet
-    from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
+    from synthetic_nnunet import REALISTIC, make_model
     from lesionseg.server.pipelines import nnunet
 
     folder = make_model(tmp / "model", REALISTIC)

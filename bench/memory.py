@@ -4,7 +4,7 @@
 Two cases, each one repository exported in this run and served twice by a fresh embedded server:
 
   nnunet  the bench/cohort.py nnU-Net case: the seg_ms_lesion-sized random-weight model
-          (`lesionseg.export.synthetic_nnunet.REALISTIC`, task 'bench'), a cohort of N variants
+          (`tests/synthetic_nnunet.py`'s REALISTIC, task 'bench'), a cohort of N variants
           of t2_fake_lesion.nii.gz.
   legacy  every legacy contrast with real weights loaded together (`export sct-legacy --contrast
           all` from ../shared/sct_models: t2s and t2_ax; the sagittal t2 weights are not there),
@@ -68,7 +68,7 @@ class Job:
 def nnunet_case(args: argparse.Namespace, tmp: Path) -> tuple[Path, list[Job], str]:
     from lesionseg.client.task import output_paths
     from lesionseg.export.nnunet import export_nnunet
-    from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
+    from synthetic_nnunet import REALISTIC, make_model
 
     folder = make_model(tmp / "model", REALISTIC)
     repo = tmp / "repo"

@@ -2,7 +2,7 @@
 the bare ONNX network on the same tiles.
 
 On one image and one checkpoint (a seg_ms_lesion-sized model with random weights: 6 stages,
-32..320 features, patch 64x128x128, built by `lesionseg.export.synthetic_nnunet`):
+32..320 features, patch 64x128x128, built by `tests/synthetic_nnunet.py`):
   triton   one gRPC call to the task ensemble on the embedded server (image already loaded)
   nnunetv2 nnUNetPredictor.predict_single_npy_array in this process (tile step 0.5, gaussian, no TTA)
   bare     onnxruntime in this process on exactly the tiles the sliding window sends
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic models and DICOM series of the tests
 
 
 def main() -> int:
@@ -39,7 +40,7 @@ def main() -> int:
     from lesionseg.core.nifti import load_nifti
     from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.export.nnunet import export_nnunet
-    from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
+    from synthetic_nnunet import REALISTIC, make_model
     from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, free_ports
     from lesionseg.server.pipelines import nnunet
 

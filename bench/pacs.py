@@ -3,7 +3,7 @@ CLI on the same volumes, and the gateway's receive rate against dcmtk's storescp
 
 N series (default 16) are made from the real T2*w volume of ../shared (each a variant: intensities
 scaled by 1 + 0.01 i and small deterministic noise on the nonzero voxels, its own UIDs), written as
-MR Image Storage with `lesionseg.client.dicom.from_volume`; the NIfTI inputs are their
+MR Image Storage with `tests/dicom_writer.py`; the NIfTI inputs are their
 `dicom2nifti` conversions, so both paths segment identical voxels with `deepseg_lesion_t2s` (the
 real SCT weights) on ONE warm embedded Triton server. In one run:
 
@@ -46,7 +46,7 @@ def make_series(shared: Path, root: Path, n: int) -> list[Path]:
     import nibabel as nib
 
     from lesionseg.client.dicom.convert import dicom_to_nifti
-    from lesionseg.client.dicom.from_volume import SeriesSpec, write_series
+    from dicom_writer import SeriesSpec, write_series
 
     image = nib.load(str(shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"))
     data = np.asarray(image.dataobj, dtype=np.float32)

@@ -2,7 +2,7 @@
 
 For every network (a model folder with `1/model.onnx`) of the repositories given (default: the
 real legacy networks exported from `../shared/sct_models` and the seg_ms_lesion-sized nnU-Net
-network with random weights that `lesionseg.export.synthetic_nnunet` builds, both into a
+network with random weights that `tests/synthetic_nnunet.py` builds, both into a
 temporary folder):
 
   FLOPs     counted from the ONNX graph at its real tile (`lesionseg.export.flops`: Conv,
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic models of the tests
 
 
 def _best_seconds(run, repeats: int) -> float:
@@ -102,7 +103,7 @@ def best(peak: dict[str, dict[str, float]], kind: str) -> float:
 def default_repositories(tmp: Path, shared: Path) -> list[Path]:
     from lesionseg.export.legacy import export_sct_legacy
     from lesionseg.export.nnunet import export_nnunet
-    from lesionseg.export.synthetic_nnunet import REALISTIC, make_model
+    from synthetic_nnunet import REALISTIC, make_model
 
     legacy = tmp / "legacy"
     export_sct_legacy(shared / "sct_models", legacy)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic models and DICOM series of the tests
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cohort import check_child, make_cohort, run_child, server_settings  # noqa: E402
@@ -116,7 +117,7 @@ def main() -> int:
             if args.quick:
                 settings = settings[8:]
         else:
-            from lesionseg.export import synthetic_nnunet
+            import synthetic_nnunet
             from lesionseg.export.nnunet import export_nnunet
 
             folder = synthetic_nnunet.make_model(tmp / "model", synthetic_nnunet.REALISTIC)

@@ -93,25 +93,21 @@ class Gateway:
 
     @staticmethod
     def warm_up() -> None:
-        """Do once, before the first association, what the first series would otherwise pay for
-        (about 0.6 s here): import pydicom's pixel handlers, highdicom and the pipelines' client
-        code, and build a SEG and an SR of a small synthetic series, which loads highdicom's
-        tables of the standard."""
+        """Do once, before the first association, what the first series would otherwise pay for:
+        import pydicom's pixel handlers, highdicom and the jobs' client code, and build a SEG and
+        an SR of a small series made here, which loads highdicom's tables of the standard."""
         import tempfile
 
         import numpy as np
 
         from lesionseg.client import legacy, task  # noqa: F401
         from lesionseg.client.dicom import results
-        from lesionseg.client.dicom.from_volume import SeriesSpec, write_series
         from lesionseg.client.dicom.series import read_series
         from lesionseg.client.lesion_stats import lesion_stats
 
         with tempfile.TemporaryDirectory(prefix="lesionseg-gateway-warm-up-") as folder:
-            data = np.arange(16 * 16 * 3, dtype=np.float32).reshape(16, 16, 3)
-            write_series(data, np.eye(4), Path(folder), SeriesSpec(seed="warm-up"))
-            series = read_series(Path(folder))
-            mask = (data > data.mean()).astype(np.uint8)
+            series = read_series(_warm_up_series(Path(folder)))
+            mask = (series.data > series.data.mean()).astype(np.uint8)
             algorithm = results.Algorithm(name="warm-up", version="0")
             seg = results.segmentation(series, {results.LESION: mask}, algorithm)
             results.report(series, seg, lesion_stats(mask, series.spacing), algorithm)
@@ -307,3 +303,30 @@ class Gateway:
                 self.metrics.stage.labels(stage="total").observe(job.finished - job.first_received)
                 logger.info("series %s sent to %s", uid, ", ".join(d.name for d in self.config.destinations))
         return True
+
+
+def _warm_up_series(folder: Path) -> Path:
+    """Three 16 x 16 axial MR slices (1 mm) with what a SEG and an SR need of their source, in `folder`."""
+    import numpy as np
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    for k in range(3):
+        ds = pydicom.Dataset()
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.PatientID, ds.PatientName, ds.StudyDate, ds.StudyTime = "MR", "WARM-UP", "Warm^Up", "20260101", "120000"
+        ds.SeriesNumber, ds.InstanceNumber, ds.StudyID, ds.AccessionNumber = 1, k + 1, "1", ""
+        ds.ReferringPhysicianName, ds.PatientBirthDate, ds.PatientSex, ds.Manufacturer = "", "", "O", "lesionseg"
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, k], [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
+        ds.Rows = ds.Columns = 16
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = (np.arange(256, dtype=np.uint16).reshape(16, 16) + 256 * k).tobytes()
+        ds.save_as(str(folder / f"{k}.dcm"), enforce_file_format=True)
+    return folder

@@ -148,7 +148,7 @@ try:
 except ImportError:  # the export/test extras are not installed
     HAVE_TORCH = False
 
-from lesionseg.export import synthetic_nnunet as nnunet_models  # noqa: E402
+import synthetic_nnunet as nnunet_models  # noqa: E402  (tests/: the synthetic nnU-Net models)
 
 #: test tasks served by the session server: task -> (model variant, export options)
 NNUNET_TASKS = {

@@ -1,5 +1,5 @@
 """DICOM test series made from the real MR volumes in ../shared/sct_testing_data, written with
-`lesionseg.client.dicom.from_volume`: axial (T2*w), sagittal (T2w), oblique (T1w rotated
+`dicom_writer` (tests/): axial (T2*w), sagittal (T2w), oblique (T1w rotated
 20/-12/7 degrees), multi-frame (Legacy Converted Enhanced MR of the T2w fake-lesion volume) and
 JPEG 2000 compressed (T2w)."""
 
@@ -36,7 +36,7 @@ def source_volume(shared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def write(shared: Path, name: str, folder: Path, **changes) -> Path:
     """Write series `name` into `folder` (made); `changes` override its SeriesSpec fields."""
-    from lesionseg.client.dicom.from_volume import SeriesSpec, write_series
+    from dicom_writer import SeriesSpec, write_series
 
     data, affine = source_volume(shared, name)
     options = {**SERIES[name][1], **changes}

@@ -107,7 +107,7 @@ def test_install_nnunet_task_from_its_release_url(http_root, tmp_path: Path, mon
     pytest.importorskip("torch")
     from lesionseg.core.catalogue import TASKS
     from lesionseg.export.install import task_release
-    from lesionseg.export.synthetic_nnunet import Variant, make_model
+    from synthetic_nnunet import Variant, make_model
 
     root, base = http_root
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

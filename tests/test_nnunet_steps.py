@@ -16,7 +16,7 @@ from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resamp
 nnunetv2 = pytest.importorskip("nnunetv2", reason="nnunetv2 (the oracle) is in the test extra")
 torch = pytest.importorskip("torch")
 
-from lesionseg.export import synthetic_nnunet as nnunet_models  # noqa: E402
+import synthetic_nnunet as nnunet_models  # noqa: E402  (tests/: the synthetic nnU-Net models)
 
 
 @pytest.mark.parametrize(("size", "tile"), [((20, 130, 97), (16, 48, 48)), ((16, 48, 48), (16, 48, 48)), ((110, 64, 65), (64, 64, 64))])

@@ -332,7 +332,7 @@ def test_nnunet_bf16_report_on_the_test_task(shared: Path, tmp_path: Path) -> No
     pytest.importorskip("torch", reason="needs the export extra (torch)")
     from conftest import NNUNET_TASKS
 
-    from lesionseg.export import synthetic_nnunet
+    import synthetic_nnunet
     from lesionseg.export.nnunet import export_nnunet
 
     variant, options = NNUNET_TASKS["seg_ms_lesion"]

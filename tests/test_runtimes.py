@@ -86,7 +86,7 @@ def nnunet_export(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("torch", reason="needs the export extra (torch)")
     from conftest import NNUNET_TASKS
 
-    from lesionseg.export import synthetic_nnunet
+    import synthetic_nnunet
     from lesionseg.export.nnunet import export_nnunet
 
     variant, options = NNUNET_TASKS["seg_ms_lesion"]

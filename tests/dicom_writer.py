@@ -1,5 +1,6 @@
-"""A 3D volume written as a DICOM MR series: test fixtures, benchmarks and demos of the DICOM path
-from real NIfTI images (`lesionseg.client.dicom.series` reads it back).
+"""Test support: a 3D volume written as a DICOM MR series, the fixtures of the DICOM tests and
+benchmarks, from real NIfTI images (`lesionseg.client.dicom.series` reads it back; bench/ puts
+tests/ on its path).
 
 The geometry is the inverse of `series.read_series`: with LPS = diag(-1, -1, 1) · RAS affine,
 slice k's pixels are `data[:, :, k].T`, ImageOrientationPatient is the unit LPS columns 0 and 1,

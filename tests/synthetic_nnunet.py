@@ -1,4 +1,5 @@
-"""Realistic nnU-Net v2 model folders with random weights, for tests, benchmarks and demos.
+"""Test support: realistic nnU-Net v2 model folders with random weights, for the tests and the
+benchmarks (bench/ puts tests/ on its path).
 
 Each folder has nnU-Net's layout (`<trainer>__<plans>__3d_fullres/` with plans.json, dataset.json
 and `fold_N/checkpoint_final.pth`) and plans in nnU-Net's format: anisotropic spacing and
