@@ -1,4 +1,6 @@
-"""Shared fixtures: one real embedded Triton server per test session, real data paths."""
+"""Shared fixtures: one real embedded Triton server per test session, real data paths; and the
+suite's rules: a test that needs the server is slow (exporting the session's repository and
+starting the server take minutes), and a skip must say why (else the run fails)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,31 @@ TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 SHARED = Path(os.environ.get("LESIONSEG_SHARED", ROOT.parent / "shared"))
 SELFTEST_REPOSITORY = TESTS / "model_repository"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("server") is not None and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+
+
+#: what pytest says of a skip that gives no reason
+UNSTATED_REASONS = ("", "Skipped", "Skipped:", "unconditional skip", "Skipped: unconditional skip")
+_skips: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        _skips.append((report.nodeid, longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skip without a stated reason fails the run."""
+    unstated = [nodeid for nodeid, reason in _skips if reason.strip() in UNSTATED_REASONS]
+    if unstated:
+        print(f"\n{len(unstated)} test(s) skipped without a stated reason: {', '.join(unstated[:10])}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def ports() -> dict[str, int]:

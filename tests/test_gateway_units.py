@@ -146,6 +146,7 @@ needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk
 
 @needs_dcmtk
 @pytest.mark.realdata
+@pytest.mark.slow  # a real gateway process and storescu
 def test_real_gateway_watermark_bad_series_metrics(shared, tmp_path):
     """A gateway process (no Triton): a full disk refuses the association; a series with a missing
     slice fails at once with one line in the log and the job table; /metrics counts what came in."""

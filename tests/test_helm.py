@@ -217,6 +217,7 @@ def checkov_reports(tmp_path_factory) -> dict[str, dict]:
 ALLOWED_SKIPS = {"CKV_K8S_43", "CKV_K8S_15"}
 
 
+@pytest.mark.slow  # checkov scans every render
 @pytest.mark.parametrize("values_file", CI_FILES, ids=CI_IDS)
 def test_checkov_finds_no_failed_check(values_file: Path, checkov_reports) -> None:
     report = checkov_reports[values_file.stem]

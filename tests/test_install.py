@@ -137,6 +137,7 @@ def test_install_nnunet_task_from_its_release_url(http_root, tmp_path: Path, mon
     assert not (tmp_path / "repo2").exists()
 
 
+@pytest.mark.slow  # builds and exports a MONAI network
 def test_install_monai_release(http_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
     """`models install seg_sc_contrast_agnostic --release v2.5` fetches SCT 6.5's MONAI release path
