@@ -40,9 +40,9 @@ the summed VmHWM of its processes, an upper bound); the batch client's own summa
 timer starts after its imports, input discovery and output checks); how many mask voxels differ
 between a and b.
 
-With `--variants onnxruntime,auto,bf16` (issue 13), b also runs once per variant, each its own
+With `--variants onnxruntime,auto,bf16`, b also runs once per variant, each its own
 repository exported in this run and its own warm server, same cohort, same CLI command:
-onnxruntime = every network FP32 on ONNX Runtime (the repository before issue 13), openvino =
+onnxruntime = every network FP32 on ONNX Runtime (the repository before the measured runtimes), openvino =
 FP32 on OpenVINO, auto = FP32 on each network's measured runtime (the default), bf16 / int8 =
 the reduced precision, whose export computes its parity report on ../shared's real images (and
 refuses it when it fails: printed instead of a time). Printed per variant: seconds, subjects/min,
@@ -161,7 +161,7 @@ class Result:
 
 #: --variants: name -> the export's Serving options
 VARIANTS = {
-    "onnxruntime": {"runtime": "onnxruntime"},  # FP32, every network on ONNX Runtime: before issue 13
+    "onnxruntime": {"runtime": "onnxruntime"},  # FP32, every network on ONNX Runtime: before the measured runtimes
     "openvino": {"runtime": "openvino"},
     "auto": {},  # FP32, each network's measured runtime: the default
     "bf16": {"precision": "bf16"},
@@ -672,12 +672,13 @@ def report(r: Result, args: argparse.Namespace) -> str:
     if r.code:
         import statistics
 
-        base = statistics.median(r.code[0][1])
-        lines.append(f"  b per code version (median of {args.code_repeats} runs, alternating, same warm server):")
+        base, base_min = statistics.median(r.code[0][1]), min(r.code[0][1])
+        lines.append(f"  b per code version ({args.code_repeats} runs each, alternating, same warm server):")
         for name, runs in r.code:
             median = statistics.median(runs)
-            lines.append(f"    {name:12} {median:7.1f} s {rate(r.n, median):9.1f} subj/min   throughput vs {r.code[0][0]}: "
-                         f"{base / median:.3f}   runs {', '.join(f'{x:.1f}' for x in runs)}")
+            lines.append(f"    {name:12} median {median:6.1f} s ({rate(r.n, median):6.1f} subj/min), fastest {min(runs):6.1f} s; "
+                         f"throughput vs {r.code[0][0]}: {base / median:.3f} (median), {base_min / min(runs):.3f} (fastest)   "
+                         f"runs {', '.join(f'{x:.1f}' for x in runs)}")
     return "\n".join(lines)
 
 

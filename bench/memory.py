@@ -1,5 +1,5 @@
 """Benchmark: the server's peak memory and cohort throughput with the networks' memory settings
-(issue 13, item 4) against the settings before them, measured in one run.
+against the settings before them, measured in one run.
 
 Two cases, each one repository exported in this run and served twice by a fresh embedded server:
 
@@ -12,7 +12,7 @@ Two cases, each one repository exported in this run and served twice by a fresh 
 
 Settings:
 
-  before  the repository as export wrote it before item 4: every network config rewritten (through
+  before  the repository as export wrote it before these settings: every network config rewritten (through
           model_config_pb2, weights linked) to two instances at one intra-op thread, ONNX
           Runtime's memory pattern on, the whole batch the dynamic batcher forms run at once.
   now     the configs as exported (`lesionseg.server.repository.networks`: one instance at two
@@ -107,7 +107,7 @@ def legacy_case(args: argparse.Namespace, tmp: Path) -> tuple[Path, list[Job], s
 
 
 def before_copy(source: Path, target: Path) -> Path:
-    """`source` with every network config (max_batch_size > 0) as export wrote it before item 4:
+    """`source` with every network config (max_batch_size > 0) as export wrote it before these settings:
     two instances, one intra-op thread, memory pattern on, no run_batch. Weights are linked."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc

@@ -11,7 +11,7 @@ Three measures, all of the server's process tree from its start (model loading i
            shared pages split between the processes that map them.
   hwm      the sum of each process's own VmHWM: an upper bound (a library mapped by 12 stubs
            counts 12 times, and the processes' peaks need not coincide); the measure
-           bench/README.md used before issue 13's item 4.
+           bench/README.md used before the memory settings.
 
     with measured_server(settings) as served:
         ...  # requests to served.server

@@ -128,7 +128,7 @@ def main() -> int:
                 return ["deepseg", "-i", str(inputs), "-task", "bench", "-ofolder", str(out), "-url", url, "-j", str(jobs)]
             settings = [Setting(0, True, 1, 2, 5000, 2), Setting(0, False, 1, 2, 5000, 2), Setting(1, False, 2, 2, 5000, 2),
                         Setting(0, False, 1, 2, 5000, 1)]
-        if args.instances:  # issue 13, item 4: with the memory settings the export writes (run_batch 1, no pattern)
+        if args.instances:  # with the memory settings the export writes (run_batch 1, no pattern)
             delay = settings[0].queue_delay_us
             settings = [Setting(2, False, 1, 2, delay, 2), Setting(1, False, 2, 2, delay, 2)]
         cohort = tmp / "cohort"

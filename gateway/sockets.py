@@ -1,10 +1,9 @@
 """TCP options of the gateway's DICOM connections.
 
 DIMSE is request/response: each C-STORE waits for its answer. With Nagle's algorithm on, a small
-final segment waits for the peer's delayed ACK (40 ms on Linux), which caps a loopback transfer
-of small MR slices at ~11 instances/s (measured with dcmtk's storescu -> storescp, whose default
-leaves Nagle on; `TCP_NODELAY=1` on both took 52 instances from 4.6 s to 0.07 s). The gateway
-sets TCP_NODELAY on every connection it accepts or opens.
+final segment waits for the peer's delayed ACK (40 ms on Linux), which caps a transfer of small
+MR slices at a few instances a second (bench/README.md, "Hospital PACS"). The gateway sets
+TCP_NODELAY on every connection it accepts or opens.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 OpenVINO, behind one call, `run(output_names, feeds) -> list of arrays`.
 
 Both run the same ONNX file on the CPU with the same thread budget. OpenVINO compiles the graph
-with its dynamic batch axis once (measured here: the same speed per item as a static shape) and
+with its dynamic batch axis once (as fast per item as a static shape, by measurement) and
 keeps one infer request; FP32 is asked for explicitly (`INFERENCE_PRECISION_HINT` f32), since the
 CPU plugin would otherwise pick BF16 on CPUs with native BF16. Its threads are not pinned to cores:
 several stub processes share the cores.
@@ -142,8 +142,7 @@ class ChunkedRunner:
     each chunk's outputs copied into the whole batch's: a network's working memory grows with the
     batch it runs, while its time per item on the CPU barely changes beyond one item (bench/README.md,
     "Server memory"). The copy matters: ONNX Runtime's outputs are views of its arena, and one held
-    while the next chunk runs splits the arena so that it grows by another block (measured: +270 MiB
-    on the nnU-Net tile). `run` has ONNX Runtime's signature."""
+    while the next chunk runs splits the arena so that it grows by another block. `run` has ONNX Runtime's signature."""
 
     def __init__(self, runner: Any, size: int) -> None:
         if size < 1:

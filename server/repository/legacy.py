@@ -44,10 +44,9 @@ def network_model(network: str) -> str:
 
 
 #: The legacy networks' CPU instances and threads, by measurement (bench/memory.py, bench/tuning.py;
-#: bench/README.md, "Server memory"): one instance at two threads instead of the default two at
-#: one. With every contrast loaded it holds the server at 646 MiB instead of ~910 MiB (memory
-#: cgroup), under issue 13's 1 GB, at 4-5 % less throughput than two instances (t2s cohort; still
-#: faster than before the memory settings). Each stub process costs ~55 MiB of its own.
+#: the numbers are in bench/README.md, "Server memory"): one instance at two threads instead of
+#: the default two at one, which holds a server with every contrast loaded under 1 GB for a few
+#: per cent less throughput; each instance is a stub process of its own.
 LEGACY_NET_INSTANCES, LEGACY_NET_THREADS = 1, 2
 
 

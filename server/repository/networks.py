@@ -26,15 +26,15 @@ from lesionseg.server.repository.pymodel import write_model_py
 BACKENDS = tuple(Backend)
 RUNTIMES = (Runtime.ONNXRUNTIME, Runtime.OPENVINO)
 #: The CPU runtime of each network when none is asked for ("auto"), chosen by measurement
-#: (bench/roofline.py, one thread, FP32, numbers in bench/README.md): OpenVINO runs the legacy 3D
-#: lesion networks 2.0-2.3x faster than ONNX Runtime with the same masks on every real image
-#: (tests/test_runtimes.py); the 2D centerline networks are faster on ONNX Runtime (OpenVINO
-#: 0.8-0.9x); nnU-Net tiles run 1.4x faster on OpenVINO but miss the 1e-3 probability bar
-#: against ONNX Runtime on random weights, so they stay on ONNX Runtime. First matching prefix wins.
+#: (bench/roofline.py, one thread, FP32; the numbers are in bench/README.md): OpenVINO runs the
+#: legacy 3D lesion networks faster than ONNX Runtime with the same masks on every real image
+#: (tests/test_runtimes.py); the 2D centerline networks are faster on ONNX Runtime; nnU-Net tiles
+#: are faster on OpenVINO but miss the 1e-3 probability bar against ONNX Runtime on random
+#: weights, so they stay on ONNX Runtime. First matching prefix wins.
 MEASURED_RUNTIMES = (("deepseg_lesion_", Runtime.OPENVINO),)
 #: What runs a reduced CPU precision on the python backend: the runtime its parity report ran
-#: (lesionseg.export.precision): BF16 arithmetic is OpenVINO's; the INT8 graph runs 3-4x faster
-#: on OpenVINO's VNNI kernels than on ONNX Runtime here (legacy lesion network, one thread).
+#: (lesionseg.export.precision): BF16 arithmetic is OpenVINO's; the INT8 graph runs faster on
+#: OpenVINO's VNNI kernels than on ONNX Runtime (bench/README.md, "Reduced precision").
 PRECISION_RUNTIMES = {Precision.BF16: Runtime.OPENVINO, Precision.INT8: Runtime.OPENVINO}
 
 
@@ -61,11 +61,8 @@ def resolve_runtime(network: str, runtime: str = Runtime.AUTO, precision: str = 
 #: `lesionseg.server.repository.legacy.network_entry`). A network's working memory grows with the
 #: items it runs at once while its time per item does not shrink beyond one on the CPU, and with a
 #: memory pattern ONNX Runtime's arena keeps one block for all of a shape's intermediate tensors
-#: beside the per-tensor ones. Against the settings before (the whole batch at once, memory
-#: pattern on), 16-subject cohorts on the 2-core machine: the nnU-Net server's peak (memory cgroup)
-#: fell from about 5.1 to 2.0 GB with the same masks and no loss of throughput. Two one-thread
-#: instances stay the default: for nnU-Net they ran 1.06-1.10x faster than one two-thread instance
-#: (which held 1.2 GB). `LESIONSEG_ORT_THREADS`, `LESIONSEG_RUN_BATCH` and
+#: beside the per-tensor ones: these settings hold the same masks in a fraction of the memory at
+#: the same throughput. `LESIONSEG_ORT_THREADS`, `LESIONSEG_RUN_BATCH` and
 #: `LESIONSEG_ORT_MEM_PATTERN`, set for the server, override the python backend's configs.
 CPU_NETWORK_INSTANCES = 2
 CPU_INTRA_OP_THREADS = 1
