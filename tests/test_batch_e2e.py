@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -255,9 +254,12 @@ def test_server_killed_and_restarted_mid_batch(session_repository: Path, legacy_
                                                tmp_path: Path):
     """A server of its own (only the t2s pipeline), killed with SIGKILL while the batch runs and started
     again on the same ports: the batch retries and finishes, every output complete and correct."""
-    from conftest import ports
+    import threading
 
-    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings
+    from conftest import ports
+    from waiting import group_members, wait_for
+
+    from lesionseg.server.launch.embedded import EmbeddedServer, ServerSettings, port_in_use
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -276,19 +278,37 @@ def test_server_killed_and_restarted_mid_batch(session_repository: Path, legacy_
                               "-ofolder", str(out), "-url", settings.grpc_url, "-j", "2", "--retry-seconds", "240",
                               "--summary", str(tmp_path / "summary.tsv")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed: dict[str, list[str]] = {"stdout": [], "stderr": []}  # read line by line as it comes: stderr is watched
+
+    def read(name: str) -> None:
+        for line in getattr(batch, name):
+            printed[name].append(line)
+
+    readers = [threading.Thread(target=read, args=(name,), daemon=True) for name in printed]
+    for reader in readers:
+        reader.start()
     second = EmbeddedServer(settings)
     try:
-        deadline = time.monotonic() + 120
-        while len(list(out.glob("*_lesionseg.nii.gz"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: len(list(out.glob("*_lesionseg.nii.gz"))) >= 2, 120, "the batch to write two subjects", interval=0.1)
         done_before = len(list(out.glob("*_lesionseg.nii.gz")))
         assert 2 <= done_before < 12, "the batch must be under way when the server dies"
-        os.killpg(first.pid, signal.SIGKILL)  # tritonserver and its Python-backend stubs: no clean shutdown
+        pgid, logged = first.pid, len(printed["stderr"])
+        os.killpg(pgid, signal.SIGKILL)  # tritonserver and its Python-backend stubs: no clean shutdown
         first.stop()
-        time.sleep(2)
+        # the batch has met the dead server (a subject's request failed, so it will be retried),
+        # and every process of the killed server is gone and its ports are free for the second
+        wait_for(lambda: any("unavailable" in line for line in printed["stderr"][logged:]), 60,
+                 "the batch to report the server unavailable", interval=0.05)
+        wait_for(lambda: not group_members(pgid), 30, "the killed server's processes to be gone", interval=0.05)
+        wait_for(lambda: not any(port_in_use(settings.host, port)
+                                 for port in (settings.grpc_port, settings.http_port, settings.metrics_port)),
+                 30, "the killed server's ports to be free", interval=0.05)
         second.start()
         second.wait_ready()
-        stdout, stderr = batch.communicate(timeout=400)
+        batch.wait(timeout=400)
+        for reader in readers:
+            reader.join(timeout=30)
+        stdout, stderr = ("".join(printed[name]) for name in ("stdout", "stderr"))
     finally:
         if batch.poll() is None:
             batch.kill()

@@ -2,9 +2,10 @@
 model_config_pb2 and checked against golden files, validated by `lesionseg repository check`, and
 chosen by the real embedded tritonserver 2.51 with `--model-config-name=gpu`.
 
-No GPU, ONNX Runtime backend or TensorRT exists here: the GPU configs cannot load. What is shown
-for real is that Triton 2.51 picks `configs/gpu.pbtxt` for the networks (and fails there only for
-want of the onnxruntime backend) while the pipeline models keep `config.pbtxt` and load.
+The tests need no GPU: the bundled tritonserver has neither the ONNX Runtime nor the TensorRT
+backend, so the GPU configs cannot load with it. What is shown for real is that Triton 2.51 picks
+`configs/gpu.pbtxt` for the networks (and fails there only for want of the onnxruntime backend)
+while the pipeline models keep `config.pbtxt` and load.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import os
 import stat
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
+from waiting import wait_for
 
 from lesionseg.client.cli import main
 from lesionseg.core.errors import UsageError
@@ -268,19 +269,21 @@ def _model_states(repository: Path, *extra: str) -> dict[str, dict]:
                 "--exit-on-error=false", "--strict-readiness=false", *extra]
         server = subprocess.Popen(args, env=server_environment(dist), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
+
+        def settled() -> dict[str, dict] | None:
+            """The index once every model is READY or UNAVAILABLE; None while one still loads."""
+            assert server.poll() is None, "tritonserver exited"
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{http}/v2/repository/index", data=b"{}", method="POST")
+                index = json.loads(urllib.request.urlopen(request, timeout=5).read())
+            except OSError:
+                return None  # not answering yet
+            if index and all(m.get("state") in ("READY", "UNAVAILABLE") for m in index):
+                return {m["name"]: m for m in index}
+            return None
+
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    request = urllib.request.Request(f"http://127.0.0.1:{http}/v2/repository/index", data=b"{}", method="POST")
-                    index = json.loads(urllib.request.urlopen(request, timeout=5).read())
-                    if index and all(m.get("state") in ("READY", "UNAVAILABLE") for m in index):
-                        return {m["name"]: m for m in index}
-                except OSError:
-                    pass
-                assert server.poll() is None, "tritonserver exited"
-                time.sleep(0.5)
-            raise AssertionError("models still loading after 120 s")
+            return wait_for(settled, 120, "every model to be loaded or to have failed", interval=0.5)
         finally:
             os.killpg(server.pid, 15)
             server.wait(timeout=60)
@@ -308,6 +311,7 @@ def test_triton_251_takes_the_gpu_variant_only_when_asked(tmp_path: Path) -> Non
     np.testing.assert_equal(read_config(tmp_path / "tiny_net" / "configs" / "gpu.pbtxt").max_batch_size, 64)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_models_install_legacy_for_the_gpu(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What the chart's init container runs on a GPU node: the real SCT weights, both variants."""

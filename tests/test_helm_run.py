@@ -20,6 +20,7 @@ fails the test: the root filesystem is read-only in the pod."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -37,7 +38,8 @@ import helm_chart as hc
 import pytest
 import tomllib
 from helm_chart import container, find
-from pacs_peers import free_port, wait_for
+from pacs_peers import free_port
+from waiting import poll, wait_for
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.realdata]
 
@@ -123,14 +125,16 @@ def wait_startup(pod: Pod, c: dict, process: subprocess.Popen, log: Path) -> flo
     budget, initialDelaySeconds + periodSeconds x failureThreshold; returns the seconds taken."""
     probe = c["startupProbe"]
     budget = probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
-    start = time.monotonic()
-    while time.monotonic() - start < budget:
+
+    def passes() -> bool:
         if process.poll() is not None:
             pytest.fail(f"{pod.name} exited {process.returncode} before its startup probe passed:\n{log.read_text()[-4000:]}")
-        if pod.probe(probe):
-            return time.monotonic() - start
-        time.sleep(0.5)
-    pytest.fail(f"{pod.name}: startup probe still failing after its budget of {budget} s")
+        return pod.probe(probe)
+
+    start = time.monotonic()
+    if not poll(passes, budget, interval=0.5):
+        pytest.fail(f"{pod.name}: startup probe still failing after its budget of {budget} s")
+    return time.monotonic() - start
 
 
 def stop(process: subprocess.Popen, grace: float) -> int:
@@ -158,21 +162,19 @@ def folders(tmp_path_factory, shared: Path) -> dict[str, Path]:
     return {**names, "sources": shared, "dshm": Path("/dev/shm")}
 
 
-@pytest.fixture(scope="module")
-def triton_pod(objects, folders):
-    """The Triton pod: init containers run, then the server; yields (Pod, container, process)."""
-    from lesionseg.server.launch.binary import (
-        find_distribution,
-        make_backend_dir,
-        server_environment,
-    )
+def triton_volumes(folders: dict[str, Path]) -> dict[str, Path]:
+    return {"models": folders["models"], "tmp": folders["tmp"], "sources": folders["sources"], "dshm": folders["dshm"]}
 
+
+@pytest.fixture(scope="module")
+def triton_installed(objects, folders):
+    """The Triton pod's init containers run (the models installed into /models), and /models then
+    mounted as rendered; yields their seconds by name."""
     deployment = find(objects, "Deployment", "-triton")
     spec = deployment["spec"]["template"]["spec"]
-    volumes = {"models": folders["models"], "tmp": folders["tmp"], "sources": folders["sources"], "dshm": folders["dshm"]}
     timings = {}
     for init in spec["initContainers"]:
-        pod = Pod(deployment, init, volumes)
+        pod = Pod(deployment, init, triton_volumes(folders))
         command = init["command"]
         assert command[0] == "lesionseg", command
         start = time.monotonic()
@@ -181,14 +183,32 @@ def triton_pod(objects, folders):
         timings[init["name"]] = time.monotonic() - start
         assert done.returncode == 0, f"{init['name']} failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-4000:]}"
     assert any((folders["models"] / name / "config.pbtxt").is_file() for name in ("deepseg_lesion_t2s", "deepseg_lesion_t2_ax"))
+    (models_mount,) = [m for m in container(deployment, "triton")["volumeMounts"] if m["mountPath"] == "/models"]
+    if models_mount.get("readOnly"):  # as mounted; root ignores the mode bits, so the tree is also compared
+        set_writable(folders["models"], False)
+    try:
+        yield timings
+    finally:
+        set_writable(folders["models"], True)
 
+
+@contextlib.contextmanager
+def triton_container(objects, folders: dict[str, Path], work: Path):
+    """The Triton container started on the installed models (its own local ports; its backends
+    folder and log in `work`) until its startup probe passes; yields (Pod, container, process,
+    startup seconds, log). A read-only /models must be unchanged when it is stopped."""
+    from lesionseg.server.launch.binary import (
+        find_distribution,
+        make_backend_dir,
+        server_environment,
+    )
+
+    deployment = find(objects, "Deployment", "-triton")
     server = container(deployment, "triton")
-    pod = Pod(deployment, server, volumes)
+    pod = Pod(deployment, server, triton_volumes(folders))
     assert server["command"] == ["tritonserver"]
     (models_mount,) = [m for m in server["volumeMounts"] if m["mountPath"] == "/models"]
     read_only = bool(models_mount.get("readOnly"))
-    if read_only:  # as mounted; root ignores the mode bits, so the tree is also compared afterwards
-        set_writable(folders["models"], False)
     before = tree(folders["models"])
     args = []
     for arg in server["args"]:
@@ -196,15 +216,15 @@ def triton_pod(objects, folders):
         args.append(f"--{match[1]}-port={pod.port(int(match[2]))}" if match else pod.arg(arg))
     assert {int(m[1]) for a in server["args"] if (m := re.fullmatch(r"--\w+-port=(\d+)", a))} == set(pod.ports.values())
     dist = find_distribution()
-    backends = make_backend_dir(dist, folders["work"])
-    log = folders["work"] / "tritonserver.log"
+    backends = make_backend_dir(dist, work)
+    log = work / "tritonserver.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([str(dist.binary), *args, f"--backend-directory={backends}"],
-                                   env=server_environment(dist, pod.env(server)), cwd=folders["work"],
+                                   env=server_environment(dist, pod.env(server)), cwd=work,
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        timings["startup"] = wait_startup(pod, server, process, log)
-        yield pod, server, process, timings, log
+        startup = wait_startup(pod, server, process, log)
+        yield pod, server, process, startup, log
         if read_only:
             changed = sorted(set(tree(folders["models"]).items()) ^ set(before.items()))
             assert not changed, f"Triton wrote into its read-only /models: {changed[:10]}"
@@ -212,7 +232,22 @@ def triton_pod(objects, folders):
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
-        set_writable(folders["models"], True)
+
+
+@pytest.fixture(scope="module")
+def triton_pod(objects, folders, triton_installed):
+    """The module's Triton pod: init containers run, then the server; yields (Pod, container,
+    process, seconds of the init containers and of the startup, log). No test stops it."""
+    with triton_container(objects, folders, folders["work"]) as (pod, server, process, startup, log):
+        yield pod, server, process, {**triton_installed, "startup": startup}, log
+
+
+@pytest.fixture
+def own_triton_pod(objects, folders, triton_installed, tmp_path):
+    """A Triton pod of its own on the same installed models, for a test that stops it: the
+    module's stays up for the others, whatever order they run in."""
+    with triton_container(objects, folders, tmp_path) as started:
+        yield started
 
 
 def tree(folder: Path) -> dict[str, tuple[int, int]]:
@@ -300,8 +335,8 @@ def test_gateway_container_runs_with_its_rendered_config(objects, folders, trito
             process.wait(timeout=30)
 
 
-def test_triton_stops_within_its_grace_period(objects, triton_pod) -> None:
-    _, _, process, _, log = triton_pod
+def test_triton_stops_within_its_grace_period(objects, own_triton_pod) -> None:
+    _, _, process, _, log = own_triton_pod
     grace = find(objects, "Deployment", "-triton")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     start = time.monotonic()
     code = stop(process, grace)

@@ -1,6 +1,8 @@
 """Malformed inputs on the real embedded Triton server: each one gets ONE clear error line naming
 the file (or the task) and the problem, the documented exit code (1 bad input, 2 usage), no
-traceback and no partial output; the server stays healthy and still segments a good image.
+traceback and no partial output; the server stays healthy (checked after every test that used it:
+live, ready, and every model of the commands the test ran ready) and still segments a good image.
+The tests do not depend on their order.
 
 The cases complement `test_legacy_e2e.py::test_bad_inputs` (which covers the basic ones through
 `deepseg-lesion`): here every file case runs through `deepseg-lesion -c t2s` and through
@@ -459,6 +461,46 @@ def url(legacy_server, nnunet_server) -> str:
     return legacy_server.settings.grpc_url
 
 
+#: the models each command needs on the server
+COMMAND_MODELS = {
+    "deepseg-lesion": (f"deepseg_lesion_{CONTRAST}", f"deepseg_ctr_{CONTRAST}_net", f"deepseg_lesion_{CONTRAST}_net"),
+    "deepseg": (TASK, f"{TASK}_preprocess", f"{TASK}_predict", f"{TASK}_postprocess"),
+}
+#: the commands run by the tests that have no `kind` parameter naming theirs
+TEST_COMMANDS = {
+    "test_malformed_centerline_file": ("deepseg-lesion",),
+    "test_task_not_served_or_not_a_task": ("deepseg", "deepseg-lesion"),  # it names the legacy models as tasks
+    "test_batch_with_malformed_subjects": ("deepseg",),
+    "test_valid_image_segments_through_both_commands": ("deepseg-lesion", "deepseg"),
+}
+
+
+def assert_server_healthy(address: str, models: tuple[str, ...]) -> None:
+    """The server at `address` is live and ready and serves every one of `models` ready."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(address) as client:
+        assert client.is_server_live(client_timeout=30), "the server is not live"
+        assert client.is_server_ready(client_timeout=30), "the server is not ready"
+        not_ready = [model for model in models if not client.is_model_ready(model, client_timeout=30)]
+        assert not_ready == [], f"models not ready: {not_ready}"
+
+
+@pytest.fixture(autouse=True)
+def server_stays_healthy(request: pytest.FixtureRequest):
+    """After each test that used the session server: it is live and ready, and so is every model of
+    the commands the test ran (its `kind`, or TEST_COMMANDS), whatever ran before or after it."""
+    yield
+    server = request.node.funcargs.get("server")  # set up for this test (never started here)
+    if server is None:
+        return
+    callspec = getattr(request.node, "callspec", None)
+    kind = callspec.params.get("kind") if callspec is not None else None
+    commands = (kind,) if kind else TEST_COMMANDS.get(request.function.__name__, tuple(COMMAND_MODELS))
+    models = tuple(model for command in commands for model in COMMAND_MODELS[command])
+    assert_server_healthy(server.settings.grpc_url, models)
+
+
 # -- the cases ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["deepseg-lesion", "deepseg"])
@@ -579,17 +621,10 @@ def test_batch_with_malformed_subjects(url: str, shared: Path, tmp_path: Path, c
     assert nib.load(out / "sub-good_T2star_lesion_seg.nii.gz").shape == _real(shared).shape
 
 
-def test_server_healthy_after_malformed_inputs(url: str, shared: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    """Runs after the cases above (file order): the server is live and ready, every model used is
-    ready, and a valid image still segments with exit 0 through both commands."""
-    import tritonclient.grpc as grpcclient
-
-    with grpcclient.InferenceServerClient(url) as client:
-        assert client.is_server_live() and client.is_server_ready()
-        for model in (f"deepseg_lesion_{CONTRAST}", f"deepseg_ctr_{CONTRAST}_net", f"deepseg_lesion_{CONTRAST}_net",
-                      TASK, f"{TASK}_preprocess", f"{TASK}_predict", f"{TASK}_postprocess"):
-            assert client.is_model_ready(model), model
+def test_valid_image_segments_through_both_commands(url: str, shared: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid image segments with exit 0 through both commands, with whichever malformed inputs
+    the server was sent before (the server's health is checked after every test)."""
     image = _good_copy(tmp_path, shared)
     out = tmp_path / "out"
     assert main(command("deepseg", image, out, url)) == 0, capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""The networks' memory settings (issue 13, item 4): a batch run a few items at a time gives the
-whole batch's outputs, holds less memory doing it, and the CPU configs carry the settings.
+"""The networks' memory settings: a batch run a few items at a time gives the whole batch's
+outputs, holds less memory doing it, and the CPU configs carry the settings.
 
 The server-level numbers (nnU-Net and legacy servers' peaks against the settings before) are
 measured by bench/memory.py, not asserted here."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import os
 import sys
-import time
 
 import pytest
+from waiting import wait_for
 
 from lesionseg.client.cli.progress import shown, step
 
@@ -28,12 +28,18 @@ def test_spinner_text_reaches_the_terminal_and_nothing_reaches_a_pipe(monkeypatc
     tty = os.fdopen(slave, "w", buffering=1)
     try:
         monkeypatch.setattr(sys, "stderr", tty)
-        with step("segmenting t2.nii.gz (seg_ms_lesion)"):
-            time.sleep(0.3)
-        tty.flush()
         os.set_blocking(master, False)
-        seen = os.read(master, 65536).decode(errors="replace")
-        assert "segmenting t2.nii.gz (seg_ms_lesion)" in seen
+        seen = []
+
+        def shown_on_the_terminal() -> bool:
+            try:
+                seen.append(os.read(master, 65536).decode(errors="replace"))
+            except BlockingIOError:  # nothing written since the last read
+                pass
+            return "segmenting t2.nii.gz (seg_ms_lesion)" in "".join(seen)
+
+        with step("segmenting t2.nii.gz (seg_ms_lesion)"):  # the block lasts until the spinner is seen
+            wait_for(shown_on_the_terminal, 10, "the spinner's text on the terminal", interval=0.02)
     finally:
         tty.close()
         os.close(master)
