@@ -11,6 +11,7 @@ import copy
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import helm_chart as hc
@@ -21,14 +22,6 @@ from helm_chart import FULLNAME, NAMESPACE, container, find, find_all, render
 
 CI_FILES = hc.ci_values_files()
 CI_IDS = [f.stem for f in CI_FILES]
-
-
-def helm():
-    try:
-        import helm_python
-    except ImportError:
-        pytest.fail("helm_python missing: pip install helm-python-sdk (the Helm v4 SDK; no helm binary needed)")
-    return helm_python
 
 
 def kubernetes_validate():
@@ -282,25 +275,23 @@ def test_yamllint_chart_files() -> None:
     ("image.triton.digest=latest", "/image/triton/digest"),
 ])
 def test_bad_value_fails_to_render_naming_it(expression: str, named: str) -> None:
-    with pytest.raises(helm().HelmValuesError) as raised:
+    with pytest.raises(hc.HelmValuesError) as raised:
         hc.render(set_values=[expression])
     assert named in str(raised.value), str(raised.value)
 
 
 def test_kserve_without_a_model_store_fails_with_its_reason() -> None:
-    with pytest.raises(helm().HelmError, match="kserve.enabled needs kserve.storageUri"):
+    with pytest.raises(hc.HelmError, match="kserve.enabled needs kserve.storageUri"):
         hc.render(set_values={"kserve": {"enabled": True}})
 
 
 def test_sources_path_without_its_volume_fails_with_its_reason() -> None:
-    with pytest.raises(helm().HelmError, match="needs models.sourcesPersistentVolumeClaim"):
+    with pytest.raises(hc.HelmError, match="needs models.sourcesPersistentVolumeClaim"):
         hc.render(set_values={"models": {"from": "/sources/sct_models"}})
 
 
 def test_values_file_defaults_pass_the_schema() -> None:
-    with helm().Chart.load(hc.CHART) as chart:
-        chart.validate_schema({})
-        schema = chart.schema
+    schema = hc.chart_schema()
     assert schema["additionalProperties"] is False
     for key in ("gpu", "models", "triton", "autoscaling", "gateway", "kserve", "probes", "networkPolicy"):
         assert schema["properties"][key]["additionalProperties"] is False, key
@@ -630,8 +621,7 @@ def test_adapter_rules_file_is_the_chart_rule_rendered(rendered) -> None:
 
 
 def test_task_models_are_models_lesionseg_serves() -> None:
-    with helm().Chart.load(hc.CHART) as chart:
-        task_models = chart.values["autoscaling"]["taskModels"]
+    task_models = hc.chart_defaults()["autoscaling"]["taskModels"]
     assert sorted(task_models) == sorted(served_model_names()["entry"])
 
 
@@ -771,11 +761,11 @@ def test_gateway_config_values_round_trip_through_toml(tmp_path) -> None:
 
 
 def test_gateway_destinations_are_checked_by_the_schema() -> None:
-    with pytest.raises(helm().HelmValuesError, match="destinations"):
+    with pytest.raises(hc.HelmValuesError, match="destinations"):
         render(set_values={"gateway": {"config": {"destinations": [{"name": "pacs", "kind": "cstore", "host": "x"}]}}})
-    with pytest.raises(helm().HelmValuesError, match="callers"):
+    with pytest.raises(hc.HelmValuesError, match="callers"):
         render(set_values={"gateway": {"config": {"callers": []}}})
-    with pytest.raises(helm().HelmValuesError, match="callers"):
+    with pytest.raises(hc.HelmValuesError, match="callers"):
         render(set_values={"gateway": {"config": {"callers": [{"ae_title": "PACS"}]}}})
 
 
@@ -823,3 +813,10 @@ def test_kserve_install_job_fills_the_model_store_first(rendered) -> None:
     elsewhere = render(["kserve-values.yaml"], {"kserve": {"storageUri": "s3://bucket/lesionseg"}})
     assert not find_all(elsewhere, "Job")
     assert find(elsewhere, "InferenceService", FULLNAME)["spec"]["predictor"]["model"]["storageUri"] == "s3://bucket/lesionseg"
+
+
+def test_the_go_runtime_stays_out_of_the_test_process() -> None:
+    """The Helm SDK's Go library renders in the worker process, never in this one (see helm_chart)."""
+    assert find(render(), "Deployment", "-triton")
+    mapped = Path("/proc/self/maps").read_text()
+    assert "libhelm_c" not in mapped and "helm_python" not in sys.modules
