@@ -211,6 +211,9 @@ def test_deepseg_batch_with_an_nnunet_task(nnunet_server, shared: Path, tmp_path
     assert "2 subjects: 2 ok" in capsys.readouterr().out
     assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-o", str(tmp_path / "single.nii.gz"), "-url", url,
                  "--transport", "grpc"]) == 0
+    # SCT 7's form, the task first: the same mask as SCT 6's -task
+    assert main(["deepseg", "seg_ms_lesion", "-i", str(image), "-o", str(tmp_path / "positional.nii.gz"), "-url", url]) == 0
+    np.testing.assert_array_equal(mask(tmp_path / "positional.nii.gz"), mask(tmp_path / "single.nii.gz"))
     for name in ("x", "y"):
         np.testing.assert_array_equal(mask(tmp_path / "out" / f"{name}_lesion_seg.nii.gz"), mask(tmp_path / "single.nii.gz"))
         assert (tmp_path / "out" / f"{name}_lesion_seg.json").is_file()

@@ -1,4 +1,5 @@
-"""`lesionseg deepseg`: SCT's `sct_deepseg -task ...` (nnU-Net models) on Triton."""
+"""`lesionseg deepseg`: SCT's `sct_deepseg TASK -i ...` (SCT 7; `-task TASK` as in SCT 6 still
+works) with nnU-Net, MONAI and ivadomed models on Triton."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from lesionseg.core.errors import EXIT_OK, UsageError
 
 HELP = """\
 examples:
-  lesionseg deepseg -i sub-01_T2w.nii.gz -task seg_ms_lesion
+  lesionseg deepseg seg_ms_lesion -i sub-01_T2w.nii.gz
+  lesionseg deepseg -i sub-01_T2w.nii.gz -task seg_ms_lesion            # SCT 6's form, the same run
   lesionseg deepseg -i sub-01_UNIT1.nii.gz -task seg_ms_lesion_mp2rage --crop-to-cord
   lesionseg deepseg -i t2.nii.gz -task seg_sc_contrast_agnostic -o t2_cord.nii.gz -largest 1 -fill-holes
   lesionseg deepseg -i t2.nii.gz -task seg_ms_lesion -thr 0.5 -remove-small 5mm3
@@ -28,12 +30,13 @@ orientation the model expects comes from the server. Existing outputs are kept u
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = command(sub, "deepseg", help="segment with an nnU-Net task (sct_deepseg -task)", epilog=HELP + "\n" + BATCH_HELP)
+    parser = command(sub, "deepseg", help="segment with a deep-learning task (sct_deepseg TASK)", epilog=HELP + "\n" + BATCH_HELP)
+    parser.add_argument("task", nargs="?", metavar="TASK",
+                        help=f"task, first as in SCT 7's sct_deepseg ({', '.join(TASKS)}, or any exported task name)")
     parser.add_argument("-i", "--input", required=True, nargs="+", metavar="IMG",
                         help="input NIfTI image(s), folder(s), quoted glob pattern(s) or BIDS dataset(s); or one DICOM MR series "
                              "(a folder of its instances, or a multi-frame file)")
-    parser.add_argument("-task", "--task", required=True, metavar="TASK",
-                        help=f"task ({', '.join(TASKS)}, or any exported task name)")
+    parser.add_argument("-task", "--task", dest="task_option", metavar="TASK", help="the task, as SCT 6's -task (same as TASK)")
     parser.add_argument("-o", "--output", type=Path, metavar="OUT", help="output file, one input only (default: SCT's name next to the input)")
     parser.add_argument("-ofolder", "--ofolder", type=Path, metavar="DIR", help="output folder (default: next to each input)")
     parser.add_argument("-thr", "--thr", type=float, metavar="T", help="binarise the class probability (> T, T in [0, 1]) instead of argmax")
@@ -46,6 +49,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def chosen_task(positional: str | None, option: str | None) -> str:
+    """The task named first (SCT 7) or with -task (SCT 6); both only when they agree."""
+    if positional and option and positional != option:
+        raise UsageError(f"two tasks given: {positional} and -task {option}")
+    task = positional or option
+    if not task:
+        raise UsageError(f"no task: lesionseg deepseg TASK -i IMAGE (tasks: {', '.join(TASKS)})")
+    return task
+
+
 def run(args: argparse.Namespace) -> int:
     from lesionseg.client.batch.inputs import is_batch
     from lesionseg.client.cli.progress import step
@@ -55,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = PostOptions(threshold=args.thr, largest=args.largest, fill_holes=args.fill_holes,
                           remove_small=parse_size(args.remove_small) if args.remove_small else None)
+    args.task = chosen_task(args.task, args.task_option)
     writer(args)  # refuses bad output options before anything starts
     batch = is_batch(args.input, args.bids)
     if batch and args.output is not None:

@@ -1,0 +1,29 @@
+"""`lesionseg deepseg`'s command line: the task first (SCT 7's `sct_deepseg TASK -i ...`) or with
+`-task` (SCT 6); the serving itself is tested in test_batch_e2e and the golden outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lesionseg.client.cli import main
+from lesionseg.client.cli.deepseg import chosen_task
+from lesionseg.core.errors import UsageError
+
+
+@pytest.mark.parametrize(("positional", "option"), [("seg_ms_lesion", None), (None, "seg_ms_lesion"),
+                                                    ("seg_ms_lesion", "seg_ms_lesion")])
+def test_either_form_names_the_task(positional: str | None, option: str | None) -> None:
+    assert chosen_task(positional, option) == "seg_ms_lesion"
+
+
+def test_two_different_tasks_or_none_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "t2.nii.gz"  # never read: the command line is refused first
+    assert main(["deepseg", "seg_ms_lesion", "-task", "seg_sc_contrast_agnostic", "-i", str(image), "-url", "127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err.strip() == "lesionseg: error: two tasks given: seg_ms_lesion and -task seg_sc_contrast_agnostic"
+    assert main(["deepseg", "-i", str(image), "-url", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lesionseg: error: no task: lesionseg deepseg TASK -i IMAGE (tasks: seg_ms_lesion,") and "\n" not in err
+    with pytest.raises(UsageError):
+        chosen_task(None, None)
