@@ -17,7 +17,7 @@ from pathlib import Path
 from lesionseg.client.result import Job, Outputs, Result
 from lesionseg.core import __version__
 from lesionseg.core.catalogue import task_info
-from lesionseg.core.enums import StrEnum, choices
+from lesionseg.core.enums import Plane, StrEnum, choices
 from lesionseg.core.errors import UsageError
 from lesionseg.core.files import atomic_write_text
 from lesionseg.core.image import Image
@@ -48,16 +48,21 @@ class Written:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Writer:
     """How results are written: `output_format`; `dicom_qc`: with DICOM, also a Secondary Capture of
-    the QC mosaic; `qc`: the QC report folder (None: no QC entry); `argv`: the command line the
-    sidecars record (default: this process's).
+    the QC mosaic; `qc`: the QC report folder (None: no QC entry); `qc_dataset`, `qc_subject`: the
+    entry's dataset and subject (SCT 7's -qc-dataset, -qc-subject; default: guessed from the
+    input's path); `qc_plane`: the QC view (-qc-plane); `argv`: the command line the sidecars record
+    (default: this process's).
 
     Raises:
-        UsageError: an unknown output format, or `dicom_qc` without DICOM output.
+        UsageError: an unknown output format or QC plane, or `dicom_qc` without DICOM output.
     """
 
     output_format: OutputFormat = OutputFormat.NIFTI
     dicom_qc: bool = False
     qc: Path | None = None
+    qc_dataset: str | None = None
+    qc_subject: str | None = None
+    qc_plane: Plane = Plane.AXIAL
     argv: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -67,6 +72,10 @@ class Writer:
             raise UsageError(f"--output-format {self.output_format!r}: choose one of {', '.join(choices(OutputFormat))}") from None
         if self.dicom_qc and not self.output_format.dicom:
             raise UsageError("--dicom-qc goes with --output-format dicom or both")
+        plane = str(self.qc_plane).lower()
+        if plane not in (Plane.AXIAL, Plane.SAGITTAL):
+            raise UsageError(f"-qc-plane {self.qc_plane!r}: choose Axial or Sagittal")
+        object.__setattr__(self, "qc_plane", Plane(plane))
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -148,7 +157,8 @@ class Writer:
             cord_source = cord_source or result.cord_source
         fname_seg = outputs.named.get(result.cord_class) if result.cord_class else None  # type: ignore[arg-type]
         return qc_images(result.image, cord=cord, cord_source=cord_source, lesion=lesion, fname_seg=fname_seg,
-                         command=outputs.command, contrast=outputs.contrast)
+                         command=outputs.command, contrast=outputs.contrast, plane=self.qc_plane,
+                         dataset=self.qc_dataset, subject=self.qc_subject)
 
     def _generated_by(self, result: Result, mask: Path, path: Path) -> Path:
         """SCT's JSON sidecar of a mask: what made it, from what."""

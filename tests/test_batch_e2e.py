@@ -7,6 +7,7 @@ transport; shared-memory regions must not outlive a run; a server restart mid-ba
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import shutil
 import signal
@@ -211,9 +212,14 @@ def test_deepseg_batch_with_an_nnunet_task(nnunet_server, shared: Path, tmp_path
     assert "2 subjects: 2 ok" in capsys.readouterr().out
     assert main(["deepseg", "-i", str(image), "-task", "seg_ms_lesion", "-o", str(tmp_path / "single.nii.gz"), "-url", url,
                  "--transport", "grpc"]) == 0
-    # SCT 7's form, the task first: the same mask as SCT 6's -task
-    assert main(["deepseg", "seg_ms_lesion", "-i", str(image), "-o", str(tmp_path / "positional.nii.gz"), "-url", url]) == 0
+    # SCT 7's form, the task first: the same mask as SCT 6's -task; SCT 7's QC options name the entry
+    qc = tmp_path / "qc"
+    assert main(["deepseg", "seg_ms_lesion", "-i", str(image), "-o", str(tmp_path / "positional.nii.gz"), "-url", url,
+                 "-qc", str(qc), "-qc-dataset", "cohort-a", "-qc-subject", "sub-07", "-qc-plane", "sagittal"]) == 0
     np.testing.assert_array_equal(mask(tmp_path / "positional.nii.gz"), mask(tmp_path / "single.nii.gz"))
+    (record,) = [json.loads(p.read_text()) for p in (qc / "_json").glob("qc_*.json")]
+    assert (record["dataset"], record["subject"], record["plane"]) == ("cohort-a", "sub-07", "Sagittal")
+    assert [p.relative_to(qc).parts[:2] for p in qc.glob("*/*/*/*/*/overlay_img.png")] == [("cohort-a", "sub-07")]
     for name in ("x", "y"):
         np.testing.assert_array_equal(mask(tmp_path / "out" / f"{name}_lesion_seg.nii.gz"), mask(tmp_path / "single.nii.gz"))
         assert (tmp_path / "out" / f"{name}_lesion_seg.json").is_file()

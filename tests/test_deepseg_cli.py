@@ -27,3 +27,23 @@ def test_two_different_tasks_or_none_are_usage_errors(tmp_path: Path, capsys: py
     assert err.startswith("lesionseg: error: no task: lesionseg deepseg TASK -i IMAGE (tasks: seg_ms_lesion,") and "\n" not in err
     with pytest.raises(UsageError):
         chosen_task(None, None)
+
+
+def test_qc_plane_is_axial_or_sagittal_in_any_case() -> None:
+    from lesionseg.client.writer import Writer
+    from lesionseg.core.enums import Plane
+
+    assert Writer(qc_plane="Sagittal").qc_plane is Plane.SAGITTAL
+    assert Writer().qc_plane is Plane.AXIAL
+    with pytest.raises(UsageError, match="-qc-plane 'coronal'"):
+        Writer(qc_plane="coronal")
+
+
+@pytest.mark.parametrize("command", [["deepseg", "seg_ms_lesion"], ["deepseg-lesion", "-c", "t2s"]])
+def test_qc_subject_names_one_subject(command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images = [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"]  # never read: refused first
+    assert main([*command, "-i", *map(str, images), "-qc", str(tmp_path / "qc"), "-qc-subject", "sub-01",
+                 "-url", "127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err.strip() == ("lesionseg: error: -qc-subject names one subject; with several inputs "
+                                               "each entry takes its subject from its path")
+    assert not (tmp_path / "qc").exists()

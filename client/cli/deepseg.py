@@ -7,7 +7,15 @@ import argparse
 from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
-from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, segment_cohort, segment_one, transport_settings, writer
+from lesionseg.client.cli.segmentation import (
+    BATCH_HELP,
+    add_common_arguments,
+    refuse_batch_only_options,
+    segment_cohort,
+    segment_one,
+    transport_settings,
+    writer,
+)
 from lesionseg.core.catalogue import TASKS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -71,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     args.task = chosen_task(args.task, args.task_option)
     writer(args)  # refuses bad output options before anything starts
     batch = is_batch(args.input, args.bids)
-    if batch and args.output is not None:
-        raise UsageError("-o names one output file; with several inputs use -ofolder")
+    refuse_batch_only_options(args, batch=batch)
     with open_servers(args.url, transport_settings(args)) as servers:
         job = TaskJob(servers=servers, task=args.task, options=options, crop_to_cord=args.crop_to_cord)
         if batch:

@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
-from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, segment_cohort, segment_one, transport_settings, writer
+from lesionseg.client.cli.segmentation import (
+    BATCH_HELP,
+    add_common_arguments,
+    refuse_batch_only_options,
+    segment_cohort,
+    segment_one,
+    transport_settings,
+    writer,
+)
 from lesionseg.core.catalogue import LEGACY_CONTRASTS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         check_pattern(args.file_centerline, option="-file_centerline")
     writer(args)  # refuses bad output options before anything starts
     batch = is_batch(args.input, args.bids)
+    refuse_batch_only_options(args, batch=batch)
     if batch and args.file_centerline is not None and not is_pattern(args.file_centerline):
         raise UsageError("-file_centerline names one file, which belongs to one image: in a batch give a pattern "
                          "such as '{folder}/{stem}_seg.nii.gz' or 'bids' (see --help)")

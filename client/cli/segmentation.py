@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lesionseg.core.errors import UsageError
+
 BATCH_HELP = """\
 batch mode (several -i values, a folder, a glob pattern in quotes, or a BIDS dataset):
   one server for the whole cohort, --jobs subjects in flight, a failed subject does not stop the
@@ -19,6 +21,11 @@ batch mode (several -i values, a folder, a glob pattern in quotes, or a BIDS dat
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """-qc, --overwrite, --output-format, the connection (-url, --transport, --compression) and the batch arguments."""
     parser.add_argument("-qc", "--qc", type=Path, metavar="DIR", help="write a QC report entry into DIR (SCT layout, index.html)")
+    parser.add_argument("-qc-dataset", "--qc-dataset", metavar="NAME", help="the QC entry's dataset (default: guessed from the input's path)")
+    parser.add_argument("-qc-subject", "--qc-subject", metavar="NAME",
+                        help="the QC entry's subject (default: guessed from the input's path; one input only)")
+    parser.add_argument("-qc-plane", "--qc-plane", type=str.capitalize, choices=("Axial", "Sagittal"), default="Axial",
+                        help="the QC view: an axial mosaic around the cord (default) or sagittal panels")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse, exit 2)")
     parser.add_argument("--output-format", choices=("nifti", "dicom", "both"), default="nifti",
                         help="NIfTI masks (default), or for a DICOM series input a DICOM SEG (lesion and cord segments) "
@@ -52,10 +59,20 @@ def transport_settings(args: argparse.Namespace):
 
 
 def writer(args: argparse.Namespace):
-    """The `lesionseg.client.writer.Writer` of --output-format, --dicom-qc and -qc."""
+    """The `lesionseg.client.writer.Writer` of --output-format, --dicom-qc and -qc (with its dataset,
+    subject and plane)."""
     from lesionseg.client.writer import Writer
 
-    return Writer(output_format=args.output_format, dicom_qc=args.dicom_qc, qc=args.qc)
+    return Writer(output_format=args.output_format, dicom_qc=args.dicom_qc, qc=args.qc, qc_dataset=args.qc_dataset,
+                  qc_subject=args.qc_subject, qc_plane=args.qc_plane)
+
+
+def refuse_batch_only_options(args: argparse.Namespace, *, batch: bool) -> None:
+    """Options that name one output or one subject, refused for several inputs."""
+    if batch and getattr(args, "output", None) is not None:
+        raise UsageError("-o names one output file; with several inputs use -ofolder")
+    if batch and args.qc_subject is not None:
+        raise UsageError("-qc-subject names one subject; with several inputs each entry takes its subject from its path")
 
 
 def segment_one(args: argparse.Namespace, job, path: Path, *, folder: Path | None, output: Path | None = None) -> list[Path]:
