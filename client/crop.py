@@ -13,7 +13,7 @@ import dataclasses
 import math
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -85,6 +85,76 @@ def uncrop(data: np.ndarray, box: Box, shape: Sequence[int]) -> np.ndarray:
     out = np.zeros(tuple(shape), data.dtype)
     out[box.slices] = data
     return out
+
+
+#: SCT 7's crop-box faces (`sct_deepseg -box-xmin ... -box-zmax`, sc-crop's box): inclusive voxel
+#: indices along the array axes 0, 1, 2 of the image as stored.
+FACES = ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")
+
+
+def faces_of(box: Box) -> dict[str, int]:
+    """The box as SCT 7's inclusive faces {"xmin": ..., "zmax": ...}."""
+    out = {}
+    for axis, name in enumerate("xyz"):
+        out[f"{name}min"], out[f"{name}max"] = box.start[axis], box.stop[axis] - 1
+    return out
+
+
+def box_of_faces(faces: Mapping[str, int], shape: Sequence[int]) -> Box:
+    """The box of six inclusive faces on an image of `shape` (x, y, z voxels).
+
+    Raises:
+        UsageError: a face missing or outside the image, or a minimum above its maximum; the
+            message names the -box-* option.
+    """
+    missing = [f for f in FACES if faces.get(f) is None]
+    if missing:
+        raise UsageError(f"crop box without {', '.join('-box-' + f for f in missing)}")
+    for axis, name in enumerate("xyz"):
+        for face in (f"{name}min", f"{name}max"):
+            if not 0 <= int(faces[face]) < shape[axis]:
+                raise UsageError(f"-box-{face} {faces[face]}: outside the image (0 to {shape[axis] - 1} along {name})")
+        if faces[f"{name}min"] > faces[f"{name}max"]:
+            raise UsageError(f"-box-{name}min {faces[f'{name}min']} is above -box-{name}max {faces[f'{name}max']}: "
+                             "the box is inverted")
+    return Box(start=tuple(int(faces[f"{n}min"]) for n in "xyz"),  # type: ignore[arg-type]
+               stop=tuple(int(faces[f"{n}max"]) + 1 for n in "xyz"))
+
+
+def with_faces(box: Box | None, overrides: Mapping[str, int | None], shape: Sequence[int]) -> Box:
+    """`box` (None: the whole image) with the faces given in `overrides` (None: keep), checked as
+    `box_of_faces` checks them: SCT 7's -box-* options over a detected box."""
+    faces = faces_of(box if box is not None else Box(start=(0, 0, 0), stop=tuple(shape[:3])))  # type: ignore[arg-type]
+    faces.update({face: int(value) for face, value in overrides.items() if value is not None})
+    return box_of_faces(faces, shape)
+
+
+def box_mask(shape: Sequence[int], box: Box) -> np.ndarray:
+    """The `_cropbox` volume: uint8 of `shape`, 1 inside the box."""
+    out = np.zeros(tuple(shape[:3]), np.uint8)
+    out[box.slices] = 1
+    return out
+
+
+def touching_faces(mask: np.ndarray, box: Box) -> list[str]:
+    """The box faces inside the image that the (full-size, x, y, z) `mask` reaches: the structure
+    probably goes on beyond them. In SCT 7's order: per axis, the maximum face, then the minimum."""
+    faces = faces_of(box)
+    touched = []
+    for axis, name in enumerate("xyz"):
+        for face, border in ((f"{name}max", mask.shape[axis] - 1), (f"{name}min", 0)):
+            index = faces[face]
+            if index != border and np.take(mask, index, axis=axis).any():
+                touched.append(face)
+    return touched
+
+
+def truncation_warning(faces: Sequence[str], cropbox: Path | str) -> str:
+    """SCT 7's two-line warning when the segmentation reaches the crop box (`cropbox`: the
+    `_cropbox` file written)."""
+    return (f"the segmentation reaches the crop box at: {', '.join(faces)}. The spinal cord is likely truncated by the crop.\n"
+            f"Open {Path(cropbox).name} in FSLeyes, read off the voxel index of the truncated face(s), and re-run with: "
+            f"{'  '.join(f'-box-{face} <value>' for face in faces)}")
 
 
 def cord_dilation(affine: np.ndarray, spacing: Sequence[float]) -> tuple[int, int, int]:
