@@ -1,0 +1,206 @@
+"""sc-crop's spinal-cord detection box (PyPI `sc-crop` 0.12.1 by the ivadomed team, what SCT 7 runs
+before `lesion_ms` and `spinalcord`) as numpy steps around its two networks, the YOLO detector and
+the slice classifier. Every step reproduces the package's own, voxel for voxel
+(tests/test_sccrop_steps.py runs the package beside them); sc-crop's names in brackets.
+
+1. `detection_volume`: the image reoriented to LAS [reorient_to_las] and resampled to 1 x 1 x 10 mm
+   with trilinear interpolation unless already there [resample_for_inference]. The resampled
+   volume is nibabel's `resample_to_output`, world-aligned (RAS), as the package has it.
+2. `slab_slices`: one uint8 image per axial slice, superior to inferior, three channels (the slice
+   above, the slice, the slice below; zeros beyond the volume), each slice scaled from its own
+   0.5th-99.5th percentiles to 0-255 [build_slices, norm_scope "slice_all"].
+3. The detector, per slice: the most confident box (cx, cy, w, h), normalised to the slice
+   [infer_slices]. Not here: the network and its letterbox.
+4. `first_cord_run`: consecutive detected slices grouped, from the lowest index up; the first group
+   in which the classifier calls a slice cord (p >= 0.5) and every detection above it are kept
+   [cls_comp_filter]; none called cord: all kept.
+5. `las_box`: the detections in the LAS voxels of the original image [aggregate_bbox_3d].
+6. `padded`: widened by the model's margins in mm, rounded up to voxels, clipped [BBox3D.pad].
+7. `original_faces`: back to the image's own array axes, as inclusive faces [BBox3D.reorient].
+
+Boxes here are `LasBox`: (rl1, rl2, ap1, ap2, z1, z2) in LAS voxel indices, the upper ends
+exclusive, as the package keeps them (which makes its superior face, the largest detected z,
+exclusive too: reproduced, not corrected).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+#: sc-crop's inference settings (its config.yaml): slice thickness and in-plane size in mm.
+SI_MM, INPLANE_MM = 10.0, 1.0
+#: the classifier's threshold for "cord" (cls_conf)
+CORD_PROBABILITY = 0.5
+#: crop_metadata.json's keys, in mm (SCT 7 refuses a cropped model whose file lacks one)
+PAD_KEYS = ("pad_superior", "pad_inferior", "pad_left", "pad_right", "pad_anterior", "pad_posterior")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Padding:
+    """Margins around the detected cord, mm per anatomical face."""
+
+    superior: float
+    inferior: float
+    left: float
+    right: float
+    anterior: float
+    posterior: float
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, object], *, source: str = "crop_metadata.json") -> Padding:
+        """The six `pad_*` values of a model's crop_metadata.json.
+
+        Raises:
+            ValueError: a key missing or not a non-negative number (the message names it and `source`).
+        """
+        values = {}
+        for key in PAD_KEYS:
+            value = metadata.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{source}: {key} must be a non-negative number of mm, got {value!r}")
+            values[key.removeprefix("pad_")] = float(value)
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class LasBox:
+    """(rl1, rl2, ap1, ap2, z1, z2): LAS voxel indices, upper ends exclusive."""
+
+    rl1: int
+    rl2: int
+    ap1: int
+    ap2: int
+    z1: int
+    z2: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DetectionVolume:
+    """`volume`: (x, y, z) float32 at 1 x 1 x 10 mm (world-aligned when resampled); `las_shape`,
+    `las_zooms`: the original image reoriented to LAS, voxels and mm; `ornt`: the original image's
+    orientation (nibabel `io_orientation`)."""
+
+    volume: np.ndarray
+    las_shape: tuple[int, int, int]
+    las_zooms: tuple[float, float, float]
+    ornt: np.ndarray
+
+
+def detection_volume(data: np.ndarray, affine: np.ndarray, zooms: Sequence[float]) -> DetectionVolume:
+    """Step 1: `data` (x, y, z) as nibabel's `dataobj` gives it (scaled, its dtype kept: the
+    package resamples in that dtype), with the image's `affine` and header `zooms` (mm)."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+    from nibabel.processing import resample_to_output
+
+    from lesionseg.core.nibabel_import import nibabel as nib
+
+    image = nib.Nifti1Image(np.asarray(data), affine)
+    image.header.set_zooms(tuple(float(z) for z in zooms[:3]))
+    ornt = io_orientation(image.affine)
+    las = image.as_reoriented(ornt_transform(ornt, axcodes2ornt(("L", "A", "S"))))
+    las_zooms = tuple(float(z) for z in las.header.get_zooms()[:3])
+    target = (INPLANE_MM, INPLANE_MM, SI_MM)
+    if all(abs(t - z) < 0.01 for t, z in zip(target, las_zooms)):
+        resampled = las
+    else:
+        resampled = resample_to_output(las, voxel_sizes=target, order=1)
+    return DetectionVolume(volume=resampled.get_fdata(dtype=np.float32), las_shape=tuple(las.shape[:3]),
+                           las_zooms=las_zooms, ornt=ornt)  # type: ignore[arg-type]
+
+
+def _scaled(slice_: np.ndarray) -> np.ndarray:
+    """One (AP, RL) slice to uint8 from its own 0.5th-99.5th percentiles (all voxels)."""
+    lo, hi = np.percentile(slice_, [0.5, 99.5])
+    if hi <= lo:
+        return np.zeros(slice_.shape, np.uint8)
+    return ((np.clip(slice_, lo, hi) - lo) / (hi - lo) * 255).astype(np.uint8)
+
+
+def slab_slices(volume: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Step 2: (n, AP, RL, 3) uint8 slices, superior (z = n - 1) to inferior, and their z indices.
+    A slice is the volume's z plane transposed and flipped on both axes."""
+    n = volume.shape[2]
+    planes = [_scaled(volume[:, :, z].T[::-1, ::-1]) for z in range(n)]
+    black = np.zeros_like(planes[0]) if planes else np.zeros((volume.shape[1], volume.shape[0]), np.uint8)
+
+    def plane(z: int) -> np.ndarray:
+        return planes[z] if 0 <= z < n else black
+
+    order = list(range(n - 1, -1, -1))
+    slices = np.stack([np.stack([plane(z + 1), plane(z), plane(z - 1)], axis=2) for z in order]) if n else \
+        np.zeros((0, *black.shape, 3), np.uint8)
+    return slices, order
+
+
+Detection = tuple[float, float, float, float]  # (cx, cy, w, h), normalised to the slice
+
+
+def first_cord_run(detections: Mapping[int, Detection], is_cord: Callable[[int], float]) -> dict[int, Detection]:
+    """Step 4: `is_cord(z)` is the classifier's cord probability of slice z, asked lazily in the
+    package's order (runs of consecutive z from the lowest, each from its lowest z)."""
+    runs: list[list[int]] = []
+    for z in sorted(detections):
+        if runs and z == runs[-1][-1] + 1:
+            runs[-1].append(z)
+        else:
+            runs.append([z])
+    for run in runs:
+        if any(is_cord(z) >= CORD_PROBABILITY for z in run):
+            return {z: box for z, box in detections.items() if z >= run[0]}
+    return dict(detections)
+
+
+def las_box(detections: Mapping[int, Detection], las_shape: Sequence[int], si_zoom: float) -> LasBox:
+    """Step 5: `si_zoom` = the LAS image's slice thickness / 10 mm.
+
+    Raises:
+        ValueError: no detection (sc-crop: "No spinal cord detected").
+    """
+    if not detections:
+        raise ValueError("no spinal cord detected")
+    rl_n, ap_n, z_n = (int(v) for v in las_shape[:3])
+    rl1, rl2, ap1, ap2, zs = [], [], [], [], []
+    for z, (cx, cy, w, h) in detections.items():
+        rl_c, ap_c = cx * rl_n, (1.0 - cy) * ap_n
+        rl_half, ap_half = w / 2 * rl_n, h / 2 * ap_n
+        rl1.append(max(0, int(rl_c - rl_half)))
+        rl2.append(min(rl_n, int(rl_c + rl_half)))
+        ap1.append(max(0, int(ap_c - ap_half)))
+        ap2.append(min(ap_n, int(ap_c + ap_half)))
+        zs.append(min(z_n - 1, round(z / si_zoom)))
+    return LasBox(min(rl1), max(rl2), min(ap1), max(ap2), min(zs), max(zs))
+
+
+def padded(box: LasBox, padding: Padding, las_zooms: Sequence[float], las_shape: Sequence[int]) -> LasBox:
+    """Step 6: each face widened by its margin (mm -> voxels, rounded up), clipped to the image.
+    In LAS, index 0 is right, posterior, inferior."""
+    rl_mm, ap_mm, si_mm = las_zooms[:3]
+    rl_n, ap_n, z_n = las_shape[:3]
+
+    def vox(mm: float, size: float) -> int:
+        return int(np.ceil(mm / size))
+
+    return LasBox(max(0, box.rl1 - vox(padding.right, rl_mm)), min(rl_n, box.rl2 + vox(padding.left, rl_mm)),
+                  max(0, box.ap1 - vox(padding.posterior, ap_mm)), min(ap_n, box.ap2 + vox(padding.anterior, ap_mm)),
+                  max(0, box.z1 - vox(padding.inferior, si_mm)), min(z_n, box.z2 + vox(padding.superior, si_mm)))
+
+
+def original_faces(box: LasBox, las_shape: Sequence[int], ornt: np.ndarray) -> dict[str, int]:
+    """Step 7: the box on the original image's array axes, as SCT 7's inclusive faces
+    {"xmin": ..., "zmax": ...}."""
+    from nibabel.orientations import axcodes2ornt, ornt_transform
+
+    ranges = [(box.rl1, box.rl2), (box.ap1, box.ap2), (box.z1, box.z2)]
+    out: list[tuple[int, int]] = [(0, 0)] * 3
+    for axis, (target, flip) in enumerate(ornt_transform(axcodes2ornt(("L", "A", "S")), ornt)):
+        lo, hi = ranges[axis]
+        n = int(las_shape[axis])
+        out[int(target)] = (lo, hi) if flip == 1 else (n - hi, n - lo)
+    faces = {}
+    for axis, name in enumerate("xyz"):
+        faces[f"{name}min"], faces[f"{name}max"] = out[axis][0], out[axis][1] - 1
+    return faces

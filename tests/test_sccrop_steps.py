@@ -1,0 +1,106 @@
+"""sc-crop's detection steps (server/pipelines/sccrop.py) against the sc-crop package itself (PyPI
+`sc-crop` 0.12.1; its detector and classifier are not needed for these steps), on every real image
+of ../shared/sct_testing_data and on random boxes. Tolerance: none (every voxel, every index)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED
+
+from lesionseg.core.nibabel_import import nibabel as nib
+from lesionseg.server.pipelines import sccrop
+
+IMAGES = ["t1/t1w.nii.gz", "t2/t2.nii.gz", "t2/t2_fake_lesion.nii.gz", "t2s/t2s.nii.gz", "t2s/t2s_uncropped.nii.gz"]
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    pytest.importorskip("sc_crop", reason="sc-crop (the oracle) not installed: pip install --no-deps sc-crop==0.12.1")
+    import importlib
+
+    return importlib.import_module("sc_crop.crop")  # the module: the package's `crop` is its function
+
+
+def load(name: str):
+    return nib.load(str(SHARED / "sct_testing_data" / name))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", IMAGES)
+def test_detection_volume_and_slices_equal_the_package(name: str, shared: Path, oracle) -> None:
+    img = load(name)
+    ours = sccrop.detection_volume(np.asanyarray(img.dataobj), img.affine, img.header.get_zooms())
+    las = oracle.reorient_to_las(img)
+    theirs = oracle.resample_for_inference(las, sccrop.SI_MM, sccrop.INPLANE_MM).get_fdata(dtype=np.float32)
+    np.testing.assert_array_equal(ours.volume, theirs)
+    assert ours.las_shape == las.shape[:3]
+    assert ours.las_zooms == tuple(float(z) for z in las.header.get_zooms()[:3])
+    np.testing.assert_array_equal(ours.ornt, nib.io_orientation(img.affine))
+    slices, order = sccrop.slab_slices(ours.volume)
+    their_slices, their_order = oracle.build_slices(theirs, 3, "slice_all")
+    assert order == their_order
+    np.testing.assert_array_equal(slices, np.stack(their_slices))
+    assert slices.dtype == np.uint8 and slices.shape[1:] == (theirs.shape[1], theirs.shape[0], 3)
+
+
+def random_detections(rng: np.random.Generator, n_slices: int) -> dict[int, tuple[float, float, float, float]]:
+    zs = sorted(set(int(z) for z in rng.integers(0, n_slices, size=rng.integers(1, n_slices + 1))))
+    return {z: tuple(float(v) for v in (rng.random(), rng.random(), rng.random() * 0.5, rng.random() * 0.5)) for z in zs}
+
+
+def test_box_steps_equal_the_package(oracle, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        shape = tuple(int(v) for v in rng.integers(5, 120, size=3))
+        zooms = tuple(float(v) for v in rng.choice([0.5, 0.8, 1.0, 3.0, 5.0], size=3))
+        si_zoom = zooms[2] / sccrop.SI_MM
+        n_slices = max(1, int(round(shape[2] * si_zoom)))
+        detections = random_detections(rng, n_slices)
+        # step 4: the classifier, one probability per slice, asked in the package's order
+        probability = {z: float(rng.random()) for z in range(n_slices)}
+
+        class Session:
+            def run(self, _outputs, feeds):
+                z = int(feeds["images"])
+                return [np.array([[1 - probability[z], probability[z]]])]
+
+        monkeypatch.setattr(oracle, "_letterbox_cls", lambda sl, imgsz: sl)
+        kept = oracle.cls_comp_filter(detections, [np.array(z) for z in range(n_slices)], list(range(n_slices)), Session(), 0.5)
+        assert sccrop.first_cord_run(detections, probability.__getitem__) == kept
+        # steps 5-7
+        box = sccrop.las_box(kept, shape, si_zoom)
+        theirs = oracle.aggregate_bbox_3d(kept, *shape, si_zoom)
+        assert dataclasses_tuple(box) == (theirs.rl1, theirs.rl2, theirs.ap1, theirs.ap2, theirs.z1, theirs.z2)
+        margins = [float(v) for v in rng.uniform(0, 60, size=6)]
+        padding = sccrop.Padding(superior=margins[0], inferior=margins[1], left=margins[2], right=margins[3],
+                                 anterior=margins[4], posterior=margins[5])
+        ours_padded = sccrop.padded(box, padding, zooms, shape)
+        theirs_padded = theirs.pad(margins[2], margins[3], margins[4], margins[5], margins[0], margins[1], zooms, shape)
+        assert dataclasses_tuple(ours_padded) == dataclasses.astuple(theirs_padded)
+        codes = [rng.permutation(3), rng.integers(0, 2, size=3)]
+        ornt = np.array([[axis, 1 if keep else -1] for axis, keep in zip(*codes)], float)
+        back, _ = theirs_padded.reorient(shape, nib.orientations.axcodes2ornt(("L", "A", "S")), ornt)
+        assert sccrop.original_faces(ours_padded, shape, ornt) == {
+            "xmin": back.rl1, "xmax": back.rl2 - 1, "ymin": back.ap1, "ymax": back.ap2 - 1, "zmin": back.z1, "zmax": back.z2 - 1}
+
+
+def dataclasses_tuple(box: sccrop.LasBox) -> tuple[int, ...]:
+    return dataclasses.astuple(box)
+
+
+def test_no_detection_and_bad_metadata_are_refused() -> None:
+    with pytest.raises(ValueError, match="no spinal cord detected"):
+        sccrop.las_box({}, (10, 10, 10), 0.1)
+    good = {key: 10 for key in sccrop.PAD_KEYS}
+    assert sccrop.Padding.from_metadata(good).posterior == 10.0
+    for key, value in itertools.product(sccrop.PAD_KEYS[:2], (None, "5", -1, True, float("nan"))):
+        bad = {**good, key: value}
+        if value is None:
+            del bad[key]
+        with pytest.raises(ValueError, match=f"model/crop_metadata.json: {key} must be a non-negative number of mm"):
+            sccrop.Padding.from_metadata(bad, source="model/crop_metadata.json")
