@@ -104,3 +104,64 @@ def test_no_detection_and_bad_metadata_are_refused() -> None:
             del bad[key]
         with pytest.raises(ValueError, match=f"model/crop_metadata.json: {key} must be a non-negative number of mm"):
             sccrop.Padding.from_metadata(bad, source="model/crop_metadata.json")
+
+
+def bright_box(slice_: np.ndarray) -> tuple[float, float, float, float] | None:
+    """A stand-in detector, deterministic in the slice's pixels: a box of 6 x 4 mm around the
+    middle channel's brightest pixel, normalised (cx, cy, w, h); None for a dark slice (so some
+    slices have no detection)."""
+    plane = slice_[..., 1]
+    if plane.mean() < 10:
+        return None
+    y, x = np.unravel_index(int(np.argmax(plane)), plane.shape)
+    h, w = plane.shape
+    return ((x + 0.5) / w, (y + 0.5) / h, 6 / w, 4 / h)
+
+
+def cordness(slice_: np.ndarray) -> float:
+    """A stand-in classifier: the middle channel's mean brightness, 0-1."""
+    return float(slice_[..., 1].mean()) / 255 * 4
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", IMAGES)
+def test_the_whole_box_equals_sc_crop_detect_with_the_same_networks(name: str, shared: Path, oracle,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """sc_crop.detect itself, its two networks replaced by the stand-ins above (its YOLO call
+    `infer_slices`, its classifier session and letterbox), against `cord_box` with the same
+    stand-ins: the same inclusive faces, for SCT 7's margins from a crop_metadata.json."""
+    import importlib
+    import sys
+    import types
+
+    import onnxruntime
+
+    download = importlib.import_module("sc_crop.download")  # the module, not the package's function
+
+    def infer_slices(model, slices, las_idxs, conf, device, imgsz):
+        return {z: box for z, box in zip(las_idxs, map(bright_box, slices)) if box is not None}
+
+    class Session:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self, _outputs, feeds):
+            p = min(1.0, cordness(feeds["images"]))
+            return [np.array([[1 - p, p]])]
+
+    monkeypatch.setitem(sys.modules, "ultralytics", types.SimpleNamespace(YOLO=lambda *a, **k: None))
+    monkeypatch.setattr(download, "ensure_model", lambda: Path("det_model.onnx"))
+    monkeypatch.setattr(download, "ensure_cls_model", lambda: Path("cls_model.onnx"))
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
+    monkeypatch.setattr(oracle, "infer_slices", infer_slices)
+    monkeypatch.setattr(oracle, "_letterbox_cls", lambda sl, imgsz: sl)
+    # small margins, a different one per face: the box stays inside these small images, and a face
+    # padded with another face's margin shows
+    metadata = {"pad_superior": 4, "pad_inferior": 13, "pad_left": 2, "pad_right": 3.5, "pad_anterior": 1, "pad_posterior": 5}
+    img = load(name)
+    theirs = oracle.detect(img, **metadata)
+    ours = sccrop.cord_box(np.asanyarray(img.dataobj), img.affine, img.header.get_zooms(),
+                           padding=sccrop.Padding.from_metadata(metadata),
+                           detect=lambda slices: [bright_box(s) for s in slices],
+                           cord_probability=lambda s: min(1.0, cordness(s)))
+    assert ours == {face: theirs[face] for face in ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")}

@@ -204,3 +204,24 @@ def original_faces(box: LasBox, las_shape: Sequence[int], ornt: np.ndarray) -> d
     for axis, name in enumerate("xyz"):
         faces[f"{name}min"], faces[f"{name}max"] = out[axis][0], out[axis][1] - 1
     return faces
+
+
+def cord_box(data: np.ndarray, affine: np.ndarray, zooms: Sequence[float], *, padding: Padding,
+             detect: Callable[[np.ndarray], Sequence[Detection | None]],
+             cord_probability: Callable[[np.ndarray], float]) -> dict[str, int]:
+    """Steps 1-7 [detect]: the cord's box on the image's own array axes, inclusive faces.
+
+    Args:
+        data, affine, zooms: as `detection_volume` takes them.
+        detect: the detector on (n, AP, RL, 3) uint8 slices: each slice's most confident box or None.
+        cord_probability: the classifier on one (AP, RL, 3) uint8 slice.
+    Raises:
+        ValueError: no spinal cord detected.
+    """
+    prepared = detection_volume(data, affine, zooms)
+    slices, order = slab_slices(prepared.volume)
+    found = {z: box for z, box in zip(order, detect(slices)) if box is not None}
+    by_z = dict(zip(order, slices))
+    kept = first_cord_run(found, lambda z: cord_probability(by_z[z]))
+    box = las_box(kept, prepared.las_shape, prepared.las_zooms[2] / SI_MM)
+    return original_faces(padded(box, padding, prepared.las_zooms, prepared.las_shape), prepared.las_shape, prepared.ornt)
