@@ -165,3 +165,20 @@ def test_the_whole_box_equals_sc_crop_detect_with_the_same_networks(name: str, s
                            detect=lambda slices: [bright_box(s) for s in slices],
                            cord_probability=lambda s: min(1.0, cordness(s)))
     assert ours == {face: theirs[face] for face in ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")}
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", IMAGES)
+def test_classifier_input_equals_the_package(name: str, shared: Path, oracle) -> None:
+    """Every slice of the real images, and odd shapes (taller, wider, larger than 320, square)."""
+    pytest.importorskip("cv2", reason="OpenCV (a dependency of lesionseg) not installed")
+    img = load(name)
+    volume = sccrop.detection_volume(np.asanyarray(img.dataobj), img.affine, img.header.get_zooms()).volume
+    slices, _ = sccrop.slab_slices(volume)
+    rng = np.random.default_rng(3)
+    odd = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in ((17, 400), (401, 33), (320, 320), (7, 7))]
+    for slice_ in [*slices, *odd]:
+        ours = sccrop.classifier_input(slice_)
+        theirs = oracle._letterbox_cls(slice_, 320)
+        assert ours.dtype == theirs.dtype == np.float32 and ours.shape == (1, 3, 320, 320)
+        np.testing.assert_array_equal(ours, theirs)

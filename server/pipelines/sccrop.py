@@ -138,6 +138,27 @@ def slab_slices(volume: np.ndarray) -> tuple[np.ndarray, list[int]]:
 
 Detection = tuple[float, float, float, float]  # (cx, cy, w, h), normalised to the slice
 
+#: the networks' input size (imgsz), pixels
+IMAGE_SIZE = 320
+#: the grey of a letterbox's bars
+PAD_GREY = 114
+
+
+def classifier_input(slice_: np.ndarray) -> np.ndarray:
+    """The classifier's input for one (H, W, 3) uint8 slice: scaled (OpenCV bilinear) so its longer
+    side is 320 px, centred on 320 x 320 grey (114), channels as they are, (1, 3, 320, 320) float32
+    in [0, 1] [_letterbox_cls]."""
+    import cv2
+
+    h, w = slice_.shape[:2]
+    scale = IMAGE_SIZE / max(h, w)
+    nh, nw = round(h * scale), round(w * scale)
+    image = slice_ if (nh, nw) == (h, w) else cv2.resize(slice_, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    ph, pw = IMAGE_SIZE - nh, IMAGE_SIZE - nw
+    framed = cv2.copyMakeBorder(image, ph // 2, ph - ph // 2, pw // 2, pw - pw // 2, cv2.BORDER_CONSTANT,
+                                value=(PAD_GREY,) * 3)
+    return framed.astype(np.float32).transpose(2, 0, 1)[np.newaxis] / 255.0
+
 
 def first_cord_run(detections: Mapping[int, Detection], is_cord: Callable[[int], float]) -> dict[int, Detection]:
     """Step 4: `is_cord(z)` is the classifier's cord probability of slice z, asked lazily in the
