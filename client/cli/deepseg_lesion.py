@@ -6,15 +6,8 @@ import argparse
 from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
-from lesionseg.client.cli.segmentation import (
-    BATCH_HELP,
-    add_common_arguments,
-    refuse_batch_only_options,
-    segment_cohort,
-    segment_one,
-    transport_settings,
-    writer,
-)
+from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, refuse_batch_only_options, segment_cohort
+from lesionseg.client.cli.segmentation import segment_one, transport_settings, writer
 from lesionseg.core.catalogue import LEGACY_CONTRASTS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
