@@ -182,3 +182,27 @@ def test_classifier_input_equals_the_package(name: str, shared: Path, oracle) ->
         theirs = oracle._letterbox_cls(slice_, 320)
         assert ours.dtype == theirs.dtype == np.float32 and ours.shape == (1, 3, 320, 320)
         np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", IMAGES)
+def test_detector_input_equals_the_predictors(name: str, shared: Path) -> None:
+    """Against ultralytics' own LetterBox with the arguments its predictor gives it for sc-crop's
+    dynamic ONNX detector (imgsz 320, auto, stride 32), then the predictor's BGR-to-RGB flip and
+    division by 255 (ultralytics/engine/predictor.py, preprocess and pre_transform)."""
+    pytest.importorskip("ultralytics", reason="ultralytics (the oracle) not installed: pip install --no-deps ultralytics==8.4.190")
+    from ultralytics.data.augment import LetterBox
+
+    img = load(name)
+    volume = sccrop.detection_volume(np.asanyarray(img.dataobj), img.affine, img.header.get_zooms()).volume
+    slices, _ = sccrop.slab_slices(volume)
+    rng = np.random.default_rng(5)
+    odd = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in ((17, 400), (401, 33), (320, 320), (7, 7), (1, 900))]
+    letterbox = LetterBox(320, auto=True, stride=32)
+    for slice_ in [*slices, *odd]:
+        framed = letterbox(image=slice_)
+        theirs = framed[..., ::-1].transpose(2, 0, 1)[np.newaxis].astype(np.float32) / 255
+        ours = sccrop.detector_input(slice_)
+        assert ours.shape == theirs.shape and ours.dtype == np.float32, (ours.shape, theirs.shape)
+        assert ours.shape[2] % 32 == 0 and ours.shape[3] % 32 == 0 and max(ours.shape[2:]) == 320
+        np.testing.assert_array_equal(ours, theirs)

@@ -144,6 +144,29 @@ IMAGE_SIZE = 320
 PAD_GREY = 114
 
 
+#: the detector's padding is rounded to this many pixels (its stride): the detector is exported
+#: with dynamic height and width, so the package's predictor letterboxes to the smallest frame
+STRIDE = 32
+
+
+def detector_input(slice_: np.ndarray) -> np.ndarray:
+    """The detector's input for one (H, W, 3) uint8 slice, as the package's YOLO predictor makes it:
+    scaled (OpenCV bilinear) to fit 320 x 320, each side at least 1 px, padded with grey (114) to
+    the next multiple of 32 on each axis, centred; channels reversed (the predictor takes the
+    slice for BGR and feeds RGB, so the network sees inferior, current, superior), (1, 3, H', W')
+    float32 in [0, 1] [infer_slices -> ultralytics LetterBox(320, auto=True, stride=32)]."""
+    import cv2
+
+    h, w = slice_.shape[:2]
+    scale = min(IMAGE_SIZE / h, IMAGE_SIZE / w)
+    nw, nh = max(round(w * scale), 1), max(round(h * scale), 1)
+    dw, dh = (IMAGE_SIZE - nw) % STRIDE / 2, (IMAGE_SIZE - nh) % STRIDE / 2
+    image = slice_ if (w, h) == (nw, nh) else cv2.resize(slice_, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    framed = cv2.copyMakeBorder(image, round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1),
+                                cv2.BORDER_CONSTANT, value=(PAD_GREY,) * 3)
+    return framed[..., ::-1].transpose(2, 0, 1)[np.newaxis].astype(np.float32) / 255
+
+
 def classifier_input(slice_: np.ndarray) -> np.ndarray:
     """The classifier's input for one (H, W, 3) uint8 slice: scaled (OpenCV bilinear) so its longer
     side is 320 px, centred on 320 x 320 grey (114), channels as they are, (1, 3, 320, 320) float32
