@@ -206,3 +206,34 @@ def test_detector_input_equals_the_predictors(name: str, shared: Path) -> None:
         assert ours.shape == theirs.shape and ours.dtype == np.float32, (ours.shape, theirs.shape)
         assert ours.shape[2] % 32 == 0 and ours.shape[3] % 32 == 0 and max(ours.shape[2:]) == 320
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_best_detection_equals_ultralytics_reading_of_the_output() -> None:
+    """Random end-to-end outputs for real-sized slices, read by ultralytics 8.4.190's own code (its
+    end-to-end filter, scale_boxes, Boxes.xywhn) and the best-box choice of sc-crop's infer_slices."""
+    pytest.importorskip("ultralytics", reason="ultralytics (the oracle) not installed: pip install --no-deps ultralytics==8.4.190")
+    import torch
+    from ultralytics.engine.results import Boxes
+    from ultralytics.utils import nms, ops
+
+    rng = np.random.default_rng(11)
+    shapes = [(54, 49), (166, 161), (80, 24), (60, 52), (17, 400), (401, 33), (320, 320), (7, 7)]
+    for trial in range(400):
+        h, w = shapes[trial % len(shapes)]
+        input_shape = sccrop.detector_input(np.zeros((h, w, 3), np.uint8)).shape[2:]
+        output = np.zeros((300, 6), np.float32)
+        n = int(rng.integers(0, 300))
+        corners = rng.uniform(-20, max(input_shape) + 20, size=(n, 4)).astype(np.float32)
+        output[:n, 0], output[:n, 2] = np.minimum(corners[:, 0], corners[:, 2]), np.maximum(corners[:, 0], corners[:, 2])
+        output[:n, 1], output[:n, 3] = np.minimum(corners[:, 1], corners[:, 3]), np.maximum(corners[:, 1], corners[:, 3])
+        output[:n, 4] = rng.choice([rng.uniform(0, 0.2), rng.uniform(0, 1)], size=n).astype(np.float32)
+        if n > 2 and trial % 5 == 0:
+            output[1, 4] = output[2, 4] = output[:n, 4].max()  # a tie: the first wins
+        if n > 2 and trial % 7 == 0:  # at the threshold exactly (as float32): not above it
+            output[:n, 4] = np.minimum(output[:n, 4], np.float32(0.05))
+            output[0, 4] = np.float32(sccrop.DETECTION_CONFIDENCE)
+        (pred,) = nms.non_max_suppression(torch.from_numpy(output[None].copy()), conf_thres=0.1, iou_thres=0.7, end2end=True)
+        pred[:, :4] = ops.scale_boxes(tuple(input_shape), pred[:, :4], (h, w, 3))
+        boxes = Boxes(pred[:, :6], (h, w))
+        theirs = None if len(boxes) == 0 else tuple(boxes.xywhn[int(boxes.conf.argmax())].tolist())
+        assert sccrop.best_detection(output, input_shape, (h, w)) == theirs, (trial, h, w)

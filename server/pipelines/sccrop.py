@@ -9,8 +9,9 @@ the slice classifier. Every step reproduces the package's own, voxel for voxel
 2. `slab_slices`: one uint8 image per axial slice, superior to inferior, three channels (the slice
    above, the slice, the slice below; zeros beyond the volume), each slice scaled from its own
    0.5th-99.5th percentiles to 0-255 [build_slices, norm_scope "slice_all"].
-3. The detector, per slice: the most confident box (cx, cy, w, h), normalised to the slice
-   [infer_slices]. Not here: the network and its letterbox.
+3. The detector, per slice: `detector_input` (the YOLO predictor's letterbox), the network (not
+   here), `best_detection` (the most confident box above 0.1, back on the slice, normalised
+   (cx, cy, w, h)) [infer_slices]; the classifier's input is `classifier_input`.
 4. `first_cord_run`: consecutive detected slices grouped, from the lowest index up; the first group
    in which the classifier calls a slice cord (p >= 0.5) and every detection above it are kept
    [cls_comp_filter]; none called cord: all kept.
@@ -165,6 +166,45 @@ def detector_input(slice_: np.ndarray) -> np.ndarray:
     framed = cv2.copyMakeBorder(image, round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1),
                                 cv2.BORDER_CONSTANT, value=(PAD_GREY,) * 3)
     return framed[..., ::-1].transpose(2, 0, 1)[np.newaxis].astype(np.float32) / 255
+
+
+#: the detector's confidence threshold (conf; a box must exceed it)
+DETECTION_CONFIDENCE = 0.1
+
+
+def best_detection(output: np.ndarray, input_shape: Sequence[int], slice_shape: Sequence[int]) -> Detection | None:
+    """One slice's detection from the end-to-end detector's output, as the package reads it.
+
+    Args:
+        output: (300, 6) float32 rows (x1, y1, x2, y2, confidence, class) in the pixels of the
+            detector's input.
+        input_shape: (H', W') of `detector_input`; slice_shape: (h, w) of the slice.
+    Returns:
+        The most confident box above 0.1 (the first of equals), back on the slice and normalised,
+        (cx, cy, w, h); None when no box passes [ultralytics' end-to-end filter, scale_boxes and
+        Boxes.xywhn, then infer_slices' best box].
+    """
+    rows = np.asarray(output, np.float32)
+    rows = rows[rows[:, 4] > DETECTION_CONFIDENCE][:300]
+    if not len(rows):
+        return None
+    box = rows[int(np.argmax(rows[:, 4])), :4].copy()
+    (in_h, in_w), (h, w) = input_shape[:2], slice_shape[:2]
+    gain = min(in_h / h, in_w / w)
+    new_h, new_w = max(round(h * gain), 1), max(round(w * gain), 1)
+    pad_x, pad_y = round((in_w - new_w) / 2 - 0.1), round((in_h - new_h) / 2 - 0.1)
+    box[[0, 2]] -= pad_x
+    box[[1, 3]] -= pad_y
+    box[[0, 2]] /= np.float32(new_w / w)
+    box[[1, 3]] /= np.float32(new_h / h)
+    box[[0, 2]] = box[[0, 2]].clip(0, w)
+    box[[1, 3]] = box[[1, 3]].clip(0, h)
+    xywh = np.empty(4, np.float32)  # float32 throughout, as the package's tensors
+    xywh[:2] = (box[:2] + box[2:]) / np.float32(2)
+    xywh[2:] = box[2:] - box[:2]
+    xywh[[0, 2]] /= np.float32(w)
+    xywh[[1, 3]] /= np.float32(h)
+    return tuple(float(v) for v in xywh)  # type: ignore[return-value]
 
 
 def classifier_input(slice_: np.ndarray) -> np.ndarray:
