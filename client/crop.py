@@ -124,6 +124,9 @@ def box_of_faces(faces: Mapping[str, int], shape: Sequence[int]) -> Box:
 def with_faces(box: Box | None, overrides: Mapping[str, int | None], shape: Sequence[int]) -> Box:
     """`box` (None: the whole image) with the faces given in `overrides` (None: keep), checked as
     `box_of_faces` checks them: SCT 7's -box-* options over a detected box."""
+    unknown = sorted(set(overrides) - set(FACES))
+    if unknown:
+        raise UsageError(f"unknown crop-box face(s) {', '.join(unknown)}: the faces are {', '.join(FACES)}")
     faces = faces_of(box if box is not None else Box(start=(0, 0, 0), stop=tuple(shape[:3])))  # type: ignore[arg-type]
     faces.update({face: int(value) for face, value in overrides.items() if value is not None})
     return box_of_faces(faces, shape)

@@ -54,7 +54,8 @@ class Writer:
     (default: this process's).
 
     Raises:
-        UsageError: an unknown output format or QC plane, or `dicom_qc` without DICOM output.
+        UsageError: an unknown output format or QC plane, `dicom_qc` without DICOM output, or a QC
+            dataset or subject without a QC folder.
     """
 
     output_format: OutputFormat = OutputFormat.NIFTI
@@ -72,6 +73,9 @@ class Writer:
             raise UsageError(f"--output-format {self.output_format!r}: choose one of {', '.join(choices(OutputFormat))}") from None
         if self.dicom_qc and not self.output_format.dicom:
             raise UsageError("--dicom-qc goes with --output-format dicom or both")
+        named = [option for option, value in (("-qc-dataset", self.qc_dataset), ("-qc-subject", self.qc_subject)) if value]
+        if named and self.qc is None:
+            raise UsageError(f"{' and '.join(named)} name a QC entry: give -qc DIR too")
         plane = str(self.qc_plane).lower()
         if plane not in (Plane.AXIAL, Plane.SAGITTAL):
             raise UsageError(f"-qc-plane {self.qc_plane!r}: choose Axial or Sagittal")

@@ -77,6 +77,8 @@ def test_faces_round_trip_and_overrides() -> None:
     assert with_faces(box, {"zmax": 13, "xmin": None}, shape) == Box(start=(2, 3, 4), stop=(8, 9, 14))
     assert with_faces(None, {"ymin": 5}, shape) == Box(start=(0, 5, 0), stop=shape)
     assert set(FACES) == set(faces_of(box))
+    with pytest.raises(UsageError, match="unknown crop-box face"):
+        with_faces(box, {"xmn": 3}, shape)
 
 
 @pytest.mark.parametrize(("faces", "message"), [

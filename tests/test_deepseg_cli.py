@@ -37,6 +37,9 @@ def test_qc_plane_is_axial_or_sagittal_in_any_case() -> None:
     assert Writer().qc_plane is Plane.AXIAL
     with pytest.raises(UsageError, match="-qc-plane 'coronal'"):
         Writer(qc_plane="coronal")
+    with pytest.raises(UsageError, match="-qc-subject name a QC entry: give -qc DIR too"):
+        Writer(qc_subject="sub-01")
+    assert Writer(qc=Path("qc"), qc_dataset="d", qc_subject="s").qc_subject == "s"
 
 
 @pytest.mark.parametrize("command", [["deepseg", "seg_ms_lesion"], ["deepseg-lesion", "-c", "t2s"]])

@@ -126,15 +126,11 @@ def slab_slices(volume: np.ndarray) -> tuple[np.ndarray, list[int]]:
     A slice is the volume's z plane transposed and flipped on both axes."""
     n = volume.shape[2]
     planes = [_scaled(volume[:, :, z].T[::-1, ::-1]) for z in range(n)]
-    black = np.zeros_like(planes[0]) if planes else np.zeros((volume.shape[1], volume.shape[0]), np.uint8)
-
-    def plane(z: int) -> np.ndarray:
-        return planes[z] if 0 <= z < n else black
-
+    black = np.zeros((volume.shape[1], volume.shape[0]), np.uint8)
+    padded_planes = [black, *planes, black]  # index z + 1: a neighbour beyond the volume is black
     order = list(range(n - 1, -1, -1))
-    slices = np.stack([np.stack([plane(z + 1), plane(z), plane(z - 1)], axis=2) for z in order]) if n else \
-        np.zeros((0, *black.shape, 3), np.uint8)
-    return slices, order
+    slices = [np.stack([padded_planes[z + 2], padded_planes[z + 1], padded_planes[z]], axis=2) for z in order]
+    return np.stack(slices), order
 
 
 Detection = tuple[float, float, float, float]  # (cx, cy, w, h), normalised to the slice
