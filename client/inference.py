@@ -36,7 +36,7 @@ class Reply:
 
 
 def send(server: Server, model: ModelInfo, image: Image, *, outputs: Sequence[str], grid_outputs: Sequence[str] = (Tensor.SEG,),
-         extra_inputs: Mapping[str, np.ndarray] | None = None,
+         extra_inputs: Mapping[str, np.ndarray] | None = None, options: Mapping[str, np.ndarray] | None = None,
          output_shapes: Callable[[tuple[int, ...]], Mapping[str, tuple[tuple[int, ...], np.dtype]]] | None = None) -> Reply:
     """Send `image` to `model` on `server` and return its `outputs`.
 
@@ -45,6 +45,7 @@ def send(server: Server, model: ModelInfo, image: Image, *, outputs: Sequence[st
             through shared memory when the transport uses it).
         extra_inputs: more (x, y, z) volumes on the image's grid (e.g. a centerline mask),
             reoriented like the image.
+        options: inputs sent as they are (an nnU-Net task's TTA and FOLDS).
         output_shapes: the shapes and dtypes of other outputs known in advance, from the shape
             of the volume as sent (e.g. one row per slice).
     Raises:
@@ -57,6 +58,7 @@ def send(server: Server, model: ModelInfo, image: Image, *, outputs: Sequence[st
     inputs = {Tensor.IMAGE: data, Tensor.SPACING: np.asarray(orient.forward_spacing(image.spacing), np.float32)}
     for name, volume in (extra_inputs or {}).items():
         inputs[name] = np.ascontiguousarray(orient.forward(volume))
+    inputs.update({name: np.ascontiguousarray(value) for name, value in (options or {}).items()})
     shapes = {name: (data.shape, np.dtype(np.uint8)) for name in grid_outputs}
     shapes.update(output_shapes(data.shape) if output_shapes is not None else {})
     result = server.transport.infer(model.name, {str(k): v for k, v in inputs.items()}, [str(o) for o in outputs],

@@ -9,7 +9,11 @@ Two interfaces are served (the server's repository writes them, `lesionseg.serve
   RES_SPACING, CENTERLINE_XYZ (one (x, y, z) voxel position per slice);
 - an sct_deepseg task (nnU-Net ensemble, MONAI or ivadomed pipeline): IMAGE, SPACING -> SEG
   (x, y, z) uint8 labels, PROB (C - 1, x, y, z) uint8 foreground probabilities; its `plan`
-  parameter (JSON) names the labels.
+  parameter (JSON) names the labels. An nnU-Net task also takes two optional inputs: TTA (1,)
+  BOOL, nnU-Net's test-time mirroring on or off (default: as exported), and FOLDS (n,) INT32, the
+  positions of the folds to use among the plan's `folds` (default: all);
+- sc-crop's cord detector `sccrop`: IMAGE (x, y, z) FP32 as stored, AFFINE (4, 4) FP64, PADDING
+  (6,) FP32 mm -> BOX (6,) INT64, the inclusive voxel box (xmin, xmax, ymin, ymax, zmin, zmax).
 
 Every model's parameters carry `orientation` (SCT's code, e.g. "RPI": the orientation IMAGE must
 be sent in) and `source` (where its weights came from).
@@ -35,6 +39,11 @@ class Tensor(StrEnum):
     RES_PROB = "RES_PROB"
     RES_SPACING = "RES_SPACING"
     CENTERLINE_XYZ = "CENTERLINE_XYZ"
+    TTA = "TTA"
+    FOLDS = "FOLDS"
+    AFFINE = "AFFINE"
+    PADDING = "PADDING"
+    BOX = "BOX"
 
 
 class Param(StrEnum):

@@ -30,7 +30,7 @@ from lesionseg.export.nnunet_precision import nnunet_report
 from lesionseg.export.parity import ParityReport
 from lesionseg.export.precision import ParityOptions
 from lesionseg.export.torch_onnx import INPUT_NAME, OUTPUT_NAME, load_checkpoint, to_onnx, torch_module
-from lesionseg.server.pipelines.nnunet import NORMALISATIONS, NnunetPlan
+from lesionseg.server.pipelines.nnunet import NORMALISATIONS, FoldCombination, NnunetPlan
 from lesionseg.server.repository.networks import NetworkEntry
 from lesionseg.server.repository.nnunet import write_task
 
@@ -224,7 +224,8 @@ class _FoldAverage:
         return FoldAverage(networks).eval()
 
 
-def make_plan(folder: NnunetFolder, *, networks: Sequence[str], mirror_axes: Sequence[int], use_mirroring: bool) -> NnunetPlan:
+def make_plan(folder: NnunetFolder, *, networks: Sequence[str], mirror_axes: Sequence[int], use_mirroring: bool,
+              folds: Sequence[str] = (), fold_combination: str = FoldCombination.MEAN) -> NnunetPlan:
     config = folder.configuration
     plans = folder.plans
     channels = input_channels(folder.dataset)
@@ -266,6 +267,8 @@ def make_plan(folder: NnunetFolder, *, networks: Sequence[str], mirror_axes: Seq
         mirror_axes=tuple(int(a) for a in mirror_axes),
         use_mirroring=use_mirroring,
         networks=tuple(networks),
+        folds=tuple(folds),
+        fold_combination=fold_combination,
     )
 
 
@@ -280,9 +283,12 @@ class NnunetExport:
 def export_nnunet(
     model_dir: Path, repository: Path, *, task: str, folds: Sequence[str] | None = None, serving: Serving | None = None,
     mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None, source: str | None = None,
-    parity: ParityOptions | None = None,
+    parity: ParityOptions | None = None, fold_combination: str = FoldCombination.MEAN,
 ) -> NnunetExport:
     """Export an nnU-Net model folder as the `<task>` ensemble and its networks.
+
+    `fold_combination` (`FoldCombination`): how the folds make one answer; merged folds
+    (`merge_folds`, one network averaging the folds' logits) allow only the mean.
 
     A reduced `serving.precision` is computed first: the parity report of the task's pipeline with
     every fold network reduced, on the real images of `parity` (`lesionseg.export.nnunet_precision`);
@@ -291,6 +297,8 @@ def export_nnunet(
     serving = serving or Serving()
     parity = parity or ParityOptions()
     parity.check(serving.precision)
+    if merge_folds and fold_combination != FoldCombination.MEAN:
+        raise UsageError(f"folds merged into one network average their logits; they cannot be combined as {fold_combination!r}")
     folder = load_folder(model_dir, folds, configuration)
     labels_of(folder.dataset)
     network = build_network(folder)
@@ -318,7 +326,11 @@ def export_nnunet(
         records[name] = {"source": str(folder.path), "folds": list(folder.checkpoints) if merge_folds else [name.split("_fold")[-1][:-4]],
                          "checkpoints": {f: sha256(p) for f, p in folder.checkpoints.items()},
                          "parity": {"reference": "pytorch", "compared": "logits on 3 random tiles", "max_abs_diff": diff}}
-    plan = make_plan(folder, networks=list(modules), mirror_axes=mirror_axes or (), use_mirroring=mirroring)
+    try:
+        plan = make_plan(folder, networks=list(modules), mirror_axes=mirror_axes or (), use_mirroring=mirroring,
+                         folds=() if merge_folds else list(fold_modules), fold_combination=fold_combination)
+    except ValueError as exc:
+        raise ExportError(f"{folder.path}: {exc}") from None
     report, candidates = None, {}
     if serving.precision != "fp32":
         with tempfile.TemporaryDirectory(prefix="lesionseg-parity-") as tmp:

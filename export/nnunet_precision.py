@@ -41,7 +41,7 @@ def nnunet_report(plan: NnunetPlan, models: Mapping[str, Any], precision: str, o
         """The foreground mask of `path` with `nets` and its voxel volume in mm3."""
         data, spacing = reduced.oriented_image(path, plan.orientation)
         pre, props = nnunet.preprocess(data, spacing, plan)
-        logits = nnunet.sliding_window(pre, plan, lambda t: sum(net(t) for net in nets.values()) / len(nets))
+        logits = nnunet.sliding_window(pre, plan, nnunet.predict_folds(plan, [nets[name] for name in plan.networks]))
         seg, _ = nnunet.postprocess(logits, props, plan)
         return seg > 0, float(np.prod(spacing))
 

@@ -184,7 +184,24 @@ NNUNET_TASKS = {
     "test_multiclass": (nnunet_models.VARIANTS[2], {}),
     # seg_ms_lesion-like size (6 stages, 32..320 features, patch 64x128x128): exports and serves on CPU
     "seg_ms_lesion_realistic": (nnunet_models.REALISTIC, {}),
+    # SCT 7's lesion_ms: five folds voting (their label maps averaged, > 0.5)
+    "lesion_ms": (nnunet_models.LESION_MS, {"fold_combination": "vote"}),
+    # SCT 7's spinalcord through SCT's nnU-Net fork: two folds, the first counted twice
+    "spinalcord": (nnunet_models.SPINALCORD, {"fold_combination": "sct_fork"}),
 }
+
+#: SCT's nnU-Net fork (nnunetv2-neuropoly, the oracle of SCT 7's tasks), installed by .ci/run
+#: with `pip install --no-deps --target .oracles/nnunetv2-neuropoly nnunetv2-neuropoly==2.6.2`
+NNUNET_FORK = Path(os.environ.get("LESIONSEG_NNUNET_FORK", ROOT / ".oracles" / "nnunetv2-neuropoly"))
+
+
+@pytest.fixture(scope="session")
+def nnunet_fork() -> Path:
+    """The folder holding SCT's nnU-Net fork, to put first on an oracle subprocess's PYTHONPATH."""
+    if not any(NNUNET_FORK.glob("nnunetv2_neuropoly-*.dist-info")):
+        pytest.skip(f"SCT's nnU-Net fork not found at {NNUNET_FORK}: pip install --no-deps --target "
+                    f"{NNUNET_FORK} nnunetv2-neuropoly==2.6.2 (or set LESIONSEG_NNUNET_FORK)")
+    return NNUNET_FORK
 
 
 @pytest.fixture(scope="session")

@@ -30,13 +30,14 @@ def legacy(url: str, path: Path, contrast: str, *, ofolder: Path, centerline: Pa
     return result, outputs
 
 
-def infer_task(url: str, image: Image | Path, task: str, *,
-               settings: TransportSettings | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+def infer_task(url: str, image: Image | Path, task: str, *, settings: TransportSettings | None = None,
+               options: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """A task model's own answer for an image on its own grid: labels (uint8 (x, y, z)), foreground
-    probabilities (uint8 0-255, (C - 1, x, y, z)), and the served model's parameters."""
+    probabilities (uint8 0-255, (C - 1, x, y, z)), and the served model's parameters; `options`:
+    the task's optional inputs (TTA, FOLDS)."""
     image = image if isinstance(image, Image) else load_image(image)
     with open_servers(url, settings) as servers:
         info = servers.model(task)
-        reply, _ = servers.run(lambda server: send(server, info, image, outputs=[Tensor.SEG, Tensor.PROB]))
+        reply, _ = servers.run(lambda server: send(server, info, image, outputs=[Tensor.SEG, Tensor.PROB], options=options))
     prob = np.stack([reply.orient.backward(p) for p in reply.outputs[Tensor.PROB]])
     return reply.back(Tensor.SEG), prob, info.parameters

@@ -33,11 +33,17 @@ class Variant:
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     logit_gain: float = 8.0  # scales the last layer so random weights give decisive logits
     seed: int = 0
+    labels: tuple[str, ...] = ("background", "cord", "lesion")  # the first num_classes are the model's
 
 
 #: seg_ms_lesion-like size: 6 stages, 32..320 features, patch 64x128x128, isotropic 1 mm.
 REALISTIC = Variant(name="realistic", features=(32, 64, 128, 256, 320, 320), patch=(64, 128, 128),
                     spacing=(1.0, 1.0, 1.0), folds=(0,), seed=7)
+
+#: SCT 7's lesion_ms: five folds of a binary lesion model (SCT's release: model_fold0..4.zip)
+LESION_MS = Variant(name="lesion_ms", folds=(0, 1, 2, 3, 4), labels=("background", "lesion"), seed=11)
+#: SCT 7's spinalcord: the class SCT names `sc` (its output `_seg`), two folds
+SPINALCORD = Variant(name="spinalcord", folds=(0, 1), labels=("background", "sc"), seed=12, spacing=(1.0, 1.0, 1.0))
 
 VARIANTS = [
     Variant(name="plain_zscore"),
@@ -124,10 +130,9 @@ def plans_for(v: Variant) -> dict:
 
 
 def dataset_for(v: Variant) -> dict:
-    labels = {"background": 0, "cord": 1, "lesion": 2}
     return {
         "channel_names": {"0": "T2w"},
-        "labels": dict(list(labels.items())[: v.num_classes]),
+        "labels": {name: value for value, name in enumerate(v.labels[: v.num_classes])},
         "numTraining": 10,
         "file_ending": ".nii.gz",
     }

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lesionseg.core.interface import Param, Tensor
-from lesionseg.server.backend.base import PythonModel
+from lesionseg.server.backend.base import PythonModel, RequestError
 from lesionseg.server.backend.bls import run_network
 from lesionseg.server.backend.validation import check_volume
 from lesionseg.server.pipelines import nnunet
@@ -27,20 +27,27 @@ class PreprocessModel(_PlanModel):
 
 
 class PredictModel(_PlanModel):
+    """DATA (and the task's optional TTA and FOLDS) -> LOGITS: the folds combined as the plan says,
+    or, for a vote, every chosen fold's logits stacked fold-major."""
+
+    optional_inputs = frozenset({Tensor.TTA, Tensor.FOLDS})
+
     def setup(self, config: Mapping[str, Any]) -> None:
         super().setup(config)
         self.per_request = int(self.parameters.get("tiles_per_request", "2"))
 
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """Average over the fold networks of their logits on `tiles`."""
-        total = None
-        for network in self.plan.networks:
-            out = run_network(network, tiles, self.per_request, input_name="input", output_name="logits")
-            total = out if total is None else total + out
-        return total / len(self.plan.networks)
+    def network(self, name: str):
+        return lambda tiles: run_network(name, tiles, self.per_request, input_name="input", output_name="logits")
 
     def process(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        return {"LOGITS": nnunet.sliding_window(inputs["DATA"], self.plan, self.predict)}
+        mirroring = bool(np.asarray(inputs[Tensor.TTA]).reshape(-1)[0]) if Tensor.TTA in inputs else None
+        try:
+            networks = self.plan.fold_networks(inputs[Tensor.FOLDS].reshape(-1) if Tensor.FOLDS in inputs else None)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
+        predict = nnunet.predict_folds(self.plan, [self.network(name) for name in networks])
+        logits = nnunet.sliding_window(inputs["DATA"], self.plan, predict, mirroring=mirroring)
+        return {"LOGITS": logits}
 
 
 class PostprocessModel(_PlanModel):

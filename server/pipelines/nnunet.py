@@ -7,6 +7,13 @@ SCT, `preprocess` transposes it to (z, y, x) with reversed spacing before nnU-Ne
 `sliding_window` runs the network over `patch_size` tiles (step 0.5, gaussian weighting, optional
 mirroring); `postprocess` resamples the logits back, takes the argmax, pastes the crop box,
 applies `transpose_backward` and returns to (x, y, z).
+
+Folds are combined as the plan's `fold_combination` says (`FoldCombination`): nnU-Net's mean of
+the logits, the mean of SCT's nnU-Net fork (nnunetv2-neuropoly 2.6.2's
+`predict_logits_from_preprocessed_data` counts the first fold twice: weights 2, 1, ..., 1 over n),
+or SCT 7's `lesion_ms` ensemble (`average_nnunet_predictions`: each fold's label map on the input
+grid, their mean > 0.5; its soft map, `-soft-ms-lesion`, is each fold's lesion probability where
+it beats the background, averaged).
 """
 
 from __future__ import annotations
@@ -18,11 +25,33 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from lesionseg.core.enums import StrEnum
 from lesionseg.core.wire import to_uint8
 from lesionseg.server.pipelines import JsonPlan, Predict
 from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resample
 
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
+
+
+class FoldCombination(StrEnum):
+    """How a task's folds make one answer (see the module docstring)."""
+
+    MEAN = "mean"  # nnU-Net: the folds' logits averaged
+    SCT_FORK = "sct_fork"  # nnunetv2-neuropoly: the first fold's logits counted twice
+    VOTE = "vote"  # SCT 7's lesion_ms: the folds' label maps averaged, > 0.5
+
+
+def combine_folds(logits: Sequence[np.ndarray], combination: str) -> np.ndarray:
+    """One logit map from the folds' (MEAN and SCT_FORK; the fork's order of operations:
+    sum, then divide by the number of folds when there are several)."""
+    total = np.array(logits[0], np.float32, copy=True)
+    if combination == FoldCombination.SCT_FORK:
+        total += logits[0]  # `prediction = P(fold0)` then `prediction += P(fold0)`: no `else`
+    for more in logits[1:]:
+        total += more
+    if len(logits) > 1:
+        total /= len(logits)
+    return total
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,10 +78,46 @@ class NnunetPlan(JsonPlan):
     tile_step_size: float = 0.5
     use_gaussian: bool = True
     networks: tuple[str, ...] = ()
+    folds: tuple[str, ...] = ()  # the fold each network is (empty: folds merged into one network)
+    fold_combination: str = FoldCombination.MEAN
 
     TUPLES: ClassVar[tuple[str, ...]] = (
         "transpose_forward", "transpose_backward", "spacing", "patch_size", "normalization", "use_mask_for_norm",
-        "intensity_properties", "mirror_axes", "networks")
+        "intensity_properties", "mirror_axes", "networks", "folds")
+
+    def __post_init__(self) -> None:
+        if self.fold_combination not in tuple(FoldCombination):
+            raise ValueError(f"fold combination {self.fold_combination!r} is not one of {', '.join(FoldCombination)}")
+        if self.fold_combination == FoldCombination.VOTE and self.num_classes != 2:
+            raise ValueError(f"a fold vote needs a binary model (background and one class), not {self.num_classes} classes")
+        if self.folds and len(self.folds) != len(self.networks):
+            raise ValueError(f"{len(self.folds)} fold names for {len(self.networks)} networks")
+
+    def fold_networks(self, chosen: Sequence[int] | None = None) -> tuple[str, ...]:
+        """The networks of the folds at positions `chosen` (None: every fold).
+
+        Raises:
+            ValueError: a position out of range, repeated, or a choice on merged folds.
+        """
+        if chosen is None:
+            return self.networks
+        chosen = [int(i) for i in chosen]
+        if not self.folds:
+            raise ValueError("this task's folds are merged into one network; no fold can be chosen")
+        if not chosen or len(set(chosen)) != len(chosen) or not all(0 <= i < len(self.networks) for i in chosen):
+            raise ValueError(f"folds {chosen} are not distinct positions among the {len(self.networks)} folds {list(self.folds)}")
+        return tuple(self.networks[i] for i in chosen)
+
+    def fold_position(self, fold: str) -> int:
+        """The position of the fold named `fold` (e.g. "1")."""
+        if fold not in self.folds:
+            raise ValueError(f"no fold {fold!r} (folds: {', '.join(self.folds) or 'merged'})")
+        return self.folds.index(fold)
+
+    def single_fold(self) -> int:
+        """SCT's `-single-fold`: fold 1 when there is one, else the first fold
+        (`create_nnunet_from_plans`)."""
+        return self.fold_position("1") if "1" in self.folds else 0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -133,6 +198,19 @@ def preprocess(image_xyz: np.ndarray, spacing_xyz: Sequence[float], plan: Nnunet
     return data, Properties(shape_before_cropping=shape_before, bbox=bbox, shape_after_cropping=shape_after, spacing=spacing_t)  # type: ignore[arg-type]
 
 
+def predict_folds(plan: NnunetPlan, networks: Sequence[Predict]) -> Predict:
+    """One `Predict` of the chosen fold networks (in plan order) for `sliding_window`: their logits
+    combined (`combine_folds`), or stacked fold-major for a vote."""
+
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        outs = [network(tiles) for network in networks]
+        if plan.fold_combination == FoldCombination.VOTE:
+            return np.concatenate(outs, axis=1)
+        return combine_folds(outs, plan.fold_combination)
+
+    return predict
+
+
 def steps_for_sliding_window(image_size: Sequence[int], tile_size: Sequence[int], step: float) -> list[list[int]]:
     """nnU-Net's tile starts per axis: ceil((size - tile) / (tile * step)) + 1 steps, spread evenly."""
     steps = []
@@ -168,22 +246,25 @@ def mirror_variants(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
 
 
-def sliding_window(data: np.ndarray, plan: NnunetPlan, predict: Predict) -> np.ndarray:
+def sliding_window(data: np.ndarray, plan: NnunetPlan, predict: Predict, *, mirroring: bool | None = None) -> np.ndarray:
     """Gaussian-weighted average of the network's logits over all tiles.
 
     Args:
         data: (C, Z, Y, X) preprocessed input.
-        predict: runs the network (all folds averaged) on (N, C, *patch) tiles and returns
-            (N, num_classes, *patch) logits.
+        predict: runs the network on (N, C, *patch) tiles and returns (N, K, *patch) logits: K is
+            num_classes for folds combined into one map, or folds x num_classes (fold-major) for
+            a vote (the sum is linear, so each fold's map is what it would be alone).
+        mirroring: nnU-Net's test-time mirroring (None: the plan's `use_mirroring`).
     Returns:
-        (num_classes, Z, Y, X) float32 logits.
+        (K, Z, Y, X) float32 logits.
     """
     patch = tuple(plan.patch_size)
     padded, unpad = pad_to_patch(data, patch)
     steps = steps_for_sliding_window(padded.shape[1:], patch, plan.tile_step_size)
     starts = list(itertools.product(*steps))
     tiles = np.stack([padded[(slice(None), *[slice(s, s + p) for s, p in zip(start, patch)])] for start in starts])
-    flips = mirror_variants([a + 2 for a in plan.mirror_axes]) if plan.use_mirroring else []
+    mirroring = plan.use_mirroring if mirroring is None else mirroring
+    flips = mirror_variants([a + 2 for a in plan.mirror_axes]) if mirroring else []
     batch = np.concatenate([tiles, *[np.flip(tiles, axis) for axis in flips]]) if flips else tiles
     logits = predict(np.ascontiguousarray(batch, dtype=np.float32))
     n = len(tiles)
@@ -192,7 +273,7 @@ def sliding_window(data: np.ndarray, plan: NnunetPlan, predict: Predict) -> np.n
         tile_logits += np.flip(logits[k * n : (k + 1) * n], axis)
     tile_logits /= len(flips) + 1
     weight = gaussian_map(patch) if plan.use_gaussian else np.ones(patch, np.float32)
-    total = np.zeros((plan.num_classes, *padded.shape[1:]), np.float32)
+    total = np.zeros((tile_logits.shape[1], *padded.shape[1:]), np.float32)
     counts = np.zeros(padded.shape[1:], np.float32)
     for start, tile in zip(starts, tile_logits):
         window = tuple(slice(s, s + p) for s, p in zip(start, patch))
@@ -215,12 +296,42 @@ def postprocess(logits: np.ndarray, props: Properties, plan: NnunetPlan, *, prob
     """(num_classes, Z', Y', X') logits -> uint8 label map on the client's (x, y, z) grid and,
     with `probabilities`, the softmax of each foreground class as uint8 (probability x 255),
     shaped (num_classes - 1, x, y, z). Outside the crop box the label is 0 and probabilities 0."""
+    if plan.fold_combination == FoldCombination.VOTE:
+        return vote(logits, props, plan, probabilities=probabilities)
     resampled = resample(logits.astype(np.float32), props.shape_after_cropping, plan.spacing, props.spacing,
                          **plan.resampling_probabilities)
     seg = _to_client_grid(np.argmax(resampled, axis=0).astype(np.uint8), props, plan)
     if not probabilities:
         return seg, None
-    shifted = np.exp(resampled - resampled.max(axis=0, keepdims=True))
-    soft = shifted / shifted.sum(axis=0, keepdims=True)
-    quantised = to_uint8(soft[1:])
+    quantised = to_uint8(_softmax(resampled)[1:])
     return seg, np.stack([_to_client_grid(q, props, plan) for q in quantised])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return shifted / shifted.sum(axis=0, keepdims=True)
+
+
+def vote(logits: np.ndarray, props: Properties, plan: NnunetPlan, *, probabilities: bool = False
+         ) -> tuple[np.ndarray, np.ndarray | None]:
+    """SCT 7's lesion_ms ensemble from (folds x 2, Z', Y', X') fold-major logits: each fold's logits
+    resampled back and turned into its label map (its argmax), the maps averaged and kept > 0.5 (a
+    majority of the folds; one fold alone: its own map). With `probabilities`, SCT's soft lesion map
+    (`-soft-ms-lesion`): each fold's lesion probability where it beats the background, else 0,
+    averaged over the folds, as uint8 (x 255), shaped (1, x, y, z)."""
+    n = logits.shape[0] // plan.num_classes
+    if n * plan.num_classes != logits.shape[0] or n == 0:
+        raise ValueError(f"{logits.shape[0]} logit maps are not a whole number of {plan.num_classes}-class folds")
+    votes = np.zeros(props.shape_after_cropping, np.float64)
+    soft = np.zeros(props.shape_after_cropping, np.float64) if probabilities else None
+    for fold in range(n):
+        fold_logits = logits[fold * plan.num_classes : (fold + 1) * plan.num_classes].astype(np.float32)
+        resampled = resample(fold_logits, props.shape_after_cropping, plan.spacing, props.spacing, **plan.resampling_probabilities)
+        votes += np.argmax(resampled, axis=0)
+        if soft is not None:
+            p = _softmax(resampled)
+            soft += np.where(p[1] > p[0], p[1], 0)
+    seg = _to_client_grid((votes / n > 0.5).astype(np.uint8), props, plan)
+    if soft is None:
+        return seg, None
+    return seg, _to_client_grid(to_uint8(soft / n), props, plan)[None]

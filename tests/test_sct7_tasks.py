@@ -1,0 +1,130 @@
+"""SCT 7's nnU-Net tasks through the real embedded Triton vs SCT's own nnU-Net fork (the oracle,
+`tests/nnunet_fork_oracle.py`: nnunetv2-neuropoly 2.6.2 driven the way SCT master drives it).
+
+Test models in SCT 7's layout and fold counts with random weights (`tests/synthetic_nnunet.py`):
+`lesion_ms` (five folds voting: `lesion_ms`'s ensemble) and `spinalcord` (two folds, combined as
+the fork combines them: the first fold counted twice). Real images, reoriented as SCT feeds them.
+Required: Dice >= 0.99 of the masks (the server works in float32 throughout, the fork accumulates
+tiles in half precision on the CPU too, so a few voxels at the decision boundary may differ); the
+soft lesion map (`-soft-ms-lesion`) within 0.02 on all but 0.5 % of the voxels, mean difference
+<= 0.005 (the server sends it quantised to 1/255; measured on t2: 0.27 % of the voxels beyond 0.02,
+mean 0.0012, every one a fold whose `p1 > p0` flips within half precision, a jump of ~0.1). Each case also checks that the option changes the answer, so a server ignoring it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from served import infer_task
+
+from lesionseg.core.interface import Tensor
+from lesionseg.core.nifti import load_nifti
+from lesionseg.core.orientation import reorientation, sct_to_nib
+from lesionseg.server.pipelines.nnunet import NnunetPlan
+
+pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
+
+ORACLE = Path(__file__).with_name("nnunet_fork_oracle.py")
+
+
+def fork(nnunet_fork: Path, model_dir: Path, image_path: Path, tmp_path: Path, *flags: str) -> np.ndarray:
+    """The fork's answer for the image on its own (x, y, z) grid."""
+    image = load_nifti(image_path)
+    orient = reorientation(image.affine, image.data.shape, sct_to_nib("LPI"))
+    data = orient.forward(image.data).transpose(2, 1, 0)
+    spacing = np.asarray(orient.forward_spacing(image.spacing))[::-1]
+    inputs, outputs = tmp_path / "in.npz", tmp_path / f"out{'-'.join(flags)}.npz"
+    np.savez(inputs, data=data.astype(np.float32), spacing=spacing)
+    env = {**os.environ, "PYTHONPATH": str(nnunet_fork)}
+    done = subprocess.run([sys.executable, str(ORACLE), str(model_dir), str(inputs), str(outputs), *flags],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return orient.backward(np.load(outputs)["pred"].transpose(2, 1, 0))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def model_root(session_repository: Path) -> Path:
+    roots = [p for p in session_repository.parent.iterdir() if p.name.startswith("nnunet_models")]
+    assert roots, "the session repository fixture did not build the nnU-Net test models"
+    return roots[0]
+
+
+CASES = [
+    # (image, server options, fork flags, what the option is compared with)
+    ("t2/t2.nii.gz", {}, ("--ensemble",), ()),
+    ("t2s/t2s.nii.gz", {"single_fold": True}, ("--ensemble", "--single-fold"), ("--ensemble",)),
+    ("t1/t1w.nii.gz", {"tta": True}, ("--ensemble", "--tta"), ("--ensemble",)),
+]
+
+
+@pytest.mark.parametrize(("image", "options", "flags", "other"), CASES, ids=["vote", "single-fold", "test-time-aug"])
+def test_lesion_ms_ensemble_equals_scts_fork(nnunet_server, nnunet_fork: Path, shared: Path, model_root: Path, tmp_path: Path,
+                                             image: str, options: dict, flags: tuple, other: tuple) -> None:
+    path = shared / "sct_testing_data" / image
+    _, _, params = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms")
+    plan = NnunetPlan.from_json(params["plan"])
+    assert plan.folds == ("0", "1", "2", "3", "4") and plan.fold_combination == "vote"
+    sent = {}
+    if options.get("single_fold"):
+        sent[Tensor.FOLDS] = np.array([plan.single_fold()], np.int32)
+    if options.get("tta"):
+        sent[Tensor.TTA] = np.array([True])
+    seg, _, _ = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms", options=sent)
+    expected = fork(nnunet_fork, model_root / "lesion_ms", path, tmp_path, *flags) > 0
+    score = dice(seg > 0, expected)
+    print(f"lesion_ms {image} {flags}: Dice {score:.5f}, {np.count_nonzero((seg > 0) != expected)} voxels differ of "
+          f"{expected.sum()} in the fork's mask")
+    assert expected.sum() > 0, "the fork segmented nothing: the test model is degenerate"
+    assert score >= 0.99
+    # the option changes the answer: the answer without it (or, for the vote, one fold's) differs clearly
+    alternative = fork(nnunet_fork, model_root / "lesion_ms", path, tmp_path, *(other or ("--ensemble", "--single-fold"))) > 0
+    assert dice(alternative, expected) < 0.97, "the option makes no difference on this image: the case proves nothing"
+
+
+def test_soft_ms_lesion_equals_scts_fork(nnunet_server, nnunet_fork: Path, shared: Path, model_root: Path, tmp_path: Path) -> None:
+    path = shared / "sct_testing_data" / "t2" / "t2.nii.gz"
+    _, prob, _ = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms")
+    expected = fork(nnunet_fork, model_root / "lesion_ms", path, tmp_path, "--ensemble", "--soft")
+    assert prob.shape == (1, *expected.shape)
+    diff = np.abs(prob[0] / 255.0 - expected)
+    print(f"soft lesion map: max difference {diff.max():.4f}, mean {diff.mean():.5f}; beyond 1/255: {np.count_nonzero(diff > 1 / 255)}, "
+          f"beyond 0.02: {np.count_nonzero(diff > 0.02)}, beyond 0.05: {np.count_nonzero(diff > 0.05)} of {diff.size} voxels")
+    assert expected.max() > 0.5
+    # where a fold's lesion and background probabilities are within the fork's half-precision error
+    # of each other, `p1 > p0` flips and that fold adds ~0.5 / 5 or 0: a few jumps of ~0.1 are expected
+    assert np.count_nonzero(diff > 0.02) <= 0.005 * diff.size
+    assert diff.mean() <= 0.005 and diff.max() <= 0.25
+
+
+def test_spinalcord_folds_combine_as_scts_fork(nnunet_server, nnunet_fork: Path, shared: Path, model_root: Path,
+                                               tmp_path: Path) -> None:
+    path = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    seg, _, params = infer_task(nnunet_server.settings.grpc_url, path, "spinalcord")
+    assert NnunetPlan.from_json(params["plan"]).fold_combination == "sct_fork"
+    expected = fork(nnunet_fork, model_root / "spinalcord", path, tmp_path)
+    score = dice(seg == 1, expected == 1)
+    print(f"spinalcord: Dice {score:.5f}, {np.count_nonzero((seg == 1) != (expected == 1))} voxels differ")
+    assert expected.sum() > 0
+    assert score >= 0.99
+    # weights (2, 1) / 2 instead of a plain mean: fold 1 alone is far from it
+    one = infer_task(nnunet_server.settings.grpc_url, path, "spinalcord", options={Tensor.FOLDS: np.array([1], np.int32)})[0]
+    assert dice(one == 1, expected == 1) < 0.97
+
+
+def test_bad_fold_choice_is_refused_and_the_server_stays_healthy(nnunet_server, shared: Path) -> None:
+    from lesionseg.core.errors import InferenceError
+
+    path = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    with pytest.raises(InferenceError, match="not distinct positions"):
+        infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms", options={Tensor.FOLDS: np.array([7], np.int32)})
+    seg, _, _ = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms", options={Tensor.FOLDS: np.array([0], np.int32)})
+    assert seg.shape == load_nifti(path).data.shape
