@@ -139,6 +139,10 @@ class ServerPool:
             self.required.add(name)
         return self.run(lambda server: server.model(name))[0]
 
+    def serves(self, name: str) -> bool:
+        """Whether a healthy server has model `name` ready (the pool requires nothing more of it)."""
+        return self.run(lambda server: bool(server.transport and server.transport.is_ready(name, timeout=5)))[0]
+
     def wait_ready(self, timeout: float) -> bool:
         """Block until some server is healthy again, or `timeout` seconds pass."""
         deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ the cord of the DICOM results and of QC).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -23,10 +24,10 @@ from lesionseg.client.inference import infer_labels, send
 from lesionseg.client.lesion_stats import image_stats
 from lesionseg.client.result import Outputs, Result
 from lesionseg.client.servers import Server, ServerPool
-from lesionseg.core.catalogue import task_info
+from lesionseg.core.catalogue import canonical, task_info
 from lesionseg.core.errors import InferenceError, UsageError
 from lesionseg.core.image import Image
-from lesionseg.core.interface import ModelInfo, ModelKind, Tensor
+from lesionseg.core.interface import ModelInfo, ModelKind, Param, Tensor
 from lesionseg.core.nifti import stem
 from lesionseg.core.wire import UINT8_SCALE, from_uint8
 
@@ -69,17 +70,22 @@ class PostOptions:
         return mask
 
 
+#: SCT 7's name of the soft lesion map of `-soft-ms-lesion` (in place of the lesion mask)
+SOFT_LESION_SUFFIX = "_msLesionSoft"
+
+
 def output_paths(image_path: Path, task: str, labels: dict[str, int], output: Path | None, *,
-                 ofolder: Path | None = None) -> dict[str, Path]:
-    """SCT's names: `<in><suffix>.nii.gz` for one foreground class, `<in>_<label>_seg.nii.gz` for several,
-    in `ofolder` (default: the input's folder)."""
+                 ofolder: Path | None = None, soft_lesion: bool = False) -> dict[str, Path]:
+    """SCT's names: `<in><suffix>.nii.gz` for one foreground class (`<in>_msLesionSoft.nii.gz`
+    with `soft_lesion`), `<in>_<label>_seg.nii.gz` for several, in `ofolder` (default: the input's folder)."""
     foreground = [name for name, value in sorted(labels.items(), key=lambda kv: kv[1]) if value != 0]
     folder = output.parent if output is not None else (ofolder if ofolder is not None else image_path.parent)
     base = stem(output) if output is not None else stem(image_path)
     if len(foreground) == 1:
         if output is not None:
             return {foreground[0]: output}
-        return {foreground[0]: folder / f"{base}{task_info(task).suffix}.nii.gz"}
+        suffix = SOFT_LESION_SUFFIX if soft_lesion else task_info(task).suffix
+        return {foreground[0]: folder / f"{base}{suffix}.nii.gz"}
     return {name: folder / f"{base}_{name}_seg.nii.gz" for name in foreground}
 
 
@@ -92,6 +98,16 @@ def split_names(task: str, names) -> tuple[str | None, str | None]:
     lesion = next((name for name in names if "lesion" in name), None)
     cord = next((name for name in names if "lesion" not in name and ("cord" in name or name == "sc")), None)
     return cord, lesion
+
+
+def served_task(servers: ServerPool, name: str) -> tuple[str, str | None]:
+    """The served task a user's `name` means, and a note when that is not `name` itself: a model
+    served under `name` wins (a repository installed under SCT 6's names keeps working); else
+    SCT 6's name of a task means SCT 7's (`lesionseg.core.catalogue.canonical`)."""
+    new, note = canonical(name)
+    if note is None or servers.serves(name) or not servers.serves(new):
+        return name, None
+    return new, note
 
 
 def _task_model(servers: ServerPool, name: str) -> ModelInfo:
@@ -120,11 +136,23 @@ class TaskJob:
     crop_to_cord: bool = False
     cord_task: str | None = None
     probabilities: bool = False
+    test_time_aug: bool = False
+    single_fold: bool = False
+    soft_lesion: bool = False
     info: ModelInfo = dataclasses.field(init=False)
     cords: dict[str, ModelInfo] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         info = _task_model(self.servers, self.task)
+        folds = self._plan(info).get("folds") or []
+        if self.single_fold and len(folds) < 2:
+            raise UsageError(f"-single-fold: {self.task} is not an ensemble of separate folds")
+        if self.test_time_aug and "mirror_axes" not in self._plan(info):
+            raise UsageError(f"-test-time-aug: {self.task} is not an nnU-Net task")
+        if self.soft_lesion and (len(info.foreground) != 1 or split_names(self.task, info.foreground)[1] is None):
+            raise UsageError(f"-soft-ms-lesion: {self.task} does not segment lesions alone (classes: {', '.join(info.foreground)})")
+        if self.soft_lesion and self.options.threshold is not None:
+            raise UsageError("-soft-ms-lesion writes the soft lesion map; -thr would binarise it")
         if self.soft(info) and self.options.morphology:
             raise UsageError(f"{self.task} writes a soft map by default; give -thr to binarise it before -largest, "
                              "-fill-holes or -remove-small")
@@ -141,13 +169,27 @@ class TaskJob:
     def description(self) -> str:
         return f"deepseg {self.task}"
 
+    @staticmethod
+    def _plan(info: ModelInfo) -> dict:
+        return json.loads(info.parameters.get(Param.PLAN) or "{}")
+
     def soft(self, info: ModelInfo) -> bool:
-        """Whether each class's mask is its soft map (-thr 0, or the task's default)."""
-        return self.options.threshold == 0 or (self.options.threshold is None and info.soft_by_default)
+        """Whether each class's mask is its soft map (-thr 0, -soft-ms-lesion, or the task's default)."""
+        return self.soft_lesion or self.options.threshold == 0 or (self.options.threshold is None and info.soft_by_default)
+
+    def request_options(self) -> dict[str, np.ndarray]:
+        """The nnU-Net task's optional inputs for -test-time-aug and -single-fold."""
+        options: dict[str, np.ndarray] = {}
+        if self.test_time_aug:
+            options[Tensor.TTA] = np.array([True])
+        if self.single_fold:
+            folds = list(self._plan(self.info)["folds"])
+            options[Tensor.FOLDS] = np.array([folds.index("1") if "1" in folds else 0], np.int32)  # SCT: fold 1, else the first
+        return options
 
     def outputs(self, path: Path, folder: Path | None, *, output: Path | None = None) -> Outputs:
         """SCT's names (`output_paths`) in `folder` (default: next to the input), or `output`."""
-        paths = output_paths(Path(path), self.task, self.info.labels, output, ofolder=folder)
+        paths = output_paths(Path(path), self.task, self.info.labels, output, ofolder=folder, soft_lesion=self.soft_lesion)
         _, lesion = split_names(self.task, paths)
         return Outputs(masks=paths, named=paths, generated_by=True, lesion_file=paths[lesion] if lesion else None,
                        folder=folder if folder is not None else Path(path).parent, command="deepseg", contrast=self.task)
@@ -190,7 +232,8 @@ class TaskJob:
             to_grid = lambda m: uncrop(m, box, image.data.shape)  # noqa: E731
         soft, threshold = self.soft(self.info), self.options.threshold
         wanted = self.probabilities or soft or threshold is not None
-        reply = send(server, self.info, target, outputs=[Tensor.SEG, Tensor.PROB] if wanted else [Tensor.SEG])
+        reply = send(server, self.info, target, outputs=[Tensor.SEG, Tensor.PROB] if wanted else [Tensor.SEG],
+                     options=self.request_options())
         seg = reply.back(Tensor.SEG)
         masks: dict[str, np.ndarray] = {}
         probabilities: dict[str, np.ndarray] = {}

@@ -50,6 +50,7 @@ class Param(StrEnum):
     """Config parameters a client reads."""
 
     ORIENTATION, SOURCE, PLAN, DEFAULT_OUTPUT = "orientation", "source", "plan", "default_output"
+    CROP = "crop"  # a task model trained on sc-crop's cord boxes: its padding in mm (JSON)
 
 
 class ModelKind(StrEnum):
@@ -79,6 +80,12 @@ class ModelInfo:
     source: str
     soft_by_default: bool
     parameters: dict[str, str]
+
+    @property
+    def crop_padding(self) -> dict[str, float] | None:
+        """sc-crop's padding (mm by face key, e.g. pad_superior) of a model that runs on its cord box."""
+        raw = self.parameters.get(Param.CROP)
+        return {str(k): float(v) for k, v in json.loads(raw).items()} if raw else None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "ModelInfo":

@@ -257,29 +257,105 @@ def install_legacy(source: str | None, repository: Path, *, contrast: str = "all
     return Installed(models=models, description=", ".join(models), source=str(folder), skipped=result.skipped)
 
 
+CROP_METADATA = "crop_metadata.json"
+
+
+def crop_padding(folder: Path, *, required: bool) -> dict[str, float] | None:
+    """The sc-crop padding of a model folder (`crop_metadata.json` at its root, as SCT master's
+    `load_crop_metadata` reads it: the six pad_* values in mm), None when the file is absent and
+    not `required`.
+
+    Raises:
+        ModelNotFoundError: `required` (a release trained on sc-crop's boxes) and the file is missing;
+        InputError: the file is not JSON, or a pad_* value is missing or not a number of mm >= 0.
+    """
+    import json
+
+    from lesionseg.server.pipelines.sccrop import PAD_KEYS, Padding
+
+    path = folder / CROP_METADATA
+    if not path.is_file():
+        if required:
+            raise ModelNotFoundError(f"{folder}: this model runs on sc-crop's cord box but has no {CROP_METADATA} "
+                                     "(the release is likely missing it: reinstall, or check the release's files)")
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        Padding.from_metadata(raw if isinstance(raw, dict) else {}, source=str(path))
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise InputError(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
+    return {key: float(raw[key]) for key in PAD_KEYS}
+
+
+def merge_model_folders(folders: Sequence[Path], target: Path) -> Path:
+    """One nnU-Net model folder from the zips of its folds (SCT unpacks every fold zip into the
+    same model folder): the files of each linked into `target`; a file present in several (plans,
+    dataset, crop metadata) must be identical in all.
+
+    Raises:
+        DownloadError: the zips disagree on a shared file.
+    """
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for folder in folders:
+        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+            link = target / file.relative_to(folder)
+            if link.exists():
+                if sha256(link) != sha256(file):
+                    raise DownloadError(f"{file}: differs from the same file of another fold's zip ({link.name})")
+                continue
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(file.resolve())
+    return target
+
+
+def sct_model_folder(source: str, task_name: str) -> Path | None:
+    """The task's model folder in an SCT 7 installation named by `source` ("sct": $SCT_DIR), or
+    None when `source` is not an SCT installation with SCT 7's model folders."""
+    from lesionseg.core.catalogue import TASKS
+
+    if source != "sct" and not (Path(source) / "data" / "deepseg_models").is_dir():
+        return None
+    folder = sct_dir(source) / "deepseg_models" / TASKS[task_name].sct_model
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"{folder}: not installed in this SCT (sct_deepseg {task_name} -install)")
+    return folder
+
+
 def install_task(name: str, repository: Path, *, release: str | None = None, source: str | None = None,
                  folds: Sequence[str] | None = None, serving: Serving | None = None,
                  progress: Callable[[int, int | None], None] | None = None, parity: ParityOptions | None = None) -> Installed:
     """`lesionseg models install <task>`: a sct_deepseg task's release (or `source`), verified and
-    exported in its format: an nnU-Net model folder, SCT 6.5's MONAI checkpoint or SCT 6.0-6.3's
-    ivadomed ensemble (recognised by the files it holds).
+    exported in its format under SCT 7's task name: an nnU-Net model folder (a release of several
+    fold zips is unpacked into one, as SCT does), SCT 6.5's MONAI checkpoint or SCT 6.0-6.3's
+    ivadomed ensemble (recognised by the files it holds). A model trained on sc-crop's boxes
+    carries its padding (crop_metadata.json) into the task's `crop` parameter; a release known to
+    be cropped that lacks it is refused, as SCT refuses it. `source` may be an SCT 7 installation
+    ("sct" or its folder): its installed model folder of the task.
 
     Raises:
         UsageError: unknown task or release; DownloadError, InputError, ExportError.
     """
-    from lesionseg.core.catalogue import TASKS, release_url
+    from lesionseg.core.catalogue import TASKS, canonical
 
+    name = canonical(name)[0]
     if name not in TASKS:
         raise UsageError(f"unknown task {name!r} (choose from {', '.join(TASKS)})")
     task = TASKS[name]
+    chosen = task.release(release)
+    cropped_release = chosen.cropped
     if source is None:
-        url = release_url(task, release)
-        members = ("plans.json", "dataset.json") if url == task.url else ()
-        urls = url if isinstance(url, tuple) else (url,)
-        folders = [fetch_release(task_release(u, members), progress=progress) for u in urls]
-        source = " ".join(urls)
+        members = ("plans.json", "dataset.json") if chosen is task.default else ()
+        folders = [fetch_release(task_release(u, members), progress=progress) for u in chosen.urls]
+        if len(folders) > 1 and all(any(f.rglob("plans.json")) for f in folders):
+            folders = [merge_model_folders(folders, cache_dir() / "models" / f"{name}-{chosen.name}")]
+        source = " ".join(chosen.urls)
     else:
-        folders = [resolve_source(source, progress=progress)]
+        sct_folder = sct_model_folder(source, name)
+        folders = [sct_folder] if sct_folder is not None else [resolve_source(source, progress=progress)]
+        # SCT: a model from a custom URL without crop metadata runs on the whole image
+        cropped_release = False
         source = _recorded(source)
     folder = folders[0]
     nnunet = any(folder.rglob("plans.json"))
@@ -296,5 +372,8 @@ def install_task(name: str, repository: Path, *, release: str | None = None, sou
         return Installed(models=(monai.task,), description=f"{monai.task} ({monai.plan.network}, MONAI checkpoint)", source=source)
     from lesionseg.export.nnunet import export_nnunet
 
-    result = export_nnunet(folder, repository, task=task.name, folds=folds, serving=serving, source=source, parity=parity)
-    return Installed(models=(result.task,), description=f"{result.task} ({', '.join(result.plan.networks)})", source=source)
+    crop = crop_padding(folder, required=cropped_release)
+    result = export_nnunet(folder, repository, task=task.name, folds=folds, serving=serving, source=source, parity=parity,
+                           fold_combination=chosen.fold_combination, crop=crop)
+    cropped = ", on sc-crop's cord box" if crop else ""
+    return Installed(models=(result.task,), description=f"{result.task} ({', '.join(result.plan.networks)}{cropped})", source=source)

@@ -283,12 +283,14 @@ class NnunetExport:
 def export_nnunet(
     model_dir: Path, repository: Path, *, task: str, folds: Sequence[str] | None = None, serving: Serving | None = None,
     mirroring: bool = False, merge_folds: bool = False, configuration: str | None = None, source: str | None = None,
-    parity: ParityOptions | None = None, fold_combination: str = FoldCombination.MEAN,
+    parity: ParityOptions | None = None, fold_combination: str = FoldCombination.MEAN, crop: dict[str, float] | None = None,
 ) -> NnunetExport:
     """Export an nnU-Net model folder as the `<task>` ensemble and its networks.
 
     `fold_combination` (`FoldCombination`): how the folds make one answer; merged folds
-    (`merge_folds`, one network averaging the folds' logits) allow only the mean.
+    (`merge_folds`, one network averaging the folds' logits) allow only the mean. `crop`: sc-crop's
+    padding (mm, `lesionseg.export.install.CROP_PAD_KEYS`) of a model trained on its cord boxes,
+    given to clients in the ensemble's `crop` parameter.
 
     A reduced `serving.precision` is computed first: the parity report of the task's pipeline with
     every fold network reduced, on the real images of `parity` (`lesionseg.export.nnunet_precision`);
@@ -343,5 +345,5 @@ def export_nnunet(
                              output_dims=(len(labels_of(folder.dataset)), *patch), max_batch_size=8, queue_delay_us=5000)
         model = candidates[name].model if name in candidates else models[name]
         write_network(entry, model, repository, serving=serving, record=records[name], report=report)
-    write_task(repository, task, plan, source=source or str(folder.path))
+    write_task(repository, task, plan, source=source or str(folder.path), crop=crop)
     return NnunetExport(task=task, networks=records, plan=plan, report=report)

@@ -4,6 +4,7 @@ works) with nnU-Net, MONAI and ivadomed models on Triton."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
@@ -14,19 +15,23 @@ from lesionseg.core.errors import EXIT_OK, UsageError
 
 HELP = """\
 examples:
-  lesionseg deepseg seg_ms_lesion -i sub-01_T2w.nii.gz
-  lesionseg deepseg -i sub-01_T2w.nii.gz -task seg_ms_lesion            # SCT 6's form, the same run
-  lesionseg deepseg -i sub-01_UNIT1.nii.gz -task seg_ms_lesion_mp2rage --crop-to-cord
-  lesionseg deepseg -i t2.nii.gz -task seg_sc_contrast_agnostic -o t2_cord.nii.gz -largest 1 -fill-holes
-  lesionseg deepseg -i t2.nii.gz -task seg_ms_lesion -thr 0.5 -remove-small 5mm3
-  lesionseg deepseg -i dicom/series_7/ -task seg_ms_lesion --output-format both   # NIfTI + DICOM SEG and SR
-  lesionseg deepseg -i data/ --bids suffix=T2w -task seg_ms_lesion -ofolder derivatives/lesionseg -j 4
-  lesionseg deepseg -i 'cohort/*/t2s.nii.gz' -task seg_ms_lesion --resume --summary summary.tsv
+  lesionseg deepseg lesion_ms -i sub-01_T2w.nii.gz                     # SCT 7
+  lesionseg deepseg lesion_ms -i sub-01_T2w.nii.gz -single-fold -test-time-aug
+  lesionseg deepseg lesion_ms -i sub-01_T2w.nii.gz -soft-ms-lesion      # writes sub-01_T2w_msLesionSoft.nii.gz
+  lesionseg deepseg -i sub-01_T2w.nii.gz -task seg_ms_lesion            # SCT 6's form and name
+  lesionseg deepseg lesion_ms_mp2rage -i sub-01_UNIT1.nii.gz --crop-to-cord
+  lesionseg deepseg spinalcord -i t2.nii.gz -o t2_cord.nii.gz -largest 1 -fill-holes
+  lesionseg deepseg lesion_ms -i t2.nii.gz -thr 0.5 -remove-small 5mm3
+  lesionseg deepseg lesion_ms -i dicom/series_7/ --output-format both   # NIfTI + DICOM SEG and SR
+  lesionseg deepseg lesion_ms -i data/ --bids suffix=T2w -ofolder derivatives/lesionseg -j 4
+  lesionseg deepseg lesion_ms -i 'cohort/*/t2s.nii.gz' --resume --summary summary.tsv
 
 Writes <in><suffix>.nii.gz (SCT's suffix for the task: _lesion_seg or _seg; one file per class
 for multi-class models) and a JSON sidecar (GeneratedBy: command, version, model source); for
 lesion masks also <mask>_lesions.tsv/.json (count, per-lesion volume in mm3 and extent). The
 orientation the model expects comes from the server. Existing outputs are kept unless --overwrite.
+SCT 6's task names (seg_ms_lesion, seg_ms_lesion_mp2rage, seg_sc_contrast_agnostic) run SCT 7's
+task with a one-line note, unless the server serves a model under the old name itself.
 """
 
 
@@ -44,6 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-largest", "--largest", type=int, metavar="N", help="keep the N largest connected components")
     parser.add_argument("-fill-holes", "--fill-holes", action="store_true", help="fill holes in the mask")
     parser.add_argument("-remove-small", "--remove-small", metavar="N[mm3|vox]", help="remove objects smaller than N voxels or mm3")
+    parser.add_argument("-test-time-aug", "--test-time-aug", action="store_true",
+                        help="nnU-Net's test-time augmentation (mirroring on every allowed axis; slower)")
+    parser.add_argument("-single-fold", "--single-fold", action="store_true",
+                        help="one fold of an ensemble (fold 1, as SCT), not all: faster")
+    parser.add_argument("-soft-ms-lesion", "--soft-ms-lesion", action="store_true",
+                        help="write the soft lesion map <in>_msLesionSoft.nii.gz instead of the mask (lesion_ms)")
     parser.add_argument("--crop-to-cord", action="store_true",
                         help="segment the cord first (seg_sc_contrast_agnostic), crop 30 mm L-R and A-P and 5 mm S-I around it, segment, paste back")
     add_common_arguments(parser)
@@ -65,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from lesionseg.client.cli.progress import step
     from lesionseg.client.postprocessing import parse_size
     from lesionseg.client.servers import open_servers
-    from lesionseg.client.task import PostOptions, TaskJob
+    from lesionseg.client.task import PostOptions, TaskJob, served_task
 
     options = PostOptions(threshold=args.thr, largest=args.largest, fill_holes=args.fill_holes,
                           remove_small=parse_size(args.remove_small) if args.remove_small else None)
@@ -74,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
     batch = is_batch(args.input, args.bids)
     refuse_batch_only_options(args, batch=batch)
     with open_servers(args.url, transport_settings(args)) as servers:
-        job = TaskJob(servers=servers, task=args.task, options=options, crop_to_cord=args.crop_to_cord)
+        args.task, note = served_task(servers, args.task)
+        if note:
+            print(note, file=sys.stderr)
+        job = TaskJob(servers=servers, task=args.task, options=options, crop_to_cord=args.crop_to_cord,
+                      test_time_aug=args.test_time_aug, single_fold=args.single_fold, soft_lesion=args.soft_ms_lesion)
         if batch:
             return segment_cohort(args, job, servers, ofolder=args.ofolder)
         image = Path(args.input[0])

@@ -6,19 +6,22 @@ import argparse
 import sys
 
 from lesionseg.client.cli.parsers import command, contrast_argument, parity_options, parse_folds, repository_arguments, serving, subcommands
-from lesionseg.core.catalogue import TASKS
+from lesionseg.core.catalogue import ALIASES, TASKS, canonical
 from lesionseg.core.errors import EXIT_OK
 
 HELP = """\
 examples:
   lesionseg models install sct-legacy                         # SCT's release zips (internet)
-  lesionseg models install seg_ms_lesion                      # the nnU-Net task from its release URL
-  lesionseg models install seg_ms_lesion_mp2rage --from model_seg_ms_mp2rage.zip
+  lesionseg models install lesion_ms                          # SCT 7: five fold zips, cropped (needs sc-crop)
+  lesionseg models install sc-crop                            # sc-crop v0.0.11's detector and classifier
+  lesionseg models install lesion_ms --release r20250909      # SCT 7.3's lesion_ms (whole image)
+  lesionseg models install lesion_ms --from sct               # the model of the SCT 7 install at $SCT_DIR
+  lesionseg models install lesion_ms_mp2rage --from model_seg_ms_mp2rage.zip
   lesionseg models install sct-legacy --from ../shared/sct_models
   lesionseg models install sct-legacy --from 20220325_deepseg_lesion_models_onnx.zip
   lesionseg models install sct-legacy --from sct              # an SCT install at $SCT_DIR
-  lesionseg models install seg_sc_contrast_agnostic --release v2.5   # SCT 6.5's MONAI checkpoint
-  lesionseg models install seg_ms_lesion_mp2rage --release r20230210 # SCT 6.0-6.3's ivadomed ensemble
+  lesionseg models install spinalcord --release v2.5         # SCT 6.5's MONAI checkpoint
+  lesionseg models install lesion_ms_mp2rage --release r20230210     # SCT 6.0-6.3's ivadomed ensemble
 
 Downloads are cached in ~/.cache/lesionseg/downloads and verified (zip integrity, expected
 files, checksum recorded on first download); LESIONSEG_RELEASES_URL points at a mirror.
@@ -27,11 +30,13 @@ files, checksum recorded on first download); LESIONSEG_RELEASES_URL points at a 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = command(sub, "models", help="install released models into the repository",
-                     epilog="examples:\n  lesionseg models install sct-legacy\n  lesionseg models install seg_ms_lesion\n"
-                            "  lesionseg models install seg_ms_lesion_mp2rage --release r20230210\n")
+                     epilog="examples:\n  lesionseg models install sct-legacy\n  lesionseg models install lesion_ms\n"
+                            "  lesionseg models install lesion_ms_mp2rage --release r20230210\n")
     install = command(subcommands(parser, dest="action", metavar="ACTION"), "install", help="fetch, verify and export models",
                       epilog=HELP)
-    install.add_argument("family", choices=("sct-legacy", *TASKS), help="sct-legacy, or an sct_deepseg task")
+    install.add_argument("family", choices=("sct-legacy", "sc-crop", *TASKS, *ALIASES),
+                         help="sct-legacy, sc-crop (the cord detector of SCT 7's cropped tasks), or an sct_deepseg task "
+                              "(SCT 6's names install SCT 7's task)")
     install.add_argument("--from", dest="source", metavar="SRC", help="URL, zip, folder, or 'sct' ($SCT_DIR); default: SCT's release URLs")
     repository_arguments(install, target=True)
     contrast_argument(install)
@@ -42,7 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_install(args: argparse.Namespace) -> int:
     from lesionseg.core import paths
-    from lesionseg.export.install import install_legacy, install_task
+    from lesionseg.export.install import Installed, install_legacy, install_task
+
+    name, note = canonical(args.family)
+    if note:
+        print(note, file=sys.stderr)
 
     shown = sys.stderr.isatty()
 
@@ -53,11 +62,18 @@ def run_install(args: argparse.Namespace) -> int:
 
     repository = paths.repository(args.repository)
     try:
-        if args.family == "sct-legacy":
+        if args.family == "sc-crop":
+            from lesionseg.export.sccrop import install_sccrop
+
+            done = install_sccrop(args.source, repository, progress=progress)
+            released = "" if done.released else " (not the released weights: their checksums differ)"
+            installed = Installed(models=("sccrop",), description=f"sccrop, sccrop_detector, sccrop_classifier{released}",
+                                  source=done.source)
+        elif args.family == "sct-legacy":
             installed = install_legacy(args.source, repository, contrast=args.contrast, serving=serving(args),
                                        progress=progress, parity=parity_options(args))
         else:
-            installed = install_task(args.family, repository, release=args.release, source=args.source,
+            installed = install_task(name, repository, release=args.release, source=args.source,
                                      folds=args.folds, serving=serving(args), progress=progress, parity=parity_options(args))
     finally:
         if shown:

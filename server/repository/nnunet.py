@@ -12,6 +12,7 @@ ensemble presents the task interface (`lesionseg.server.repository.task_interfac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from lesionseg.core.interface import Param, Tensor
@@ -22,8 +23,11 @@ from lesionseg.server.repository.pymodel import write_model_py
 from lesionseg.server.repository.task_interface import IMAGE, PROB, SEG, SPACING
 
 
-def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int = 2) -> list[tuple[ModelSpec, type | None]]:
-    """The ensemble `<task>` (the task interface) and its three Python models with their classes."""
+def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int = 2,
+               crop: dict[str, float] | None = None) -> list[tuple[ModelSpec, type | None]]:
+    """The ensemble `<task>` (the task interface) and its three Python models with their classes;
+    `crop`: sc-crop's padding in mm, for a model trained on its cord boxes (the ensemble's `crop`
+    parameter, JSON: the client crops the image to the detected box first)."""
     params = {Param.PLAN: plan.to_json()}
     data = TensorSpec(name="DATA", dtype="FP32", dims=(-1, -1, -1, -1))
     props = TensorSpec(name="PROPS", dtype="INT64", dims=(12,))
@@ -40,7 +44,8 @@ def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int 
          PostprocessModel),
         (ModelSpec(
             name=task, platform="ensemble", inputs=[IMAGE, SPACING, tta, folds], outputs=[SEG, PROB],
-            parameters={Param.ORIENTATION: plan.orientation, Param.PLAN: plan.to_json(), Param.SOURCE: source},
+            parameters={Param.ORIENTATION: plan.orientation, Param.PLAN: plan.to_json(), Param.SOURCE: source,
+                        **({Param.CROP: json.dumps(crop, sort_keys=True)} if crop else {})},
             steps=[
                 EnsembleStep(model=f"{task}_preprocess", input_map={Tensor.IMAGE: Tensor.IMAGE, Tensor.SPACING: Tensor.SPACING},
                              output_map={"DATA": "data", "PROPS": "props", "PROPS_SPACING": "props_spacing"}),
@@ -54,8 +59,8 @@ def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int 
     ]
 
 
-def write_task(repository: Path, task: str, plan: NnunetPlan, *, source: str = "") -> None:
-    for spec, model_class in task_specs(task, plan, source=source):
+def write_task(repository: Path, task: str, plan: NnunetPlan, *, source: str = "", crop: dict[str, float] | None = None) -> None:
+    for spec, model_class in task_specs(task, plan, source=source, crop=crop):
         write_config(spec, repository)
         if model_class is None:
             (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)
