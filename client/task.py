@@ -16,18 +16,22 @@ import json
 import logging
 from pathlib import Path
 
+from typing import Mapping
+
 import numpy as np
 
 from lesionseg.client import postprocessing
-from lesionseg.client.crop import cord_dilation, cropped_affine, mask_box, uncrop
+from lesionseg.client.crop import FACES, Box, box_mask, box_of_faces, cord_dilation, cropped_affine, faces_of, mask_box
+from lesionseg.client.crop import touching_faces, truncation_warning, uncrop, with_faces
 from lesionseg.client.inference import infer_labels, send
 from lesionseg.client.lesion_stats import image_stats
-from lesionseg.client.result import Outputs, Result
+from lesionseg.client.lesion_stats import lesion_voxels
+from lesionseg.client.result import Map, Outputs, Result
 from lesionseg.client.servers import Server, ServerPool
 from lesionseg.core.catalogue import canonical, task_info
-from lesionseg.core.errors import InferenceError, UsageError
+from lesionseg.core.errors import InferenceError, ModelNotFoundError, UsageError
 from lesionseg.core.image import Image
-from lesionseg.core.interface import ModelInfo, ModelKind, Param, Tensor
+from lesionseg.core.interface import CROP_PAD_KEYS, ModelInfo, ModelKind, Param, Tensor
 from lesionseg.core.nifti import stem
 from lesionseg.core.wire import UINT8_SCALE, from_uint8
 
@@ -35,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 #: the cord task of --crop-to-cord
 CORD_TASK = "seg_sc_contrast_agnostic"
+#: sc-crop's served cord detector (`lesionseg.server.repository.sccrop`), and the key of the
+#: `_cropbox` file among a result's maps
+SCCROP = "sccrop"
+CROPBOX = "cropbox"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -139,6 +147,7 @@ class TaskJob:
     test_time_aug: bool = False
     single_fold: bool = False
     soft_lesion: bool = False
+    box: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
     info: ModelInfo = dataclasses.field(init=False)
     cords: dict[str, ModelInfo] = dataclasses.field(init=False)
 
@@ -156,6 +165,18 @@ class TaskJob:
         if self.soft(info) and self.options.morphology:
             raise UsageError(f"{self.task} writes a soft map by default; give -thr to binarise it before -largest, "
                              "-fill-holes or -remove-small")
+        given = {face: value for face, value in self.box.items() if value is not None}
+        if given and info.crop_padding is None:
+            raise UsageError(f"-box-* options are only valid for models using the sc-crop pipeline ({self.task} is not one)")
+        if info.crop_padding is not None and self.crop_to_cord:
+            raise UsageError(f"{self.task} runs on sc-crop's cord box; --crop-to-cord would crop twice")
+        object.__setattr__(self, "box", given)
+        if info.crop_padding is not None and len(given) < len(FACES):
+            try:
+                self.servers.model(SCCROP)
+            except ModelNotFoundError:
+                raise ModelNotFoundError(f"{self.task} runs on sc-crop's cord box, and the server has no {SCCROP} model: "
+                                         "lesionseg models install sc-crop (or give all six -box-* faces)") from None
         cords = [CORD_TASK] if self.crop_to_cord else []
         cords += [self.cord_task] if self.cord_task and self.cord_task not in cords else []
         object.__setattr__(self, "info", info)
@@ -191,7 +212,11 @@ class TaskJob:
         """SCT's names (`output_paths`) in `folder` (default: next to the input), or `output`."""
         paths = output_paths(Path(path), self.task, self.info.labels, output, ofolder=folder, soft_lesion=self.soft_lesion)
         _, lesion = split_names(self.task, paths)
-        return Outputs(masks=paths, named=paths, generated_by=True, lesion_file=paths[lesion] if lesion else None,
+        maps = {}
+        if self.info.crop_padding is not None:  # SCT 7: <-o, else the input>_cropbox.nii.gz
+            base = output if output is not None else (folder or Path(path).parent) / Path(path).name
+            maps[CROPBOX] = base.with_name(stem(base) + "_cropbox.nii.gz")
+        return Outputs(masks=paths, named=paths, maps=maps, generated_by=True, lesion_file=paths[lesion] if lesion else None,
                        folder=folder if folder is not None else Path(path).parent, command="deepseg", contrast=self.task)
 
     def segment(self, image: Image) -> Result:
@@ -202,19 +227,24 @@ class TaskJob:
                 ServerUnavailableError.
         """
         (masks, probabilities, cord, crop), address = self.servers.run(lambda server: self._segment(server, image))
+        maps, note = {}, f" (cropped around {CORD_TASK})" if crop is True else ""
+        if isinstance(crop, Box):
+            maps[CROPBOX] = Map(data=box_mask(image.data.shape, crop).astype(np.float32), affine=image.affine)
+            note = " (on sc-crop's cord box " + ", ".join(f"{k} {v}" for k, v in faces_of(crop).items()) + ")"
         cord_name, lesion_name = split_names(self.task, masks)
         if cord_name:
             cord = masks[cord_name]
         stats = image_stats(masks[lesion_name], image) if lesion_name else None
         result = Result(image=image, model=self.info, masks=masks, lesion=lesion_name, cord_class=cord_name, cord=cord,
                         cord_source=f"{CORD_TASK} cord", stats=stats, probabilities=probabilities, server=address,
-                        source_note=f" (cropped around {CORD_TASK})" if crop else "")
+                        source_note=note, maps=maps)
         logger.info("%s: %s", image.path, result.note)
         return result
 
     def _segment(self, server: Server, image: Image):
         """(class masks and, when asked, probabilities on the image's grid; the cord mask other
-        than a class; whether the image was cropped)."""
+        than a class; True when cropped around the cord task's mask, the Box when cropped to
+        sc-crop's box, else False)."""
         cords: dict[str, np.ndarray] = {}
 
         def cord_of(name: str) -> np.ndarray:
@@ -230,6 +260,10 @@ class TaskJob:
             box = mask_box(around, cord_dilation(image.affine, image.spacing))
             target = image.with_data(np.ascontiguousarray(image.data[box.slices]), affine=cropped_affine(image.affine, box))
             to_grid = lambda m: uncrop(m, box, image.data.shape)  # noqa: E731
+        cord_box = self._cord_box(server, image) if self.info.crop_padding is not None else None
+        if cord_box is not None:
+            target = image.with_data(np.ascontiguousarray(image.data[cord_box.slices]), affine=cropped_affine(image.affine, cord_box))
+            to_grid = lambda m: uncrop(m, cord_box, image.data.shape)  # noqa: E731
         soft, threshold = self.soft(self.info), self.options.threshold
         wanted = self.probabilities or soft or threshold is not None
         reply = send(server, self.info, target, outputs=[Tensor.SEG, Tensor.PROB] if wanted else [Tensor.SEG],
@@ -249,7 +283,32 @@ class TaskJob:
             else:
                 mask = (seg == value).astype(np.uint8)
             masks[name] = self.options.apply(to_grid(mask), image.spacing)
+        if cord_box is not None:
+            binary = [lesion_voxels(m) for m in masks.values()]
+            touched = touching_faces(np.logical_or.reduce(binary) if binary else np.zeros(image.data.shape, bool), cord_box)
+            if touched:
+                logger.warning("%s: %s", image.path, truncation_warning(touched, f"{stem(image.path)}_cropbox.nii.gz"))
         if self.crop_to_cord:
             return masks, probabilities, cords[CORD_TASK], True
         needs_cord = self.cord_task and split_names(self.task, masks)[0] is None
-        return masks, probabilities, cord_of(self.cord_task) if needs_cord else None, False  # type: ignore[arg-type]
+        return masks, probabilities, cord_of(self.cord_task) if needs_cord else None, cord_box or False  # type: ignore[arg-type]
+
+    def _cord_box(self, server: Server, image: Image) -> Box:
+        """SCT 7's crop box: all six -box-* faces, else sc-crop's detection (the served `sccrop`)
+        with the -box-* faces given put over it; no cord found and some faces given: the whole
+        image with those faces (SCT's fallback)."""
+        if len(self.box) == len(FACES):
+            return box_of_faces(self.box, image.data.shape)
+        padding = self.info.crop_padding or {}
+        inputs = {Tensor.IMAGE: np.ascontiguousarray(image.data, np.float32), Tensor.AFFINE: np.asarray(image.affine, np.float64),
+                  Tensor.SPACING: np.asarray(image.spacing, np.float32),
+                  Tensor.PADDING: np.array([padding[k] for k in CROP_PAD_KEYS], np.float32)}
+        assert server.transport is not None  # the pool hands out answering servers only
+        try:
+            found = server.transport.infer(SCCROP, {str(k): v for k, v in inputs.items()}, [str(Tensor.BOX)], source=image.path)
+        except InferenceError as exc:
+            if "no spinal cord detected" not in str(exc) or not self.box:
+                raise
+            return with_faces(None, self.box, image.data.shape)
+        detected = dict(zip(FACES, (int(v) for v in found[Tensor.BOX].reshape(-1))))
+        return with_faces(box_of_faces(detected, image.data.shape), self.box, image.data.shape)

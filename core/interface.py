@@ -53,6 +53,11 @@ class Param(StrEnum):
     CROP = "crop"  # a task model trained on sc-crop's cord boxes: its padding in mm (JSON)
 
 
+#: sc-crop's margins (mm) as a cropped model's crop_metadata.json names them, in the order of the
+#: `sccrop` model's PADDING
+CROP_PAD_KEYS = ("pad_superior", "pad_inferior", "pad_left", "pad_right", "pad_anterior", "pad_posterior")
+
+
 class ModelKind(StrEnum):
     LEGACY = "legacy"  # a sct_deepseg_lesion pipeline
     TASK = "task"  # an sct_deepseg task: labels and class probabilities

@@ -116,6 +116,12 @@ def session_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from lesionseg.export.monai import export_monai
 
         export_monai(make_monai_checkpoint(tmp_path_factory.mktemp("monai") / "best_model.ckpt"), repo, task=MONAI_TASK)
+    if HAVE_ULTRALYTICS:
+        import sccrop_models
+
+        from lesionseg.export.sccrop import install_sccrop
+
+        install_sccrop(str(sccrop_models.make(tmp_path_factory.mktemp("sccrop_models"))), repo)
     if HAVE_IVADOMED:
         from lesionseg.export.ivadomed import export_ivadomed
 
@@ -177,6 +183,11 @@ except ImportError:  # the export/test extras are not installed
 
 import synthetic_nnunet as nnunet_models  # noqa: E402  (tests/: the synthetic nnU-Net models)
 
+#: the test lesion_ms's crop_metadata.json margins (mm): narrow, so that the random test detector's
+#: boxes crop the real images instead of growing to their edges
+SCCROP_PADDING = {"pad_superior": 10.0, "pad_inferior": 12.0, "pad_left": 4.0, "pad_right": 5.0, "pad_anterior": 3.0,
+                  "pad_posterior": 6.0}
+
 #: test tasks served by the session server: task -> (model variant, export options)
 NNUNET_TASKS = {
     "seg_ms_lesion": (nnunet_models.VARIANTS[0], {}),
@@ -184,11 +195,23 @@ NNUNET_TASKS = {
     "test_multiclass": (nnunet_models.VARIANTS[2], {}),
     # seg_ms_lesion-like size (6 stages, 32..320 features, patch 64x128x128): exports and serves on CPU
     "seg_ms_lesion_realistic": (nnunet_models.REALISTIC, {}),
-    # SCT 7's lesion_ms: five folds voting (their label maps averaged, > 0.5)
-    "lesion_ms": (nnunet_models.LESION_MS, {"fold_combination": "vote"}),
+    # SCT 7's lesion_ms: five folds voting (their label maps averaged, > 0.5), on sc-crop's cord box
+    "lesion_ms": (nnunet_models.LESION_MS, {"fold_combination": "vote", "crop": SCCROP_PADDING}),
     # SCT 7's spinalcord through SCT's nnU-Net fork: two folds, the first counted twice
     "spinalcord": (nnunet_models.SPINALCORD, {"fold_combination": "sct_fork"}),
 }
+
+#: sc-crop's test networks (tests/sccrop_models.py) need ultralytics to be made
+HAVE_ULTRALYTICS = importlib.util.find_spec("ultralytics") is not None and HAVE_TORCH
+
+
+@pytest.fixture(scope="session")
+def sccrop_server(nnunet_server):
+    """The session server, when it serves sc-crop's test networks and the cropped lesion_ms."""
+    if not HAVE_ULTRALYTICS:
+        pytest.skip("ultralytics not installed: pip install --no-deps ultralytics==8.4.190 (see README)")
+    return nnunet_server
+
 
 #: SCT's nnU-Net fork (nnunetv2-neuropoly, the oracle of SCT 7's tasks), installed by .ci/run
 #: with `pip install --no-deps --target .oracles/nnunetv2-neuropoly nnunetv2-neuropoly==2.6.2`

@@ -18,6 +18,7 @@ examples:
   lesionseg deepseg lesion_ms -i sub-01_T2w.nii.gz                     # SCT 7
   lesionseg deepseg lesion_ms -i sub-01_T2w.nii.gz -single-fold -test-time-aug
   lesionseg deepseg lesion_ms -i sub-01_T2w.nii.gz -soft-ms-lesion      # writes sub-01_T2w_msLesionSoft.nii.gz
+  lesionseg deepseg lesion_ms -i t2.nii.gz -box-zmin 10 -box-zmax 200   # the detected box, two faces replaced
   lesionseg deepseg -i sub-01_T2w.nii.gz -task seg_ms_lesion            # SCT 6's form and name
   lesionseg deepseg lesion_ms_mp2rage -i sub-01_UNIT1.nii.gz --crop-to-cord
   lesionseg deepseg spinalcord -i t2.nii.gz -o t2_cord.nii.gz -largest 1 -fill-holes
@@ -55,6 +56,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="one fold of an ensemble (fold 1, as SCT), not all: faster")
     parser.add_argument("-soft-ms-lesion", "--soft-ms-lesion", action="store_true",
                         help="write the soft lesion map <in>_msLesionSoft.nii.gz instead of the mask (lesion_ms)")
+    for face in ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax"):
+        parser.add_argument(f"-box-{face}", f"--box-{face}", dest=f"box_{face}", type=int, metavar="VOX",
+                            help=argparse.SUPPRESS if face != "xmin" else
+                            "-box-xmin ... -box-zmax: the crop box's faces (voxel indices of the input as stored, inclusive) "
+                            "for a task that runs on sc-crop's cord box; the faces given replace the detected ones")
     parser.add_argument("--crop-to-cord", action="store_true",
                         help="segment the cord first (seg_sc_contrast_agnostic), crop 30 mm L-R and A-P and 5 mm S-I around it, segment, paste back")
     add_common_arguments(parser)
@@ -89,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(note, file=sys.stderr)
         job = TaskJob(servers=servers, task=args.task, options=options, crop_to_cord=args.crop_to_cord,
-                      test_time_aug=args.test_time_aug, single_fold=args.single_fold, soft_lesion=args.soft_ms_lesion)
+                      test_time_aug=args.test_time_aug, single_fold=args.single_fold, soft_lesion=args.soft_ms_lesion,
+                      box={face: getattr(args, f"box_{face}") for face in ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")})
         if batch:
             return segment_cohort(args, job, servers, ofolder=args.ofolder)
         image = Path(args.input[0])

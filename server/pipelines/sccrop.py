@@ -32,13 +32,15 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from lesionseg.core.interface import CROP_PAD_KEYS
+
 #: sc-crop's inference settings (its config.yaml): slice thickness and in-plane size in mm.
 SI_MM, INPLANE_MM = 10.0, 1.0
 #: the classifier's threshold for "cord" (cls_conf), and the cord's index in its output (no cord, cord)
 CORD_PROBABILITY = 0.5
 CORD_CLASS = 1
 #: crop_metadata.json's keys, in mm (SCT 7 refuses a cropped model whose file lacks one)
-PAD_KEYS = ("pad_superior", "pad_inferior", "pad_left", "pad_right", "pad_anterior", "pad_posterior")
+PAD_KEYS = CROP_PAD_KEYS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,114 @@
+"""SCT 7's lesion_ms end to end on sc-crop's cord box, through the CLI and the real embedded Triton,
+against a reference assembled from the authors' own packages: `sc_crop.detect` for the box (the
+same test networks, the model's crop_metadata.json margins), `sc_crop.crop` / `sc_crop.uncrop`
+around SCT's nnU-Net fork (`tests/nnunet_fork_oracle.py`) for the masks, and
+`sc_crop.check_seg_truncation` for the warning. Required: the `_cropbox` file is sc-crop's box
+voxel for voxel; the lesion mask is zero outside it and has Dice >= 0.99 with the reference (the
+fork accumulates in half precision, see test_sct7_tasks.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import SCCROP_PADDING
+
+from lesionseg.client.cli import main
+from lesionseg.core.orientation import reorientation, sct_to_nib
+
+pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
+
+ORACLE = Path(__file__).with_name("nnunet_fork_oracle.py")
+FACES = ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")
+IMAGES = ["t2/t2.nii.gz", "t2s/t2s.nii.gz", "t1/t1w.nii.gz"]
+
+
+@pytest.fixture(scope="module")
+def package(session_repository: Path):
+    """sc_crop with the test networks the session repository serves (its classifier is found by
+    download.ensure_cls_model, which checks the release's checksum: pointed at the test file)."""
+    import sc_crop
+
+    folder = next(p for p in session_repository.parent.iterdir() if p.name.startswith("sccrop_models"))
+    download = sys.modules["sc_crop.download"]
+    original = download.ensure_cls_model
+    download.ensure_cls_model = lambda *a, **k: folder / "cls_model.onnx"
+    yield sc_crop, folder / "det_model.onnx"
+    download.ensure_cls_model = original
+
+
+def reference(package, nnunet_fork: Path, model_dir: Path, path: Path, tmp_path: Path) -> tuple[dict, np.ndarray]:
+    """SCT master's segment_nnunet with crop: sc-crop's box, the fork on the crop, sc-crop's uncrop."""
+    sc_crop, detector = package
+    img = nib.load(path)
+    bbox = sc_crop.detect(img, model_path=str(detector), **SCCROP_PADDING)
+    cropped = sc_crop.crop(img, bbox)
+    data = np.asarray(cropped.dataobj, np.float32)
+    orient = reorientation(cropped.affine, data.shape, sct_to_nib("LPI"))
+    spacing = np.asarray(orient.forward_spacing(cropped.header.get_zooms()[:3]))[::-1]
+    np.savez(tmp_path / "in.npz", data=orient.forward(data).transpose(2, 1, 0), spacing=spacing)
+    done = subprocess.run([sys.executable, str(ORACLE), str(model_dir), str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
+                           "--ensemble"], env={**os.environ, "PYTHONPATH": str(nnunet_fork)}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seg = orient.backward(np.load(tmp_path / "out.npz")["pred"].transpose(2, 1, 0)).astype(np.uint8)
+    full = sc_crop.uncrop(nib.Nifti1Image(seg, cropped.affine), bbox)
+    return {k: bbox[k] for k in FACES}, np.asarray(full.dataobj)
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_lesion_ms_on_the_cord_box_equals_sct(sccrop_server, nnunet_fork: Path, package, shared: Path, tmp_path: Path,
+                                             image: str, caplog: pytest.LogCaptureFixture) -> None:
+    import sc_crop
+
+    path = shared / "sct_testing_data" / image
+    model_dir = next(p for p in sccrop_server.settings.repository.parent.iterdir() if p.name.startswith("nnunet_models")) / "lesion_ms"
+    out = tmp_path / "out"
+    assert main(["deepseg", "lesion_ms", "-i", str(path), "-ofolder", str(out), "-url", sccrop_server.settings.grpc_url]) == 0
+    err = caplog.text  # the CLI's warnings (its logging goes to stderr outside pytest)
+    stem = path.name.removesuffix(".nii.gz")
+    cropbox = np.asarray(nib.load(out / f"{stem}_cropbox.nii.gz").dataobj)
+    mask = np.asarray(nib.load(out / f"{stem}_lesion_seg.nii.gz").dataobj)
+    box, expected = reference(package, nnunet_fork, model_dir, path, tmp_path)
+    inside = np.argwhere(cropbox > 0)
+    assert dict(zip(FACES, (int(v) for pair in zip(inside.min(0), inside.max(0)) for v in pair))) == box
+    assert cropbox.sum() == np.prod([box[f"{a}max"] - box[f"{a}min"] + 1 for a in "xyz"])
+    assert not mask[cropbox == 0].any()
+    dice = 2 * np.logical_and(mask, expected).sum() / max(1, mask.sum() + expected.sum())
+    print(f"{image}: box {box}, Dice {dice:.5f} vs sc-crop + SCT's fork ({expected.sum()} voxels)")
+    assert expected.sum() > 0 and dice >= 0.99
+    truncated = sc_crop.check_seg_truncation(nib.Nifti1Image(mask, nib.load(path).affine), box)
+    if truncated:
+        assert f"reaches the crop box at: {', '.join(truncated)}" in err
+        assert "-box-" + truncated[0] + " <value>" in err
+    else:
+        assert "reaches the crop box" not in err
+
+
+def test_box_options(sccrop_server, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    url = sccrop_server.settings.grpc_url
+    given = {"xmin": 5, "xmax": 40, "ymin": 10, "ymax": 50, "zmin": 1, "zmax": 7}
+    args = [f"-box-{k}={v}" for k, v in given.items()]
+    assert main(["deepseg", "lesion_ms", "-i", str(path), "-o", str(tmp_path / "l.nii.gz"), "-url", url, *args]) == 0
+    cropbox = np.asarray(nib.load(tmp_path / "l_cropbox.nii.gz").dataobj)
+    inside = np.argwhere(cropbox > 0)
+    assert dict(zip(FACES, (int(v) for pair in zip(inside.min(0), inside.max(0)) for v in pair))) == given
+    mask = np.asarray(nib.load(tmp_path / "l.nii.gz").dataobj)
+    assert not mask[cropbox == 0].any()
+    capsys.readouterr()
+    # an inverted box, a face outside the image, and -box-* on a task without sc-crop: usage errors, nothing written
+    bad = tmp_path / "bad"
+    assert main(["deepseg", "lesion_ms", "-i", str(path), "-ofolder", str(bad), "-url", url, "-box-zmin=7", "-box-zmax=2"]) == 2
+    assert "inverted" in capsys.readouterr().err
+    assert main(["deepseg", "lesion_ms", "-i", str(path), "-ofolder", str(bad), "-url", url, "-box-xmax=400"]) == 2
+    assert "outside the image" in capsys.readouterr().err
+    assert main(["deepseg", "seg_ms_lesion", "-i", str(path), "-ofolder", str(bad), "-url", url, "-box-xmin=3"]) == 2
+    assert "only valid for models using the sc-crop pipeline" in capsys.readouterr().err
+    assert not bad.exists() or not any(bad.iterdir())
