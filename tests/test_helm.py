@@ -335,9 +335,9 @@ def test_gpu_limit_and_toleration_only_with_gpu(rendered) -> None:
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert server["resources"]["requests"]["cpu"] and server["resources"]["limits"]["memory"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["spec"]["template"]["spec"]["tolerations"]
-    assert gpu_limits(gpu)[:-1] == [None, None], "the install containers need no GPU"
+    assert gpu_limits(gpu)[:-1] == [None, None, None], "the install containers need no GPU"
     cpu = triton(rendered["cpu-values"])
-    assert gpu_limits(cpu) == [None, None, None]
+    assert gpu_limits(cpu) == [None, None, None, None]
     assert "tolerations" not in cpu["spec"]["template"]["spec"]
     assert all("nvidia.com" not in json.dumps(c["resources"]) for c in all_containers(cpu))
     custom = triton(render(set_values={"gpu": {"count": 2, "resourceName": "amd.com/gpu"}}))
@@ -349,16 +349,16 @@ def test_install_init_containers(rendered) -> None:
     gpu = triton(rendered["default-values"])["spec"]["template"]["spec"]["initContainers"]
     assert [c["command"] for c in gpu] == [
         [*base, name, "--repository", "/models", "--target", "gpu", "--precision", "fp32", "--engine-cache", "/engine-cache"]
-        for name in ("sct-legacy", "seg_ms_lesion")]
+        for name in ("sct-legacy", "sc-crop", "lesion_ms")]
     cpu = triton(rendered["cpu-values"])["spec"]["template"]["spec"]["initContainers"]
     assert [c["command"] for c in cpu] == [[*base, name, "--repository", "/models", "--target", "cpu"]
-                                          for name in ("sct-legacy", "seg_ms_lesion")]
+                                          for name in ("sct-legacy", "sc-crop", "lesion_ms")]
     sources = triton(rendered["no-gateway-values"])
     assert [c["command"][3:] for c in sources["spec"]["template"]["spec"]["initContainers"]] == [
         ["sct-legacy", "--repository", "/models", "--target", "gpu", "--from", "/sources/sct_models",
          "--precision", "fp32", "--engine-cache", "/engine-cache"],
-        ["seg_ms_lesion", "--repository", "/models", "--target", "gpu", "--from", "/sources/model_seg_ms_lesion_unet3d.zip",
-         "--precision", "fp32", "--engine-cache", "/engine-cache"]]
+        ["lesion_ms", "--repository", "/models", "--target", "gpu", "--from", "/sources/model_seg_ms_lesion_unet3d.zip",
+         "--release", "r20241101", "--precision", "fp32", "--engine-cache", "/engine-cache"]]
     mounts = {m["mountPath"]: m for m in container(sources, "install-sct-legacy", init=True)["volumeMounts"]}
     assert mounts["/sources"]["readOnly"] is True
     volumes = {v["name"]: v for v in sources["spec"]["template"]["spec"]["volumes"]}
@@ -380,7 +380,7 @@ def test_tensorrt_builds_engines_at_pod_start_with_the_gpu(rendered) -> None:
     installs = {c["name"]: c["command"][3:] for c in deployment["spec"]["template"]["spec"]["initContainers"][:-1]}
     assert installs["install-sct-legacy"][-6:] == ["--precision", "fp16", "--parity-data", "/sources/sct_testing_data",
                                                    "--engine-cache", "/engine-cache"]
-    assert installs["install-seg-ms-lesion"][-4:] == ["--precision", "fp32", "--engine-cache", "/engine-cache"]
+    assert installs["install-lesion-ms"][-4:] == ["--precision", "fp32", "--engine-cache", "/engine-cache"]
     assert build["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert deployment["spec"]["template"]["spec"]["initContainers"][-1]["name"] == "export-tensorrt"
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
@@ -602,8 +602,8 @@ def test_adapter_rule_reports_the_true_mean_wait_in_milliseconds() -> None:
     nvidia = sum(q / (1 + n) for q, n in busy.values()) / len(busy) / 1000
     assert nvidia < 5000 / 10, "the formula this rule replaces under-reports by ~the number of models"
     # an nnU-Net subject waits in its steps' queues; the ensemble reports ~0 queue time
-    ensemble = {**idle, "seg_ms_lesion": (0.0, 2), "seg_ms_lesion_preprocess": (1e6, 2),
-                "seg_ms_lesion_predict": (7e6, 2), "seg_ms_lesion_postprocess": (0.0, 2)}
+    ensemble = {**idle, "lesion_ms": (0.0, 2), "lesion_ms_preprocess": (1e6, 2),
+                "lesion_ms_predict": (7e6, 2), "lesion_ms_postprocess": (0.0, 2)}
     assert rule_value(query, ensemble) == pytest.approx(4000)
     assert rule_value(query, idle) == 0
 

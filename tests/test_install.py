@@ -102,8 +102,9 @@ def test_install_from_folder_zip_and_sct_dir(shared: Path, tmp_path: Path, monke
 
 def test_install_nnunet_task_from_its_release_url(http_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """`models install seg_ms_lesion_mp2rage` fetches the task's real release path (served here),
-    verifies and extracts the zip, and exports the nnU-Net model folder it holds."""
+    """`models install seg_ms_lesion_mp2rage` (SCT 6's name: one line names SCT 7's, lesion_ms_mp2rage)
+    fetches the task's real release path (served here), verifies and extracts the zip, and exports
+    the nnU-Net model folder it holds under SCT 7's name."""
     pytest.importorskip("torch")
     from lesionseg.core.catalogue import TASKS
     from lesionseg.export.install import task_release
@@ -112,7 +113,7 @@ def test_install_nnunet_task_from_its_release_url(http_root, tmp_path: Path, mon
     root, base = http_root
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("LESIONSEG_RELEASES_URL", base)
-    release = task_release(TASKS["seg_ms_lesion_mp2rage"].url)
+    release = task_release(TASKS["lesion_ms_mp2rage"].url)
     model = make_model(tmp_path / "model", Variant(name="mp2rage", folds=(3,)))
     target = root / release.path
     target.parent.mkdir(parents=True)
@@ -122,12 +123,14 @@ def test_install_nnunet_task_from_its_release_url(http_root, tmp_path: Path, mon
                 archive.write(file, file.relative_to(model.parent))
     repo = tmp_path / "repo"
     assert main(["models", "install", "seg_ms_lesion_mp2rage", "--repository", str(repo)]) == 0
-    assert "installed seg_ms_lesion_mp2rage (seg_ms_lesion_mp2rage_fold3_net)" in capsys.readouterr().out
-    assert (repo / "seg_ms_lesion_mp2rage" / "config.pbtxt").exists()
-    assert (repo / "seg_ms_lesion_mp2rage_fold3_net" / "1" / "model.onnx").exists()
+    out, err = capsys.readouterr()
+    assert "installed lesion_ms_mp2rage (lesion_ms_mp2rage_fold3_net)" in out
+    assert "seg_ms_lesion_mp2rage is SCT 6's name of lesion_ms_mp2rage (SCT 7): using lesion_ms_mp2rage\n" in err
+    assert (repo / "lesion_ms_mp2rage" / "config.pbtxt").exists()
+    assert (repo / "lesion_ms_mp2rage_fold3_net" / "1" / "model.onnx").exists()
     from lesionseg.server.repository.modelconfig import parameters, read_config
 
-    assert parameters(read_config(repo / "seg_ms_lesion_mp2rage" / "config.pbtxt"))["source"] == TASKS["seg_ms_lesion_mp2rage"].url
+    assert parameters(read_config(repo / "lesion_ms_mp2rage" / "config.pbtxt"))["source"] == TASKS["lesion_ms_mp2rage"].url
     # a zip that is not an nnU-Net model is refused before anything is exported
     (tmp_path / "cache").rename(tmp_path / "old-cache")
     with zipfile.ZipFile(target, "w") as archive:
@@ -152,16 +155,88 @@ def test_install_monai_release(http_root, tmp_path: Path, monkeypatch: pytest.Mo
     root, base = http_root
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("LESIONSEG_RELEASES_URL", base)
-    url = release_url(TASKS["seg_sc_contrast_agnostic"], "v2.5")
+    url = release_url(TASKS["spinalcord"], "v2.5")
     target = root / task_release(url, ()).path
     target.parent.mkdir(parents=True)
     ckpt = make_monai_checkpoint(tmp_path / "best_model.ckpt")
     with zipfile.ZipFile(target, "w") as archive:
         archive.write(ckpt, "model_contrast-agnostic_20240930-1002/best_model.ckpt")
     repo = tmp_path / "repo"
-    assert main(["models", "install", "seg_sc_contrast_agnostic", "--release", "v2.5", "--repository", str(repo)]) == 0
-    assert "installed seg_sc_contrast_agnostic (seg_sc_contrast_agnostic_net, MONAI checkpoint)" in capsys.readouterr().out
-    assert parameters(read_config(repo / "seg_sc_contrast_agnostic" / "config.pbtxt"))["source"] == url
-    assert (repo / "seg_sc_contrast_agnostic_net" / "1" / "model.onnx").exists()
+    assert main(["models", "install", "spinalcord", "--release", "v2.5", "--repository", str(repo)]) == 0
+    assert "installed spinalcord (spinalcord_net, MONAI checkpoint)" in capsys.readouterr().out
+    assert parameters(read_config(repo / "spinalcord" / "config.pbtxt"))["source"] == url
+    assert (repo / "spinalcord_net" / "1" / "model.onnx").exists()
     assert main(["models", "install", "seg_sc_contrast_agnostic", "--release", "v9", "--repository", str(repo)]) == 2
-    assert "has no release 'v9' (v2.5)" in capsys.readouterr().err
+    assert "spinalcord has no release 'v9' (releases: v4.0, v3.0, v2.5)" in capsys.readouterr().err
+
+
+def make_fold_zips(root: Path, tmp_path: Path, *, crop: dict | None) -> list[Path]:
+    """SCT 7's lesion_ms release at its real paths: one zip per fold, each holding the model folder
+    (nnUNetTrainer*/plans.json, dataset.json, fold_k) and crop_metadata.json at its root."""
+    import json
+
+    from synthetic_nnunet import LESION_MS, make_model
+
+    from lesionseg.core.catalogue import TASKS
+    from lesionseg.export.install import task_release
+
+    model = make_model(tmp_path / "lesion_ms_model", LESION_MS)
+    zips = []
+    for k, url in enumerate(TASKS["lesion_ms"].default.urls):
+        target = root / task_release(url).path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(target, "w") as archive:
+            for file in model.rglob("*"):
+                inside = file.relative_to(model.parent)
+                if file.is_file() and ("fold_" not in str(inside) or f"fold_{k}" in inside.parts):
+                    archive.write(file, inside)
+            if crop is not None:
+                archive.writestr("crop_metadata.json", json.dumps({"sc_crop_version": "0.12.1", **crop}))
+        zips.append(target)
+    return zips
+
+
+def test_install_lesion_ms_fold_zips_into_one_model(http_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`models install lesion_ms`: SCT 7's five fold zips unpacked into one model folder (as SCT
+    does), exported as five voting folds, the crop margins of crop_metadata.json in the ensemble's
+    `crop` parameter; a cropped release without the file is refused, as SCT refuses it."""
+    pytest.importorskip("torch")
+    import json
+
+    from lesionseg.server.repository.modelconfig import parameters, read_config
+
+    root, base = http_root
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LESIONSEG_RELEASES_URL", base)
+    pads = {"pad_superior": 40, "pad_inferior": 100, "pad_left": 20, "pad_right": 20, "pad_anterior": 20, "pad_posterior": 20}
+    make_fold_zips(root, tmp_path, crop=pads)
+    repo = tmp_path / "repo"
+    assert main(["models", "install", "lesion_ms", "--repository", str(repo)]) == 0
+    assert "installed lesion_ms (lesion_ms_fold0_net, lesion_ms_fold1_net, lesion_ms_fold2_net, lesion_ms_fold3_net, " \
+           "lesion_ms_fold4_net, on sc-crop's cord box)" in capsys.readouterr().out
+    params = parameters(read_config(repo / "lesion_ms" / "config.pbtxt"))
+    assert json.loads(params["crop"]) == {k: float(v) for k, v in pads.items()}
+    plan = json.loads(params["plan"])
+    assert plan["folds"] == ["0", "1", "2", "3", "4"] and plan["fold_combination"] == "vote"
+    # the release without crop_metadata.json: refused, nothing written
+    (tmp_path / "cache").rename(tmp_path / "old-cache")
+    make_fold_zips(root, tmp_path / "again", crop=None)
+    assert main(["models", "install", "lesion_ms", "--repository", str(tmp_path / "repo2")]) == 1
+    assert "has no crop_metadata.json" in capsys.readouterr().err
+    assert not (tmp_path / "repo2" / "lesion_ms").exists()
+
+
+def test_install_from_an_sct7_installation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--from sct` takes the model folder of SCT 7 ($SCT_DIR/data/deepseg_models/<model>)."""
+    pytest.importorskip("torch")
+    from synthetic_nnunet import SPINALCORD, make_model
+
+    sct = tmp_path / "sct"
+    make_model(sct / "data" / "deepseg_models" / "model_seg_sc_contrast_agnostic_nnunet", SPINALCORD)
+    monkeypatch.setenv("SCT_DIR", str(sct))
+    repo = tmp_path / "repo"
+    assert main(["models", "install", "spinalcord", "--from", "sct", "--repository", str(repo)]) == 0
+    assert "installed spinalcord (spinalcord_fold0_net, spinalcord_fold1_net)" in capsys.readouterr().out
+    assert main(["models", "install", "lesion_ms", "--from", "sct", "--repository", str(repo)]) == 1
+    assert "model_seg_ms_lesion: not installed in this SCT" in capsys.readouterr().err

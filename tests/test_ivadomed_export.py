@@ -117,7 +117,7 @@ def test_install_release_of_member_zips(http_root, tmp_path: Path, monkeypatch: 
     root, base = http_root
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("LESIONSEG_RELEASES_URL", base)
-    urls = release_url(TASKS["seg_ms_lesion_mp2rage"], "r20230210")
+    urls = release_url(TASKS["lesion_ms_mp2rage"], "r20230210")
     assert isinstance(urls, tuple) and len(urls) == 5
     for url in urls:
         target = root / task_release(url, ()).path
@@ -126,6 +126,6 @@ def test_install_release_of_member_zips(http_root, tmp_path: Path, monkeypatch: 
             archive.writestr(f"{NAME}/{NAME}.onnx", sigmoid_onnx())
             archive.writestr(f"{NAME}/{NAME}.json", json.dumps(CONFIG))
     repo = tmp_path / "repo"
-    assert main(["models", "install", "seg_ms_lesion_mp2rage", "--release", "r20230210", "--repository", str(repo)]) == 0
-    assert "installed seg_ms_lesion_mp2rage (5 ivadomed members)" in capsys.readouterr().out
-    assert sorted(p.name for p in repo.iterdir()) == ["seg_ms_lesion_mp2rage"] + [f"seg_ms_lesion_mp2rage_member{i}_net" for i in range(5)]
+    assert main(["models", "install", "lesion_ms_mp2rage", "--release", "r20230210", "--repository", str(repo)]) == 0
+    assert "installed lesion_ms_mp2rage (5 ivadomed members)" in capsys.readouterr().out
+    assert sorted(p.name for p in repo.iterdir()) == ["lesion_ms_mp2rage"] + [f"lesion_ms_mp2rage_member{i}_net" for i in range(5)]
