@@ -240,3 +240,33 @@ def test_install_from_an_sct7_installation(tmp_path: Path, monkeypatch: pytest.M
     assert "installed spinalcord (spinalcord_fold0_net, spinalcord_fold1_net)" in capsys.readouterr().out
     assert main(["models", "install", "lesion_ms", "--from", "sct", "--repository", str(repo)]) == 1
     assert "model_seg_ms_lesion: not installed in this SCT" in capsys.readouterr().err
+
+
+def test_install_sccrop_from_its_release_url(http_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`models install sc-crop` downloads det_model.onnx and cls_model.onnx from the release path
+    (served here) and checks each against the pinned SHA-256 (pinned here to the test networks':
+    the real files cannot be fetched); a file that differs is refused and not kept."""
+    pytest.importorskip("ultralytics")
+    import sccrop_models
+
+    from lesionseg.core.files import sha256
+    from lesionseg.export import sccrop
+
+    root, base = http_root
+    folder = sccrop_models.make(root / sccrop.RELEASE_PATH)
+    monkeypatch.setattr(sccrop, "WEIGHTS", {name: sha256(folder / name) for name in sccrop.WEIGHTS})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LESIONSEG_RELEASES_URL", base)
+    repo = tmp_path / "repo"
+    assert main(["models", "install", "sc-crop", "--repository", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert "installed sccrop, sccrop_detector, sccrop_classifier into" in out and "not the released" not in out
+    assert (repo / "sccrop_detector" / "1" / "model.onnx").read_bytes() == (folder / "det_model.onnx").read_bytes()
+    # the release changed under the same name: the checksum refuses it and the cache keeps nothing
+    (tmp_path / "cache").rename(tmp_path / "old-cache")
+    (folder / "cls_model.onnx").write_bytes((folder / "cls_model.onnx").read_bytes() + b"\0")
+    assert main(["models", "install", "sc-crop", "--repository", str(tmp_path / "repo2")]) == 1
+    assert "cls_model.onnx: checksum mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "lesionseg" / "downloads" / f"sc-crop-{sccrop.MODEL_VERSION}" / "cls_model.onnx").exists()
+    assert not (tmp_path / "repo2").exists()
