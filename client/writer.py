@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lesionseg.client.result import Job, Outputs, Result
 from lesionseg.core import __version__
-from lesionseg.core.catalogue import task_info
+from lesionseg.core.catalogue import model_url
 from lesionseg.core.enums import Plane, StrEnum, choices
 from lesionseg.core.errors import UsageError
 from lesionseg.core.files import atomic_write_text
@@ -172,7 +172,7 @@ class Writer:
                 "Version": __version__,
                 "Command": " ".join(self.argv if self.argv is not None else sys.argv),
                 "Task": result.model.name,
-                "Model": {"source": result.model.source + result.source_note, "url": task_info(result.model.name).url},
+                "Model": {"source": result.model.source + result.source_note, "url": model_url(result.model.name)},
             }],
             "Sources": [str(Path(result.image.path).resolve())],
         }

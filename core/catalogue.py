@@ -51,6 +51,7 @@ class Task:
     releases: tuple[Release, ...] = ()
     sct_model: str = ""
     old_name: str | None = None
+    old_release: str | None = None  # the release SCT 6's name meant (what a model served under it came from)
 
     @property
     def default(self) -> Release | None:
@@ -84,7 +85,7 @@ _MP2RAGE = "https://github.com/ivadomed/model_seg_ms_mp2rage/releases/download"
 TASKS = {
     t.name: t
     for t in (
-        Task(name="lesion_ms", old_name="seg_ms_lesion", suffix="_lesion_seg", sct_model="model_seg_ms_lesion",
+        Task(name="lesion_ms", old_name="seg_ms_lesion", old_release="r20241101", suffix="_lesion_seg", sct_model="model_seg_ms_lesion",
              description="MS lesions, any contrast (nnU-Net, 5 folds voting, on sc-crop's cord box)",
              releases=(
                  Release(name="r20260703", urls=_folds(f"{_MULTICONTRAST}/r20260703"), sct="master (7.4.dev0)", cropped=True,
@@ -93,7 +94,7 @@ TASKS = {
                  Release(name="r20241101", urls=(f"{_AGNOSTIC_LESION}/r20241101/model_seg_ms_lesion_unet3d.zip",), sct="6.5, 7.0",
                          fold_combination="mean"),
              )),
-        Task(name="lesion_ms_mp2rage", old_name="seg_ms_lesion_mp2rage", suffix="_lesion_seg", sct_model="model_seg_ms_lesion_mp2rage",
+        Task(name="lesion_ms_mp2rage", old_name="seg_ms_lesion_mp2rage", old_release="r20240610", suffix="_lesion_seg", sct_model="model_seg_ms_lesion_mp2rage",
              description="MS lesions on MP2RAGE UNI (nnU-Net; crop to the cord first: --crop-to-cord)",
              releases=(
                  Release(name="r20240610", sct="6.4 to master",
@@ -102,7 +103,7 @@ TASKS = {
                  Release(name="r20230210", sct="6.0 to 6.3", urls=tuple(
                      f"{_MP2RAGE}/r20230210/model_seg_lesion_mp2rage_r20230210_dil32_seed0{seed}.zip" for seed in range(1, 6))),
              )),
-        Task(name="spinalcord", old_name="seg_sc_contrast_agnostic", suffix="_seg", sct_model="model_seg_sc_contrast_agnostic_nnunet",
+        Task(name="spinalcord", old_name="seg_sc_contrast_agnostic", old_release="v3.0", suffix="_seg", sct_model="model_seg_sc_contrast_agnostic_nnunet",
              description="spinal cord, any contrast (contrast-agnostic nnU-Net, on sc-crop's cord box)",
              releases=(
                  Release(name="v4.0", urls=(f"{_CONTRAST_AGNOSTIC}/v4.0/model_contrast_agnostic_20260628.zip",),
@@ -135,6 +136,15 @@ def release_url(task: Task, release: str | None) -> str | tuple[str, ...]:
 def task_info(name: str) -> Task:
     """A known task (by SCT 7's or SCT 6's name), or a generic one for any other exported task (suffix `_seg`)."""
     return TASKS.get(canonical(name)[0]) or Task(name=name, suffix="_seg", description="exported model")
+
+
+def model_url(name: str) -> str:
+    """The release URL(s) a model served as `name` came from by default: SCT 6's name means the
+    release it named then (a repository installed under it), SCT 7's its default release."""
+    if name in ALIASES:
+        task = TASKS[ALIASES[name]]
+        return " ".join(task.release(task.old_release).urls)
+    return task_info(name).url
 
 
 #: sct_deepseg_lesion's contrasts (-c); each is served by the pipeline model `legacy_model(contrast)`.
