@@ -12,10 +12,8 @@ the cord of the DICOM results and of QC).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
-
 from typing import Mapping
 
 import numpy as np
@@ -24,14 +22,13 @@ from lesionseg.client import postprocessing
 from lesionseg.client.crop import FACES, Box, box_mask, box_of_faces, cord_dilation, cropped_affine, faces_of, mask_box
 from lesionseg.client.crop import touching_faces, truncation_warning, uncrop, with_faces
 from lesionseg.client.inference import infer_labels, send
-from lesionseg.client.lesion_stats import image_stats
-from lesionseg.client.lesion_stats import lesion_voxels
+from lesionseg.client.lesion_stats import image_stats, lesion_voxels
 from lesionseg.client.result import Map, Outputs, Result
 from lesionseg.client.servers import Server, ServerPool
 from lesionseg.core.catalogue import canonical, task_info
 from lesionseg.core.errors import InferenceError, ModelNotFoundError, UsageError
 from lesionseg.core.image import Image
-from lesionseg.core.interface import CROP_PAD_KEYS, ModelInfo, ModelKind, Param, Tensor
+from lesionseg.core.interface import CROP_PAD_KEYS, ModelInfo, ModelKind, Tensor, single_fold_position
 from lesionseg.core.nifti import stem
 from lesionseg.core.wire import UINT8_SCALE, from_uint8
 
@@ -153,10 +150,10 @@ class TaskJob:
 
     def __post_init__(self) -> None:
         info = _task_model(self.servers, self.task)
-        folds = self._plan(info).get("folds") or []
-        if self.single_fold and len(folds) < 2:
+        plan = info.plan
+        if self.single_fold and len(plan.get("folds") or ()) < 2:
             raise UsageError(f"-single-fold: {self.task} is not an ensemble of separate folds")
-        if self.test_time_aug and "mirror_axes" not in self._plan(info):
+        if self.test_time_aug and "mirror_axes" not in plan:
             raise UsageError(f"-test-time-aug: {self.task} is not an nnU-Net task")
         if self.soft_lesion and (len(info.foreground) != 1 or split_names(self.task, info.foreground)[1] is None):
             raise UsageError(f"-soft-ms-lesion: {self.task} does not segment lesions alone (classes: {', '.join(info.foreground)})")
@@ -190,10 +187,6 @@ class TaskJob:
     def description(self) -> str:
         return f"deepseg {self.task}"
 
-    @staticmethod
-    def _plan(info: ModelInfo) -> dict:
-        return json.loads(info.parameters.get(Param.PLAN) or "{}")
-
     def soft(self, info: ModelInfo) -> bool:
         """Whether each class's mask is its soft map (-thr 0, -soft-ms-lesion, or the task's default)."""
         return self.soft_lesion or self.options.threshold == 0 or (self.options.threshold is None and info.soft_by_default)
@@ -204,8 +197,7 @@ class TaskJob:
         if self.test_time_aug:
             options[Tensor.TTA] = np.array([True])
         if self.single_fold:
-            folds = list(self._plan(self.info)["folds"])
-            options[Tensor.FOLDS] = np.array([folds.index("1") if "1" in folds else 0], np.int32)  # SCT: fold 1, else the first
+            options[Tensor.FOLDS] = np.array([single_fold_position(self.info.plan["folds"])], np.int32)
         return options
 
     def outputs(self, path: Path, folder: Path | None, *, output: Path | None = None) -> Outputs:
@@ -287,7 +279,7 @@ class TaskJob:
             binary = [lesion_voxels(m) for m in masks.values()]
             touched = touching_faces(np.logical_or.reduce(binary) if binary else np.zeros(image.data.shape, bool), cord_box)
             if touched:
-                logger.warning("%s: %s", image.path, truncation_warning(touched, f"{stem(image.path)}_cropbox.nii.gz"))
+                logger.warning("%s: %s", image.path, truncation_warning(touched, "*_cropbox.nii.gz"))  # SCT's words
         if self.crop_to_cord:
             return masks, probabilities, cords[CORD_TASK], True
         needs_cord = self.cord_task and split_names(self.task, masks)[0] is None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from lesionseg.core.enums import StrEnum
 
@@ -58,6 +58,12 @@ class Param(StrEnum):
 CROP_PAD_KEYS = ("pad_superior", "pad_inferior", "pad_left", "pad_right", "pad_anterior", "pad_posterior")
 
 
+def single_fold_position(folds: Sequence[str]) -> int:
+    """SCT's `-single-fold` (`create_nnunet_from_plans`): the position of fold "1" among an nnU-Net
+    task's `folds` when there is one, else the first fold's."""
+    return list(folds).index("1") if "1" in folds else 0
+
+
 class ModelKind(StrEnum):
     LEGACY = "legacy"  # a sct_deepseg_lesion pipeline
     TASK = "task"  # an sct_deepseg task: labels and class probabilities
@@ -85,6 +91,11 @@ class ModelInfo:
     source: str
     soft_by_default: bool
     parameters: dict[str, str]
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        """The model's plan parameter (JSON; empty for a model without one)."""
+        return json.loads(self.parameters.get(Param.PLAN) or "{}")
 
     @property
     def crop_padding(self) -> dict[str, float] | None:

@@ -281,9 +281,12 @@ def crop_padding(folder: Path, *, required: bool) -> dict[str, float] | None:
         return None
     try:
         raw = json.loads(path.read_text())
-        Padding.from_metadata(raw if isinstance(raw, dict) else {}, source=str(path))
     except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
-        raise InputError(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
+        raise InputError(f"{path}: not readable JSON ({exc})") from None
+    try:
+        Padding.from_metadata(raw if isinstance(raw, dict) else {}, source=str(path))
+    except ValueError as exc:  # names the file and the key
+        raise InputError(str(exc)) from None
     return {key: float(raw[key]) for key in PAD_KEYS}
 
 

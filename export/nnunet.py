@@ -289,7 +289,7 @@ def export_nnunet(
 
     `fold_combination` (`FoldCombination`): how the folds make one answer; merged folds
     (`merge_folds`, one network averaging the folds' logits) allow only the mean. `crop`: sc-crop's
-    padding (mm, `lesionseg.export.install.CROP_PAD_KEYS`) of a model trained on its cord boxes,
+    padding (mm, `lesionseg.core.interface.CROP_PAD_KEYS`) of a model trained on its cord boxes,
     given to clients in the ensemble's `crop` parameter.
 
     A reduced `serving.precision` is computed first: the parity report of the task's pipeline with

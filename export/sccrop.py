@@ -14,12 +14,15 @@ import logging
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from lesionseg.core.enums import Runtime
+from lesionseg.core.enums import Runtime, Target
 from lesionseg.core.errors import InputError, ModelNotFoundError
 from lesionseg.core.files import sha256
 from lesionseg.core.paths import cache_dir, user_path
+
+if TYPE_CHECKING:
+    from lesionseg.export.networks import Serving
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +63,29 @@ def _io_names(model, path: Path) -> tuple[str, str]:
     return model.graph.input[0].name, model.graph.output[0].name
 
 
-def install_sccrop(source: str | None, repository: Path, *, progress: Callable[[int, int | None], None] | None = None) -> SccropInstall:
+def install_sccrop(source: str | None, repository: Path, *, serving: Serving | None = None,
+                   progress: Callable[[int, int | None], None] | None = None) -> SccropInstall:
     """Install sc-crop's networks from the release (None), an http(s) base URL of a mirror of the
-    release folder, or a local folder holding det_model.onnx and cls_model.onnx."""
+    release folder, or a local folder holding det_model.onnx and cls_model.onnx. `serving`: the
+    command's backend; FP32 only (no parity report yet); the embedded server's Python backend runs
+    them on ONNX Runtime, as the package does. CPU configs only: a GPU variant would need TensorRT
+    profiles for the detector's free image size and the classifier's fixed batch of one, which
+    `lesionseg.server.repository.gpu` does not make yet (with --target gpu they stay on the CPU, said
+    in a warning).
+
+    Raises:
+        UsageError: a reduced precision; DownloadError, ModelNotFoundError, InputError.
+    """
     import onnx
 
     from lesionseg.export.networks import Serving, write_network
     from lesionseg.server.repository.sccrop import network_entries, write_sccrop
+
+    serving = serving or Serving()
+    serving.require_fp32("sc-crop")
+    if serving.target != Target.CPU:
+        logger.warning("sc-crop's networks are written for the CPU only (no TensorRT profile for their shapes yet)")
+    serving = dataclasses.replace(serving, target=Target.CPU, runtime=Runtime.ONNXRUNTIME)
 
     if source is None or urllib.parse.urlparse(source).scheme in ("http", "https"):
         folder = fetch_weights(base_url=source, progress=progress)
@@ -87,8 +106,7 @@ def install_sccrop(source: str | None, repository: Path, *, progress: Callable[[
     detector_io, classifier_io = (_io_names(models[n], folder / n) for n in WEIGHTS)
     detector, classifier = network_entries(detector_io=detector_io, classifier_io=classifier_io)
     for entry, name in ((detector, "det_model.onnx"), (classifier, "cls_model.onnx")):
-        # ONNX Runtime, as the package runs both networks
-        write_network(entry, models[name], repository, serving=Serving(runtime=Runtime.ONNXRUNTIME), record={"source": recorded, "file": name,
+        write_network(entry, models[name], repository, serving=serving, record={"source": recorded, "file": name,
                                                                                    "sha256": sha256(folder / name), "released": released})
     write_sccrop(repository, source=recorded, detector_io=detector_io, classifier_io=classifier_io)
     return SccropInstall(source=recorded, released=released)

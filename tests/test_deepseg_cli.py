@@ -50,3 +50,24 @@ def test_qc_subject_names_one_subject(command: list[str], tmp_path: Path, capsys
     assert capsys.readouterr().err.strip() == ("lesionseg: error: -qc-subject names one subject; with several inputs "
                                                "each entry takes its subject from its path")
     assert not (tmp_path / "qc").exists()
+
+
+class Served:
+    """A stand-in for a ServerPool that answers only `serves` (which models are ready)."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
+
+    def serves(self, name: str) -> bool:
+        return name in self.names
+
+
+def test_sct6_names_mean_sct7_tasks_unless_served_themselves() -> None:
+    from lesionseg.client.task import served_task
+
+    assert served_task(Served("lesion_ms"), "seg_ms_lesion") == (
+        "lesion_ms", "seg_ms_lesion is SCT 6's name of lesion_ms (SCT 7): using lesion_ms")
+    assert served_task(Served("lesion_ms", "seg_ms_lesion"), "seg_ms_lesion") == ("seg_ms_lesion", None)
+    assert served_task(Served(), "seg_sc_contrast_agnostic") == ("seg_sc_contrast_agnostic", None)  # then: not served
+    assert served_task(Served("spinalcord"), "spinalcord") == ("spinalcord", None)
+    assert served_task(Served("my_task"), "my_task") == ("my_task", None)

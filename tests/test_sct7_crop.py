@@ -112,3 +112,33 @@ def test_box_options(sccrop_server, shared: Path, tmp_path: Path, capsys: pytest
     assert main(["deepseg", "seg_ms_lesion", "-i", str(path), "-ofolder", str(bad), "-url", url, "-box-xmin=3"]) == 2
     assert "only valid for models using the sc-crop pipeline" in capsys.readouterr().err
     assert not bad.exists() or not any(bad.iterdir())
+
+
+def test_sct7_options_reach_the_server(sccrop_server, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """-single-fold and -test-time-aug change the mask (they reach the ensemble); -soft-ms-lesion
+    writes <in>_msLesionSoft.nii.gz, a soft map, instead of the mask; options a task cannot take
+    are usage errors."""
+    path = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    url = sccrop_server.settings.grpc_url
+
+    def run(folder: str, *options: str) -> Path:
+        assert main(["deepseg", "lesion_ms", "-i", str(path), "-ofolder", str(tmp_path / folder), "-url", url, *options]) == 0
+        return tmp_path / folder
+
+    default = np.asarray(nib.load(run("default") / "t2s_lesion_seg.nii.gz").dataobj)
+    for option in ("-single-fold", "-test-time-aug"):
+        other = np.asarray(nib.load(run(option, option) / "t2s_lesion_seg.nii.gz").dataobj)
+        assert np.count_nonzero(other != default) > 0.005 * default.size, f"{option} made no difference"
+    soft_folder = run("soft", "-soft-ms-lesion")
+    assert sorted(p.name for p in soft_folder.glob("*.nii.gz")) == ["t2s_cropbox.nii.gz", "t2s_msLesionSoft.nii.gz"]
+    soft = np.asarray(nib.load(soft_folder / "t2s_msLesionSoft.nii.gz").dataobj)
+    assert 0 <= soft.min() and soft.max() <= 1 and np.count_nonzero((soft > 0.05) & (soft < 0.95)) > 0
+    assert not soft[np.asarray(nib.load(soft_folder / "t2s_cropbox.nii.gz").dataobj) == 0].any()
+    capsys.readouterr()
+    bad = str(tmp_path / "bad")
+    assert main(["deepseg", "seg_sc_contrast_agnostic", "-i", str(path), "-ofolder", bad, "-url", url, "-single-fold"]) == 2
+    assert "not an ensemble of separate folds" in capsys.readouterr().err
+    assert main(["deepseg", "spinalcord", "-i", str(path), "-ofolder", bad, "-url", url, "-soft-ms-lesion"]) == 2
+    assert "does not segment lesions alone" in capsys.readouterr().err
+    assert main(["deepseg", "lesion_ms", "-i", str(path), "-ofolder", bad, "-url", url, "-soft-ms-lesion", "-thr", "0.5"]) == 2
+    assert not Path(bad).exists()

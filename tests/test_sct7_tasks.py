@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from served import infer_task
 
-from lesionseg.core.interface import Tensor
+from lesionseg.core.interface import Tensor, single_fold_position
 from lesionseg.core.nifti import load_nifti
 from lesionseg.core.orientation import reorientation, sct_to_nib
 from lesionseg.server.pipelines.nnunet import NnunetPlan
@@ -70,15 +70,14 @@ CASES = [
 def test_lesion_ms_ensemble_equals_scts_fork(nnunet_server, nnunet_fork: Path, shared: Path, model_root: Path, tmp_path: Path,
                                              image: str, options: dict, flags: tuple, other: tuple) -> None:
     path = shared / "sct_testing_data" / image
-    _, _, params = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms")
-    plan = NnunetPlan.from_json(params["plan"])
-    assert plan.folds == ("0", "1", "2", "3", "4") and plan.fold_combination == "vote"
     sent = {}
     if options.get("single_fold"):
-        sent[Tensor.FOLDS] = np.array([plan.single_fold()], np.int32)
+        sent[Tensor.FOLDS] = np.array([single_fold_position(("0", "1", "2", "3", "4"))], np.int32)
     if options.get("tta"):
         sent[Tensor.TTA] = np.array([True])
-    seg, _, _ = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms", options=sent)
+    seg, _, params = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms", options=sent)
+    plan = NnunetPlan.from_json(params["plan"])
+    assert plan.folds == ("0", "1", "2", "3", "4") and plan.fold_combination == "vote"
     expected = fork(nnunet_fork, model_root / "lesion_ms", path, tmp_path, *flags) > 0
     score = dice(seg > 0, expected)
     print(f"lesion_ms {image} {flags}: Dice {score:.5f}, {np.count_nonzero((seg > 0) != expected)} voxels differ of "

@@ -7,7 +7,7 @@ import sys
 
 from lesionseg.client.cli.parsers import command, contrast_argument, parity_options, parse_folds, repository_arguments, serving, subcommands
 from lesionseg.core.catalogue import ALIASES, TASKS, canonical
-from lesionseg.core.errors import EXIT_OK
+from lesionseg.core.errors import EXIT_OK, UsageError
 
 HELP = """\
 examples:
@@ -65,7 +65,9 @@ def run_install(args: argparse.Namespace) -> int:
         if args.family == "sc-crop":
             from lesionseg.export.sccrop import install_sccrop
 
-            done = install_sccrop(args.source, repository, progress=progress)
+            if args.folds is not None or args.release is not None:
+                raise UsageError("sc-crop has one release (v0.0.11) and no folds: --release and --folds do not apply")
+            done = install_sccrop(args.source, repository, serving=serving(args), progress=progress)
             released = "" if done.released else " (not the released weights: their checksums differ)"
             installed = Installed(models=("sccrop",), description=f"sccrop, sccrop_detector, sccrop_classifier{released}",
                                   source=done.source)

@@ -108,16 +108,6 @@ class NnunetPlan(JsonPlan):
             raise ValueError(f"folds {chosen} are not distinct positions among the {len(self.networks)} folds {list(self.folds)}")
         return tuple(self.networks[i] for i in chosen)
 
-    def fold_position(self, fold: str) -> int:
-        """The position of the fold named `fold` (e.g. "1")."""
-        if fold not in self.folds:
-            raise ValueError(f"no fold {fold!r} (folds: {', '.join(self.folds) or 'merged'})")
-        return self.folds.index(fold)
-
-    def single_fold(self) -> int:
-        """SCT's `-single-fold`: fold 1 when there is one, else the first fold
-        (`create_nnunet_from_plans`)."""
-        return self.fold_position("1") if "1" in self.folds else 0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
