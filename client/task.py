@@ -146,6 +146,7 @@ class TaskJob:
     soft_lesion: bool = False
     box: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
     info: ModelInfo = dataclasses.field(init=False)
+    crop_cord: str = dataclasses.field(init=False)  # the served cord task of --crop-to-cord
     cords: dict[str, ModelInfo] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,16 +169,20 @@ class TaskJob:
         if info.crop_padding is not None and self.crop_to_cord:
             raise UsageError(f"{self.task} runs on sc-crop's cord box; --crop-to-cord would crop twice")
         object.__setattr__(self, "box", given)
-        if info.crop_padding is not None and len(given) < len(FACES):
+        crop_cord = served_task(self.servers, CORD_TASK)[0] if self.crop_to_cord else CORD_TASK
+        cords = [crop_cord] if self.crop_to_cord else []
+        cords += [self.cord_task] if self.cord_task and self.cord_task not in cords else []
+        object.__setattr__(self, "info", info)
+        object.__setattr__(self, "crop_cord", crop_cord)
+        object.__setattr__(self, "cords", {name: _task_model(self.servers, name) for name in cords})
+        detecting = [name for name, model in ((self.task, info), *self.cords.items()) if model.crop_padding is not None
+                     and not (name == self.task and len(given) == len(FACES))]
+        if detecting:
             try:
                 self.servers.model(SCCROP)
             except ModelNotFoundError:
-                raise ModelNotFoundError(f"{self.task} runs on sc-crop's cord box, and the server has no {SCCROP} model: "
+                raise ModelNotFoundError(f"{detecting[0]} runs on sc-crop's cord box, and the server has no {SCCROP} model: "
                                          "lesionseg models install sc-crop (or give all six -box-* faces)") from None
-        cords = [CORD_TASK] if self.crop_to_cord else []
-        cords += [self.cord_task] if self.cord_task and self.cord_task not in cords else []
-        object.__setattr__(self, "info", info)
-        object.__setattr__(self, "cords", {name: _task_model(self.servers, name) for name in cords})
 
     @property
     def model(self) -> str:
@@ -219,7 +224,7 @@ class TaskJob:
                 ServerUnavailableError.
         """
         (masks, probabilities, cord, crop), address = self.servers.run(lambda server: self._segment(server, image))
-        maps, note = {}, f" (cropped around {CORD_TASK})" if crop is True else ""
+        maps, note = {}, f" (cropped around {self.crop_cord})" if crop is True else ""
         if isinstance(crop, Box):
             maps[CROPBOX] = Map(data=box_mask(image.data.shape, crop).astype(np.float32), affine=image.affine)
             note = " (on sc-crop's cord box " + ", ".join(f"{k} {v}" for k, v in faces_of(crop).items()) + ")"
@@ -228,7 +233,7 @@ class TaskJob:
             cord = masks[cord_name]
         stats = image_stats(masks[lesion_name], image) if lesion_name else None
         result = Result(image=image, model=self.info, masks=masks, lesion=lesion_name, cord_class=cord_name, cord=cord,
-                        cord_source=f"{CORD_TASK} cord", stats=stats, probabilities=probabilities, server=address,
+                        cord_source=f"{self.crop_cord} cord", stats=stats, probabilities=probabilities, server=address,
                         source_note=note, maps=maps)
         logger.info("%s: %s", image.path, result.note)
         return result
@@ -241,20 +246,25 @@ class TaskJob:
 
         def cord_of(name: str) -> np.ndarray:
             if name not in cords:
-                cords[name] = infer_labels(server, self.cords[name], image)
+                model = self.cords[name]
+                if model.crop_padding is None:
+                    cords[name] = infer_labels(server, model, image)
+                else:  # a cord task on sc-crop's box (SCT 7's spinalcord): detected for it, pasted back
+                    box = self._detected_box(server, image, model.crop_padding, {})
+                    cords[name] = uncrop(infer_labels(server, model, _cropped(image, box)), box, image.data.shape)
             return cords[name]
 
         target, to_grid = image, (lambda m: m)
         if self.crop_to_cord:
-            around = cord_of(CORD_TASK)
+            around = cord_of(self.crop_cord)
             if not np.any(around):
-                raise InferenceError(f"{image.path}: {CORD_TASK} found no spinal cord; cannot crop around it")
+                raise InferenceError(f"{image.path}: {self.crop_cord} found no spinal cord; cannot crop around it")
             box = mask_box(around, cord_dilation(image.affine, image.spacing))
-            target = image.with_data(np.ascontiguousarray(image.data[box.slices]), affine=cropped_affine(image.affine, box))
+            target = _cropped(image, box)
             to_grid = lambda m: uncrop(m, box, image.data.shape)  # noqa: E731
-        cord_box = self._cord_box(server, image) if self.info.crop_padding is not None else None
+        cord_box = self._detected_box(server, image, self.info.crop_padding, self.box) if self.info.crop_padding is not None else None
         if cord_box is not None:
-            target = image.with_data(np.ascontiguousarray(image.data[cord_box.slices]), affine=cropped_affine(image.affine, cord_box))
+            target = _cropped(image, cord_box)
             to_grid = lambda m: uncrop(m, cord_box, image.data.shape)  # noqa: E731
         soft, threshold = self.soft(self.info), self.options.threshold
         wanted = self.probabilities or soft or threshold is not None
@@ -281,17 +291,17 @@ class TaskJob:
             if touched:
                 logger.warning("%s: %s", image.path, truncation_warning(touched, "*_cropbox.nii.gz"))  # SCT's words
         if self.crop_to_cord:
-            return masks, probabilities, cords[CORD_TASK], True
+            return masks, probabilities, cords[self.crop_cord], True
         needs_cord = self.cord_task and split_names(self.task, masks)[0] is None
         return masks, probabilities, cord_of(self.cord_task) if needs_cord else None, cord_box or False  # type: ignore[arg-type]
 
-    def _cord_box(self, server: Server, image: Image) -> Box:
-        """SCT 7's crop box: all six -box-* faces, else sc-crop's detection (the served `sccrop`)
-        with the -box-* faces given put over it; no cord found and some faces given: the whole
-        image with those faces (SCT's fallback)."""
-        if len(self.box) == len(FACES):
-            return box_of_faces(self.box, image.data.shape)
-        padding = self.info.crop_padding or {}
+    @staticmethod
+    def _detected_box(server: Server, image: Image, padding: Mapping[str, float], faces: Mapping[str, int]) -> Box:
+        """SCT 7's crop box for a model with sc-crop margins `padding` (mm): all six `faces`
+        (-box-*), else sc-crop's detection (the served `sccrop`) with the faces given put over it;
+        no cord found and some faces given: the whole image with those faces (SCT's fallback)."""
+        if len(faces) == len(FACES):
+            return box_of_faces(faces, image.data.shape)
         inputs = {Tensor.IMAGE: np.ascontiguousarray(image.data, np.float32), Tensor.AFFINE: np.asarray(image.affine, np.float64),
                   Tensor.SPACING: np.asarray(image.spacing, np.float32),
                   Tensor.PADDING: np.array([padding[k] for k in CROP_PAD_KEYS], np.float32)}
@@ -299,8 +309,13 @@ class TaskJob:
         try:
             found = server.transport.infer(SCCROP, {str(k): v for k, v in inputs.items()}, [str(Tensor.BOX)], source=image.path)
         except InferenceError as exc:
-            if "no spinal cord detected" not in str(exc) or not self.box:
+            if "no spinal cord detected" not in str(exc) or not faces:
                 raise
-            return with_faces(None, self.box, image.data.shape)
+            return with_faces(None, faces, image.data.shape)
         detected = dict(zip(FACES, (int(v) for v in found[Tensor.BOX].reshape(-1))))
-        return with_faces(box_of_faces(detected, image.data.shape), self.box, image.data.shape)
+        return with_faces(box_of_faces(detected, image.data.shape), faces, image.data.shape)
+
+
+def _cropped(image: Image, box: Box) -> Image:
+    """`image` cut to `box`, its affine moved to the box's first voxel."""
+    return image.with_data(np.ascontiguousarray(image.data[box.slices]), affine=cropped_affine(image.affine, box))

@@ -197,8 +197,8 @@ NNUNET_TASKS = {
     "seg_ms_lesion_realistic": (nnunet_models.REALISTIC, {}),
     # SCT 7's lesion_ms: five folds voting (their label maps averaged, > 0.5), on sc-crop's cord box
     "lesion_ms": (nnunet_models.LESION_MS, {"fold_combination": "vote", "crop": SCCROP_PADDING}),
-    # SCT 7's spinalcord through SCT's nnU-Net fork: two folds, the first counted twice
-    "spinalcord": (nnunet_models.SPINALCORD, {"fold_combination": "sct_fork"}),
+    # SCT 7's spinalcord through SCT's nnU-Net fork: two folds, the first counted twice, on sc-crop's box
+    "spinalcord": (nnunet_models.SPINALCORD, {"fold_combination": "sct_fork", "crop": SCCROP_PADDING}),
 }
 
 #: sc-crop's test networks (tests/sccrop_models.py) need ultralytics to be made

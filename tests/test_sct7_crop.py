@@ -142,3 +142,26 @@ def test_sct7_options_reach_the_server(sccrop_server, shared: Path, tmp_path: Pa
     assert "does not segment lesions alone" in capsys.readouterr().err
     assert main(["deepseg", "lesion_ms", "-i", str(path), "-ofolder", bad, "-url", url, "-soft-ms-lesion", "-thr", "0.5"]) == 2
     assert not Path(bad).exists()
+
+
+def test_a_cord_task_on_the_cord_box(sccrop_server, package, shared: Path, tmp_path: Path) -> None:
+    """A cord task trained on sc-crop's boxes (SCT 7's spinalcord) giving the cord of another
+    task's results (the gateway's cord_task): segmented on sc-crop's box, pasted back."""
+    from served import infer_task
+
+    from lesionseg.client.servers import open_servers
+    from lesionseg.client.task import TaskJob
+    from lesionseg.core.nifti import load_nifti
+
+    sc_crop, detector = package
+    path = shared / "sct_testing_data" / "t2" / "t2.nii.gz"
+    url = sccrop_server.settings.grpc_url
+    with open_servers(url) as servers:
+        result = TaskJob(servers=servers, task="seg_ms_lesion", cord_task="spinalcord").segment(load_nifti(path))
+    img = nib.load(path)
+    bbox = sc_crop.detect(img, model_path=str(detector), **SCCROP_PADDING)
+    nib.save(sc_crop.crop(img, bbox), tmp_path / "crop.nii.gz")
+    seg, _, _ = infer_task(url, tmp_path / "crop.nii.gz", "spinalcord")
+    expected = np.asarray(sc_crop.uncrop(nib.Nifti1Image(seg, nib.load(tmp_path / "crop.nii.gz").affine), bbox).dataobj)
+    assert expected.any() and expected.sum() < expected.size
+    np.testing.assert_array_equal(result.cord, expected)
