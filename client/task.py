@@ -283,7 +283,7 @@ class TaskJob:
             if threshold is not None:
                 mask = postprocessing.threshold(prob, threshold * UINT8_SCALE)  # type: ignore[arg-type]
             else:
-                mask = (seg == value).astype(np.uint8)
+                mask = np.isin(seg, self.info.mask_values(name)).astype(np.uint8)
             masks[name] = self.options.apply(to_grid(mask), image.spacing)
         if cord_box is not None:
             binary = [lesion_voxels(m) for m in masks.values()]

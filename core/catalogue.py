@@ -81,6 +81,7 @@ _MULTICONTRAST = "https://github.com/ivadomed/seg-sc-ms-lesion-multicontrast/rel
 _AGNOSTIC_LESION = "https://github.com/ivadomed/ms-lesion-agnostic/releases/download"
 _CONTRAST_AGNOSTIC = "https://github.com/sct-pipeline/contrast-agnostic-softseg-spinalcord/releases/download"
 _MP2RAGE = "https://github.com/ivadomed/model_seg_ms_mp2rage/releases/download"
+_AXIAL_T2 = "https://github.com/ivadomed/model-seg-ms-axial-t2w/releases/download"
 
 TASKS = {
     t.name: t
@@ -102,6 +103,11 @@ TASKS = {
                  # SCT 6.0-6.3: the ivadomed ensemble of 5 seeds (ONNX + JSON config each), averaged
                  Release(name="r20230210", sct="6.0 to 6.3", urls=tuple(
                      f"{_MP2RAGE}/r20230210/model_seg_lesion_mp2rage_r20230210_dil32_seed0{seed}.zip" for seed in range(1, 6))),
+             )),
+        Task(name="lesion_ms_axial_t2", suffix="_lesion_seg", sct_model="model_seg_ms_sc_lesion_bavaria_quebec_nnunet",
+             description="MS lesions and the cord on axial T2w (2D nnU-Net, region-based: <in>_sc_seg, <in>_lesion_seg)",
+             releases=(
+                 Release(name="r20241111", urls=(f"{_AXIAL_T2}/r20241111/model_bavaria_quebec_axial_t2w_ms.zip",), sct="7.0 to master"),
              )),
         Task(name="spinalcord", old_name="seg_sc_contrast_agnostic", old_release="v3.0", suffix="_seg", sct_model="model_seg_sc_contrast_agnostic_nnunet",
              description="spinal cord, any contrast (contrast-agnostic nnU-Net, on sc-crop's cord box)",

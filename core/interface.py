@@ -124,5 +124,11 @@ class ModelInfo:
 
     @property
     def foreground(self) -> dict[str, int]:
-        """The labels other than background (value 0), by value."""
+        """The labels other than background (value 0), by value (a region-based model: by head)."""
         return {name: value for name, value in sorted(self.labels.items(), key=lambda kv: kv[1]) if value != 0}
+
+    def mask_values(self, name: str) -> tuple[int, ...]:
+        """The SEG values of class `name`'s mask: its own value, or for a region-based model the
+        values dataset.json gives it (SCT ORs them: `sc: [1, 2]` holds the lesion too)."""
+        regions = self.plan.get("label_values") or {}
+        return tuple(int(v) for v in regions[name]) if name in regions else (self.labels[name],)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import logging
 import pydoc
@@ -51,6 +52,10 @@ CLASS_ALIASES = {
         "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
 }
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
+#: a model's own trainer code beside plans.json (SCT 7.2+: `load_trainer_class_if_available`)
+TRAINER_CLASS_FILE = "trainer_class.py"
+#: SCT's orientation rule: dataset.json's `image_orientation`, else AIL for this dataset name, else LPI
+REGION_BASED_NAME, REGION_BASED_ORIENTATION = "RegionBasedLesionSeg", "AIL"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -162,27 +167,106 @@ def load_folder(model_dir: Path, folds: Sequence[str] | None = None, configurati
                         configuration=resolve_configuration(plans, configuration), checkpoints=checkpoints)
 
 
-def labels_of(dataset: dict[str, Any]) -> dict[str, int]:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Labels:
+    """A model's outputs as dataset.json declares them.
+
+    `names`: name -> label value (background 0), or for a region-based model name -> its head + 1;
+    `heads`: the network's output channels; `regions_class_order`: the value each region's head
+    gives a voxel (region-based only); `values`: the label values of each name's mask (region-based
+    only, dataset.json's lists: SCT ORs them)."""
+
+    names: dict[str, int]
+    heads: int
+    regions_class_order: tuple[int, ...] = ()
+    values: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+
+def labels_of(dataset: dict[str, Any]) -> Labels:
+    """nnU-Net's `LabelManager` rules: a label given as a list of several values makes the model
+    region-based (one sigmoid head per non-background label, `regions_class_order` required)."""
     labels = dataset.get("labels") or {}
-    if any(isinstance(v, (list, tuple)) for v in labels.values()) or "regions_class_order" in dataset:
-        raise ExportError("region-based nnU-Net models (labels given as regions) are not supported")
+    if labels.get("background") != 0:
+        raise ExportError(f"dataset.json labels must declare background as 0: {labels}")
+    if "ignore" in labels:
+        raise ExportError("nnU-Net models with an ignore label are not supported")
+    if any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values()):
+        return _region_labels(labels, dataset.get("regions_class_order"))
     try:
-        out = {str(k): int(v) for k, v in labels.items()}
-    except (TypeError, ValueError):
+        out = {str(k): int(v[0] if isinstance(v, (list, tuple)) else v) for k, v in labels.items()}
+    except (TypeError, ValueError, IndexError):
         raise ExportError(f"dataset.json labels are not name -> integer: {labels}") from None
     if sorted(out.values()) != list(range(len(out))):
         raise ExportError(f"dataset.json labels must be 0..{len(out) - 1}: {labels}")
-    return out
+    return Labels(names=out, heads=len(out))
+
+
+def _region_labels(labels: dict[str, Any], order: Any) -> Labels:
+    try:
+        values = {str(k): [int(x) for x in (v if isinstance(v, (list, tuple)) else [v])] for k, v in labels.items() if k != "background"}
+    except (TypeError, ValueError):
+        raise ExportError(f"dataset.json labels are not name -> integer or list of integers: {labels}") from None
+    values = {k: v for k, v in values.items() if set(v) != {0}}  # nnU-Net skips background regions
+    if not isinstance(order, list) or len(order) != len(values) or not all(isinstance(o, int) and 0 < o < 256 for o in order):
+        raise ExportError(f"a region-based model needs dataset.json regions_class_order: one label value (1-255) per region "
+                          f"({', '.join(values)}), not {order!r}")
+    return Labels(names={"background": 0, **{name: head + 1 for head, name in enumerate(values)}}, heads=len(values),
+                  regions_class_order=tuple(order), values=values)
 
 
 def input_channels(dataset: dict[str, Any]) -> int:
     return len(dataset.get("channel_names") or dataset.get("modality") or {})
 
 
-def build_network(folder: NnunetFolder) -> Any:
-    """The PyTorch network of the plans, deep supervision off, in eval mode."""
+def load_trainer_class(folder: NnunetFolder) -> Any | None:
+    """The class `get_trainer_class()` of the model's `trainer_class.py` returns, run as SCT runs
+    it (`deepseg/nnunet.py::load_trainer_class_if_available`: the file imported, the function
+    called); None without the file or the function. The file is the model's own code: it runs
+    here as it runs in SCT (a warning says so; its SHA-256 goes into the export record)."""
+    path = folder.path / TRAINER_CLASS_FILE
+    if not path.is_file():
+        return None
+    logger.warning("%s: running the model's own trainer code to build its network, as SCT does", path)
+    spec = importlib.util.spec_from_file_location("trainer_class", path)
+    if spec is None or spec.loader is None:
+        raise ExportError(f"{path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        getter = getattr(module, "get_trainer_class", None)
+        return getter() if getter is not None else None
+    except ImportError as exc:
+        hint = ": pip install 'lesionseg-triton[export]'" if "nnunetv2" in str(exc) else ""
+        raise ExportError(f"{path}: cannot import what it needs ({exc}){hint}") from None
+    except Exception as exc:  # the model's code: any failure is the file's
+        raise ExportError(f"{path}: failed: {type(exc).__name__}: {exc}") from None
+
+
+def _custom_builder(trainer: Any) -> Any | None:
+    """The trainer's own `build_network_architecture`, when a class outside nnunetv2 defines it."""
+    for klass in getattr(trainer, "__mro__", ()):
+        if "build_network_architecture" in vars(klass):
+            return None if klass.__module__.startswith("nnunetv2.") else klass.build_network_architecture
+    return None
+
+
+def build_network(folder: NnunetFolder, trainer: Any | None = None) -> Any:
+    """The PyTorch network of the plans, deep supervision off, in eval mode; a `trainer` (from
+    `load_trainer_class`) that builds its own architecture builds it, called as SCT's nnU-Net fork
+    (nnunetv2-neuropoly 2.6) calls it: (class name, kwargs, kwargs to import, input channels,
+    output heads, enable_deep_supervision=False)."""
     arch = folder.configuration["architecture"]
     class_name = arch["network_class_name"]
+    heads = labels_of(folder.dataset).heads
+    custom = _custom_builder(trainer) if trainer is not None else None
+    if custom is not None:
+        try:
+            network = custom(class_name, copy.deepcopy(arch["arch_kwargs"]), tuple(arch.get("_kw_requires_import", [])),
+                             input_channels(folder.dataset), heads, enable_deep_supervision=False)
+        except Exception as exc:  # the model's code
+            raise ExportError(f"{folder.path / TRAINER_CLASS_FILE}: build_network_architecture failed: "
+                              f"{type(exc).__name__}: {exc}") from None
+        return network.eval()
     if class_name not in SUPPORTED_ARCHITECTURES:
         raise ExportError(f"architecture {class_name!r} is not supported (PlainConvUNet, ResidualEncoderUNet)")
     try:
@@ -198,8 +282,7 @@ def build_network(folder: NnunetFolder) -> Any:
             if located is None:
                 raise ExportError(f"cannot import {kwargs[key]!r} ({key}) named in the plans")
             kwargs[key] = located
-    labels = labels_of(folder.dataset)
-    network = network_class(input_channels=input_channels(folder.dataset), num_classes=len(labels), deep_supervision=False, **kwargs)
+    network = network_class(input_channels=input_channels(folder.dataset), num_classes=heads, deep_supervision=False, **kwargs)
     return network.eval()
 
 
@@ -224,6 +307,14 @@ class _FoldAverage:
         return FoldAverage(networks).eval()
 
 
+def model_orientation(folder: NnunetFolder) -> str:
+    """SCT's orientation for the model (`segment_nnunet`): dataset.json's `image_orientation`, else
+    AIL when the dataset's name says RegionBasedLesionSeg (lesion_ms_axial_t2), else LPI."""
+    if "image_orientation" in folder.dataset:
+        return str(folder.dataset["image_orientation"])
+    return REGION_BASED_ORIENTATION if REGION_BASED_NAME in str(folder.plans.get("dataset_name", "")) else "LPI"
+
+
 def make_plan(folder: NnunetFolder, *, networks: Sequence[str], mirror_axes: Sequence[int], use_mirroring: bool,
               folds: Sequence[str] = (), fold_combination: str = FoldCombination.MEAN) -> NnunetPlan:
     config = folder.configuration
@@ -231,8 +322,9 @@ def make_plan(folder: NnunetFolder, *, networks: Sequence[str], mirror_axes: Seq
     channels = input_channels(folder.dataset)
     if channels != 1:
         raise ExportError(f"{folder.path}: {channels}-channel models are not supported yet (one image per request)")
-    if len(config["patch_size"]) != 3:
-        raise ExportError(f"{folder.path}: only 3D configurations are supported (patch {config['patch_size']})")
+    if len(config["patch_size"]) not in (2, 3) or len(config["spacing"]) != len(config["patch_size"]):
+        raise ExportError(f"{folder.path}: only 2D and 3D configurations are supported (patch {config['patch_size']}, "
+                          f"spacing {config['spacing']})")
     schemes = tuple(config["normalization_schemes"])
     unknown = [s for s in schemes if s not in NORMALISATIONS]
     if unknown:
@@ -252,7 +344,7 @@ def make_plan(folder: NnunetFolder, *, networks: Sequence[str], mirror_axes: Seq
             raise ExportError(f"{folder.path}: resampling function {config[key]!r} is not supported")
     labels = labels_of(folder.dataset)
     return NnunetPlan(
-        orientation=str(folder.dataset.get("image_orientation", "LPI")),
+        orientation=model_orientation(folder),
         transpose_forward=tuple(int(i) for i in plans.get("transpose_forward", [0, 1, 2])),
         transpose_backward=tuple(int(i) for i in plans.get("transpose_backward", [0, 1, 2])),
         spacing=tuple(float(s) for s in config["spacing"]),
@@ -262,8 +354,10 @@ def make_plan(folder: NnunetFolder, *, networks: Sequence[str], mirror_axes: Seq
         intensity_properties=intensity,
         resampling_data=kwargs("resampling_fn_data_kwargs", 3),
         resampling_probabilities=kwargs("resampling_fn_probabilities_kwargs", 1),
-        num_classes=len(labels),
-        labels=labels,
+        num_classes=labels.heads,
+        labels=labels.names,
+        regions_class_order=labels.regions_class_order,
+        label_values=labels.values,
         mirror_axes=tuple(int(a) for a in mirror_axes),
         use_mirroring=use_mirroring,
         networks=tuple(networks),
@@ -302,8 +396,9 @@ def export_nnunet(
     if merge_folds and fold_combination != FoldCombination.MEAN:
         raise UsageError(f"folds merged into one network average their logits; they cannot be combined as {fold_combination!r}")
     folder = load_folder(model_dir, folds, configuration)
-    labels_of(folder.dataset)
-    network = build_network(folder)
+    labels = labels_of(folder.dataset)
+    trainer = load_trainer_class(folder)
+    network = build_network(folder, trainer)
     patch = tuple(folder.configuration["patch_size"])
     channels = input_channels(folder.dataset)
     fold_modules, mirror_axes = {}, None
@@ -327,6 +422,7 @@ def export_nnunet(
         models[name], diff = to_onnx(module, patch, channels)
         records[name] = {"source": str(folder.path), "folds": list(folder.checkpoints) if merge_folds else [name.split("_fold")[-1][:-4]],
                          "checkpoints": {f: sha256(p) for f, p in folder.checkpoints.items()},
+                         **({"trainer_class": sha256(folder.path / TRAINER_CLASS_FILE)} if trainer is not None else {}),
                          "parity": {"reference": "pytorch", "compared": "logits on 3 random tiles", "max_abs_diff": diff}}
     try:
         plan = make_plan(folder, networks=list(modules), mirror_axes=mirror_axes or (), use_mirroring=mirroring,
@@ -342,7 +438,7 @@ def export_nnunet(
             raise ExportError(f"{folder.path}: not written: {task}: {report.failure_line()}")
     for name in modules:
         entry = NetworkEntry(name=name, input_name=INPUT_NAME, output_names=(OUTPUT_NAME,), input_dims=(channels, *patch),
-                             output_dims=(len(labels_of(folder.dataset)), *patch), max_batch_size=8, queue_delay_us=5000)
+                             output_dims=(labels.heads, *patch), max_batch_size=8, queue_delay_us=5000)
         model = candidates[name].model if name in candidates else models[name]
         write_network(entry, model, repository, serving=serving, record=records[name], report=report)
     write_task(repository, task, plan, source=source or str(folder.path), crop=crop)

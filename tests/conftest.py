@@ -199,6 +199,8 @@ NNUNET_TASKS = {
     "lesion_ms": (nnunet_models.LESION_MS, {"fold_combination": "vote", "crop": SCCROP_PADDING}),
     # SCT 7's spinalcord through SCT's nnU-Net fork: two folds, the first counted twice, on sc-crop's box
     "spinalcord": (nnunet_models.SPINALCORD, {"fold_combination": "sct_fork", "crop": SCCROP_PADDING}),
+    # SCT 7's lesion_ms_axial_t2: 2D, region-based (sc holds lesion), AIL, its own trainer_class.py
+    "lesion_ms_axial_t2": (nnunet_models.LESION_MS_AXIAL_T2, {"fold_combination": "sct_fork"}),
 }
 
 #: sc-crop's test networks (tests/sccrop_models.py) need ultralytics to be made

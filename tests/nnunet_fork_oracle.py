@@ -10,7 +10,8 @@ IN.npz holds `data` (z, y, x) float32 and `spacing` (z, y, x) mm: the image reor
 model's orientation and transposed, as SCT's `segment_nnunet` hands it to the predictor. The steps
 follow SCT master's `deepseg/nnunet.py::create_nnunet_from_plans` (the folds of the one
 `nnUNetTrainer*` folder, fold 1 for `-single-fold`, checkpoint_final before checkpoint_best, tile
-step 0.5, gaussian, mirroring only with `-test-time-aug`, everything on the CPU) and
+step 0.5, gaussian, mirroring only with `-test-time-aug`, everything on the CPU, the folder's
+`trainer_class.py` imported and its `get_trainer_class()` handed to the predictor) and
 `deepseg/inference.py::segment_nnunet` (`predict_single_npy_array`, with the per-fold answers of
 `return_logits_per_fold` for the lesion_ms ensemble, averaged as `average_nnunet_predictions`
 does). One deliberate difference: SCT takes the folds in `glob` order, which the file system
@@ -43,8 +44,23 @@ def predictor(model_dir: Path, *, single_fold: bool, tta: bool):
     checkpoint = next(c for c in ("checkpoint_final.pth", "checkpoint_best.pth") if c in found)
     made = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta, perform_everything_on_device=False,
                            device=torch.device("cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-    made.initialize_from_trained_model_folder(str(trainer), use_folds=folds, checkpoint_name=checkpoint)
+    made.initialize_from_trained_model_folder(str(trainer), use_folds=folds, checkpoint_name=checkpoint,
+                                              trainer_class=trainer_class_of(trainer))
     return made
+
+
+def trainer_class_of(trainer: Path):
+    """SCT's `load_trainer_class_if_available`: the folder's trainer_class.py, imported, and what
+    its `get_trainer_class()` returns (None without the file or the function)."""
+    import importlib.util
+
+    path = trainer / "trainer_class.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("trainer_class", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_trainer_class() if hasattr(module, "get_trainer_class") else None
 
 
 def ensemble_mean(pred, *, soft: bool) -> np.ndarray:

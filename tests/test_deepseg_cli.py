@@ -24,7 +24,7 @@ def test_two_different_tasks_or_none_are_usage_errors(tmp_path: Path, capsys: py
     assert capsys.readouterr().err.strip() == "lesionseg: error: two tasks given: seg_ms_lesion and -task seg_sc_contrast_agnostic"
     assert main(["deepseg", "-i", str(image), "-url", "127.0.0.1:9"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("lesionseg: error: no task: lesionseg deepseg TASK -i IMAGE (tasks: lesion_ms, lesion_ms_mp2rage, spinalcord)") and "\n" not in err
+    assert err.startswith("lesionseg: error: no task: lesionseg deepseg TASK -i IMAGE (tasks: lesion_ms, lesion_ms_mp2rage, lesion_ms_axial_t2, spinalcord)") and "\n" not in err
     with pytest.raises(UsageError):
         chosen_task(None, None)
 

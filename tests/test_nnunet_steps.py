@@ -113,8 +113,8 @@ def test_refusals(tmp_path: Path) -> None:
         export_nnunet(folder, tmp_path / "r", task="t")
     (folder / "plans.json").write_text(json.dumps(plans))
     dataset = json.loads((folder / "dataset.json").read_text())
-    (folder / "dataset.json").write_text(json.dumps({**dataset, "labels": {"background": 0, "whole": [1, 2]}, "regions_class_order": [1]}))
-    with pytest.raises(ExportError, match="region-based"):
+    (folder / "dataset.json").write_text(json.dumps({**dataset, "labels": {"background": 0, "whole": [1, 2]}}))
+    with pytest.raises(ExportError, match="region-based model needs dataset.json regions_class_order"):
         export_nnunet(folder, tmp_path / "r", task="t")
     (folder / "dataset.json").write_text(json.dumps({**dataset, "channel_names": {"0": "T1", "1": "T2"}}))
     with pytest.raises(ExportError, match="weights do not fit|2-channel"):
@@ -147,3 +147,90 @@ def test_paths_given_relative_are_recorded_absolute(tmp_path: Path, monkeypatch:
     assert main(["export", "nnunet", "--model-dir", "m", "--task", "t", "--repository", "repo"]) == 0
     assert parameters(read_config(tmp_path / "repo" / "t" / "config.pbtxt"))["source"] == str(folder)
     assert json.loads((tmp_path / "repo" / "t_fold0_net" / "export.json").read_text())["source"] == str(folder)
+
+
+def test_region_labels_follow_nnunets_label_manager() -> None:
+    """Region-based labels (SCT 7's lesion_ms_axial_t2): heads, regions_class_order and each
+    name's values as nnU-Net's LabelManager reads them; the voxel labels as it makes them."""
+    import torch
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    from lesionseg.export.nnunet import labels_of
+
+    raw = {"background": 0, "sc": [1, 2], "lesion": 2}
+    labels = labels_of({"labels": raw, "regions_class_order": [1, 2]})
+    assert labels.names == {"background": 0, "sc": 1, "lesion": 2} and labels.heads == 2
+    assert labels.regions_class_order == (1, 2) and labels.values == {"sc": [1, 2], "lesion": [2]}
+    assert labels_of({"labels": {"background": 0, "cord": 1, "lesion": [2]}}).names == {"background": 0, "cord": 1, "lesion": 2}
+    manager = LabelManager(raw, [1, 2])
+    assert manager.has_regions and manager.num_segmentation_heads == labels.heads
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (2, 6, 7, 8)).astype(np.float32)
+    plan = nnunet.NnunetPlan(
+        orientation="AIL", transpose_forward=(0, 1, 2), transpose_backward=(0, 1, 2), spacing=(1.0, 1.0), patch_size=(8, 8),
+        normalization=("ZScoreNormalization",), use_mask_for_norm=(False,), intensity_properties=({},),
+        resampling_data={"order": 3, "order_z": 0, "force_separate_z": None},
+        resampling_probabilities={"order": 1, "order_z": 0, "force_separate_z": None}, num_classes=2, labels=labels.names,
+        regions_class_order=labels.regions_class_order, label_values=labels.values)
+    props = nnunet.Properties(shape_before_cropping=(6, 7, 8), bbox=((0, 6), (0, 7), (0, 8)), shape_after_cropping=(6, 7, 8),
+                              spacing=(2.0, 1.0, 1.0))
+    seg, prob = nnunet.postprocess(logits, props, plan, probabilities=True)
+    expected = manager.convert_logits_to_segmentation(torch.from_numpy(logits)).numpy()
+    np.testing.assert_array_equal(seg, expected.transpose(2, 1, 0))
+    assert set(np.unique(seg)) == {0, 1, 2} and prob.shape == (2, 8, 7, 6)
+    np.testing.assert_allclose(prob / 255.0, torch.sigmoid(torch.from_numpy(logits)).numpy().transpose(0, 3, 2, 1), atol=1 / 255)
+    with pytest.raises(ValueError, match="region-based"):
+        nnunet.NnunetPlan.from_json(plan.to_json().replace('"sct_fork"', '"vote"').replace('"mean"', '"vote"'))
+
+
+def test_2d_configurations_keep_the_slice_spacing_and_slide_per_slice() -> None:
+    """nnU-Net 2D: no resampling along the first (slice) axis, the patch slid over each slice."""
+    plan = nnunet.NnunetPlan(
+        orientation="AIL", transpose_forward=(1, 0, 2), transpose_backward=(1, 0, 2), spacing=(0.5, 0.5), patch_size=(8, 8),
+        normalization=("NoNormalization",), use_mask_for_norm=(False,), intensity_properties=({},),
+        resampling_data={"order": 3, "order_z": 0, "force_separate_z": None},
+        resampling_probabilities={"order": 1, "order_z": 0, "force_separate_z": None}, num_classes=2,
+        labels={"background": 0, "lesion": 1})
+    assert plan.target_spacing((7.5, 1.0, 1.0)) == (7.5, 0.5, 0.5)
+    image = np.random.default_rng(0).random((10, 4, 6)).astype(np.float32) + 1  # (x, y, z): transposed (y, z, x)
+    data, props = nnunet.preprocess(image, (1.0, 7.5, 1.0), plan)
+    assert data.shape == (1, 4, 12, 20) and props.spacing == (7.5, 1.0, 1.0)
+    seen = []
+
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        seen.append(tiles.shape)
+        return np.repeat(tiles.mean(axis=(2, 3), keepdims=True), 2, axis=1) * np.ones_like(tiles[:, :1])
+
+    logits = nnunet.sliding_window(data, plan, predict)
+    steps = nnunet.steps_for_sliding_window((12, 20), (8, 8), 0.5)
+    assert seen == [(4 * len(steps[0]) * len(steps[1]), 1, 8, 8)] and logits.shape == (2, 4, 12, 20)
+    seg, _ = nnunet.postprocess(logits, props, plan)
+    assert seg.shape == image.shape
+
+
+def test_trainer_class_is_loaded_as_sct_loads_it(tmp_path: Path) -> None:
+    """trainer_class.py (SCT 7.2+): its trainer builds the network when it defines its own
+    architecture; a trainer that only inherits nnU-Net's builds the plans' network; no
+    `get_trainer_class`: ignored; a broken file: one line naming it, nothing written."""
+    from lesionseg.export.nnunet import export_nnunet
+
+    custom = nnunet_models.Variant(name="custom", trainer_class=True, folds=(0,), features=(4, 8), patch=(16, 32, 32))
+    folder = nnunet_models.make_model(tmp_path / "c", custom)
+    result = export_nnunet(folder, tmp_path / "repo", task="c")
+    record = json.loads((tmp_path / "repo" / "c_fold0_net" / "export.json").read_text())
+    assert record["trainer_class"] and record["parity"]["max_abs_diff"] < 1e-3
+    assert result.plan.num_classes == 2
+    code = (folder / "trainer_class.py").read_text()
+    (folder / "trainer_class.py").write_text(code.replace("def get_trainer_class", "def something_else"))
+    with pytest.raises(ExportError, match="weights do not fit"):  # the plans' network alone: the head's weights left over
+        export_nnunet(folder, tmp_path / "r2", task="c")
+    plain = nnunet_models.make_model(tmp_path / "p", nnunet_models.Variant(name="plain", folds=(0,), features=(4, 8), patch=(16, 32, 32)))
+    (plain / "trainer_class.py").write_text(
+        "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n\n"
+        "class nnUNetTrainer_2000epochs(nnUNetTrainer):\n    num_epochs = 2000\n\n"
+        "def get_trainer_class():\n    return nnUNetTrainer_2000epochs\n")
+    assert export_nnunet(plain, tmp_path / "r3", task="p").plan.num_classes == 2
+    (plain / "trainer_class.py").write_text("import no_such_module_here\n")
+    with pytest.raises(ExportError, match=r"trainer_class.py: cannot import what it needs") as caught:
+        export_nnunet(plain, tmp_path / "r4", task="p")
+    assert "\n" not in str(caught.value) and not (tmp_path / "r4").exists()

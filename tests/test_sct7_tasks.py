@@ -2,8 +2,9 @@
 `tests/nnunet_fork_oracle.py`: nnunetv2-neuropoly 2.6.2 driven the way SCT master drives it).
 
 Test models in SCT 7's layout and fold counts with random weights (`tests/synthetic_nnunet.py`):
-`lesion_ms` (five folds voting: `lesion_ms`'s ensemble) and `spinalcord` (two folds, combined as
-the fork combines them: the first fold counted twice). Real images, reoriented as SCT feeds them.
+`lesion_ms` (five folds voting: `lesion_ms`'s ensemble), `spinalcord` (two folds, combined as
+the fork combines them: the first fold counted twice) and `lesion_ms_axial_t2` (2D, region-based,
+fed AIL, its network built by its own trainer_class.py). Real images, reoriented as SCT feeds them.
 Required: Dice >= 0.99 of the masks (the server works in float32 throughout, the fork accumulates
 tiles in half precision on the CPU too, so a few voxels at the decision boundary may differ); the
 soft lesion map (`-soft-ms-lesion`) within 0.02 on all but 0.5 % of the voxels, mean difference
@@ -32,10 +33,10 @@ pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 ORACLE = Path(__file__).with_name("nnunet_fork_oracle.py")
 
 
-def fork(nnunet_fork: Path, model_dir: Path, image_path: Path, tmp_path: Path, *flags: str) -> np.ndarray:
-    """The fork's answer for the image on its own (x, y, z) grid."""
+def fork(nnunet_fork: Path, model_dir: Path, image_path: Path, tmp_path: Path, *flags: str, orientation: str = "LPI") -> np.ndarray:
+    """The fork's answer for the image on its own (x, y, z) grid; `orientation`: SCT's for the model."""
     image = load_nifti(image_path)
-    orient = reorientation(image.affine, image.data.shape, sct_to_nib("LPI"))
+    orient = reorientation(image.affine, image.data.shape, sct_to_nib(orientation))
     data = orient.forward(image.data).transpose(2, 1, 0)
     spacing = np.asarray(orient.forward_spacing(image.spacing))[::-1]
     inputs, outputs = tmp_path / "in.npz", tmp_path / f"out{'-'.join(flags)}.npz"
@@ -127,3 +128,37 @@ def test_bad_fold_choice_is_refused_and_the_server_stays_healthy(nnunet_server, 
         infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms", options={Tensor.FOLDS: np.array([7], np.int32)})
     seg, _, _ = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms", options={Tensor.FOLDS: np.array([0], np.int32)})
     assert seg.shape == load_nifti(path).data.shape
+
+
+@pytest.mark.parametrize("image", ["t2s/t2s.nii.gz", "t2/t2_fake_lesion.nii.gz"])
+def test_lesion_ms_axial_t2_equals_scts_fork(nnunet_server, nnunet_fork: Path, shared: Path, model_root: Path, tmp_path: Path,
+                                             image: str) -> None:
+    """The 2D region-based model on axial images (t2s: 7.5 mm slices; SCT's own test image of
+    this task, t2_fake_lesion): each of SCT's masks (`sc` = labels 1 and 2, `lesion` = 2)."""
+    path = shared / "sct_testing_data" / image
+    seg, prob, params = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms_axial_t2")
+    plan = NnunetPlan.from_json(params["plan"])
+    assert plan.orientation == "AIL" and plan.regions and len(plan.patch_size) == 2 and params["orientation"] == "AIL"
+    expected = fork(nnunet_fork, model_root / "lesion_ms_axial_t2", path, tmp_path, orientation="AIL")
+    assert prob.shape == (2, *expected.shape)
+    for name, values in plan.label_values.items():
+        ours, theirs = np.isin(seg, values), np.isin(expected, values)
+        score = dice(ours, theirs)
+        print(f"lesion_ms_axial_t2 {image} {name}: Dice {score:.5f}, {np.count_nonzero(ours != theirs)} voxels differ of {theirs.sum()}")
+        assert 0 < theirs.sum() < theirs.size, "the fork's mask is empty or everything: the test model is degenerate"
+        assert score >= 0.999
+
+
+def test_lesion_ms_axial_t2_cli_writes_scts_two_masks(nnunet_server, shared: Path, tmp_path: Path) -> None:
+    """`deepseg lesion_ms_axial_t2 -i t2s.nii.gz -ofolder OUT`: SCT's two masks, t2s_sc_seg (labels
+    1 and 2) and t2s_lesion_seg (label 2), the lesion inside the cord."""
+    from lesionseg.client.cli import main
+
+    path = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    assert main(["deepseg", "lesion_ms_axial_t2", "-i", str(path), "-ofolder", str(tmp_path), "-url", nnunet_server.settings.grpc_url]) == 0
+    cord = load_nifti(tmp_path / "t2s_sc_seg.nii.gz").data
+    lesion = load_nifti(tmp_path / "t2s_lesion_seg.nii.gz").data
+    seg = infer_task(nnunet_server.settings.grpc_url, path, "lesion_ms_axial_t2")[0]
+    np.testing.assert_array_equal(cord > 0, np.isin(seg, [1, 2]))
+    np.testing.assert_array_equal(lesion > 0, seg == 2)
+    assert lesion.sum() > 0 and np.all(cord[lesion > 0] > 0)

@@ -8,6 +8,13 @@ SCT, `preprocess` transposes it to (z, y, x) with reversed spacing before nnU-Ne
 mirroring); `postprocess` resamples the logits back, takes the argmax, pastes the crop box,
 applies `transpose_backward` and returns to (x, y, z).
 
+A 2D configuration (`patch_size` and `spacing` of two axes) runs slice by slice along the first
+transposed axis, which keeps its spacing (nnU-Net's `DefaultPreprocessor` and sliding window). A
+region-based model (dataset.json labels given as lists, `regions_class_order`; SCT 7's
+lesion_ms_axial_t2) has one sigmoid head per region: a voxel takes the value of the last region
+in `regions_class_order` whose probability is > 0.5 (nnU-Net's `LabelManager`), and each name's
+mask is the label values dataset.json gives it (SCT's nested labels: `sc` = [1, 2]).
+
 Folds are combined as the plan's `fold_combination` says (`FoldCombination`): nnU-Net's mean of
 the logits, the mean of SCT's nnU-Net fork (nnunetv2-neuropoly 2.6.2's
 `predict_logits_from_preprocessed_data` counts the first fold twice: weights 2, 1, ..., 1 over n),
@@ -23,7 +30,7 @@ import itertools
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 from lesionseg.core.enums import StrEnum
 from lesionseg.core.wire import to_uint8
@@ -80,10 +87,15 @@ class NnunetPlan(JsonPlan):
     networks: tuple[str, ...] = ()
     folds: tuple[str, ...] = ()  # the fold each network is (empty: folds merged into one network)
     fold_combination: str = FoldCombination.MEAN
+    #: region-based models: the value each region (one sigmoid head each, in order) gives a voxel;
+    #: `num_classes` is then the number of heads and `labels` maps each name to its head + 1
+    regions_class_order: tuple[int, ...] = ()
+    #: region-based models: the label values of each name's mask (dataset.json's, e.g. sc: [1, 2])
+    label_values: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     TUPLES: ClassVar[tuple[str, ...]] = (
         "transpose_forward", "transpose_backward", "spacing", "patch_size", "normalization", "use_mask_for_norm",
-        "intensity_properties", "mirror_axes", "networks", "folds")
+        "intensity_properties", "mirror_axes", "networks", "folds", "regions_class_order")
 
     def __post_init__(self) -> None:
         if self.fold_combination not in tuple(FoldCombination):
@@ -92,6 +104,25 @@ class NnunetPlan(JsonPlan):
             raise ValueError(f"a fold vote needs a binary model (background and one class), not {self.num_classes} classes")
         if self.folds and len(self.folds) != len(self.networks):
             raise ValueError(f"{len(self.folds)} fold names for {len(self.networks)} networks")
+        if len(self.patch_size) not in (2, 3) or len(self.spacing) != len(self.patch_size):
+            raise ValueError(f"patch {list(self.patch_size)} and spacing {list(self.spacing)} are not one 2D or 3D configuration")
+        if self.regions_class_order:
+            if self.fold_combination == FoldCombination.VOTE:
+                raise ValueError("a fold vote needs a binary model, not a region-based one")
+            if len(self.regions_class_order) != self.num_classes:
+                raise ValueError(f"{len(self.regions_class_order)} regions in regions_class_order for {self.num_classes} heads")
+
+    @property
+    def regions(self) -> bool:
+        """Whether the model is region-based (sigmoid heads, `regions_class_order`)."""
+        return bool(self.regions_class_order)
+
+    def target_spacing(self, spacing: Sequence[float]) -> tuple[float, ...]:
+        """The spacing (transposed order) an image of `spacing` is resampled to: the plan's; a 2D
+        configuration keeps the first axis's own (nnU-Net: no resampling across slices)."""
+        if len(self.spacing) == len(spacing):
+            return tuple(self.spacing)
+        return (float(spacing[0]), *self.spacing)
 
     def fold_networks(self, chosen: Sequence[int] | None = None) -> tuple[str, ...]:
         """The networks of the folds at positions `chosen` (None: every fold).
@@ -179,12 +210,13 @@ def preprocess(image_xyz: np.ndarray, spacing_xyz: Sequence[float], plan: Nnunet
     data = data[(slice(None), *crop)]
     mask = mask[crop]
     shape_after = tuple(int(s) for s in data.shape[1:])
-    new_shape = compute_new_shape(shape_after, spacing_t, plan.spacing)
+    target = plan.target_spacing(spacing_t)
+    new_shape = compute_new_shape(shape_after, spacing_t, target)
     for c in range(data.shape[0]):
         use_mask = plan.use_mask_for_norm[c] and plan.normalization[c] == "ZScoreNormalization"
         data[c] = normalise(data[c], plan.normalization[c], mask=mask if use_mask else None,
                             props=plan.intensity_properties[c] if plan.intensity_properties else {})
-    data = resample(data, new_shape, spacing_t, plan.spacing, **plan.resampling_data).astype(np.float32)
+    data = resample(data, new_shape, spacing_t, target, **plan.resampling_data).astype(np.float32)
     return data, Properties(shape_before_cropping=shape_before, bbox=bbox, shape_after_cropping=shape_after, spacing=spacing_t)  # type: ignore[arg-type]
 
 
@@ -222,9 +254,11 @@ def gaussian_map(tile_size: Sequence[int], sigma_scale: float = 1.0 / 8, value_s
 
 
 def pad_to_patch(data: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Zero padding up to the patch size (difference // 2 before), and the slicer undoing it."""
+    """Zero padding of the last len(patch) axes up to the patch size (difference // 2 before;
+    nnU-Net's `pad_nd_image`), and the slicer of the spatial axes undoing it."""
+    lead = data.ndim - 1 - len(patch)  # spatial axes the patch does not cover (a 2D patch: the slices)
     old = data.shape[1:]
-    new = [max(p, o) for p, o in zip(patch, old)]
+    new = [*old[:lead], *[max(p, o) for p, o in zip(patch, old[lead:])]]
     below = [(n - o) // 2 for n, o in zip(new, old)]
     above = [(n - o) - b for n, o, b in zip(new, old, below)]
     padded = np.pad(data, [(0, 0), *zip(below, above)], mode="constant")
@@ -239,6 +273,8 @@ def mirror_variants(axes: Sequence[int]) -> list[tuple[int, ...]]:
 def sliding_window(data: np.ndarray, plan: NnunetPlan, predict: Predict, *, mirroring: bool | None = None) -> np.ndarray:
     """Gaussian-weighted average of the network's logits over all tiles.
 
+    A 2D patch is slid over each slice of the first axis (nnU-Net's order: slice, then tiles).
+
     Args:
         data: (C, Z, Y, X) preprocessed input.
         predict: runs the network on (N, C, *patch) tiles and returns (N, K, *patch) logits: K is
@@ -250,9 +286,11 @@ def sliding_window(data: np.ndarray, plan: NnunetPlan, predict: Predict, *, mirr
     """
     patch = tuple(plan.patch_size)
     padded, unpad = pad_to_patch(data, patch)
-    steps = steps_for_sliding_window(padded.shape[1:], patch, plan.tile_step_size)
-    starts = list(itertools.product(*steps))
-    tiles = np.stack([padded[(slice(None), *[slice(s, s + p) for s, p in zip(start, patch)])] for start in starts])
+    lead = padded.ndim - 1 - len(patch)
+    steps = steps_for_sliding_window(padded.shape[1 + lead:], patch, plan.tile_step_size)
+    starts = list(itertools.product(*[range(n) for n in padded.shape[1:1 + lead]], *steps))
+    windows = [(*start[:lead], *[slice(s, s + p) for s, p in zip(start[lead:], patch)]) for start in starts]
+    tiles = np.stack([padded[(slice(None), *window)] for window in windows])
     mirroring = plan.use_mirroring if mirroring is None else mirroring
     flips = mirror_variants([a + 2 for a in plan.mirror_axes]) if mirroring else []
     batch = np.concatenate([tiles, *[np.flip(tiles, axis) for axis in flips]]) if flips else tiles
@@ -265,8 +303,7 @@ def sliding_window(data: np.ndarray, plan: NnunetPlan, predict: Predict, *, mirr
     weight = gaussian_map(patch) if plan.use_gaussian else np.ones(patch, np.float32)
     total = np.zeros((tile_logits.shape[1], *padded.shape[1:]), np.float32)
     counts = np.zeros(padded.shape[1:], np.float32)
-    for start, tile in zip(starts, tile_logits):
-        window = tuple(slice(s, s + p) for s, p in zip(start, patch))
+    for window, tile in zip(windows, tile_logits):
         total[(slice(None), *window)] += tile * weight
         counts[window] += weight
     total /= counts
@@ -285,16 +322,34 @@ def postprocess(logits: np.ndarray, props: Properties, plan: NnunetPlan, *, prob
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(num_classes, Z', Y', X') logits -> uint8 label map on the client's (x, y, z) grid and,
     with `probabilities`, the softmax of each foreground class as uint8 (probability x 255),
-    shaped (num_classes - 1, x, y, z). Outside the crop box the label is 0 and probabilities 0."""
+    shaped (num_classes - 1, x, y, z); a region-based model: each region's sigmoid, shaped
+    (num_classes, x, y, z). Outside the crop box the label is 0 and probabilities 0."""
     if plan.fold_combination == FoldCombination.VOTE:
         return vote(logits, props, plan, probabilities=probabilities)
-    resampled = resample(logits.astype(np.float32), props.shape_after_cropping, plan.spacing, props.spacing,
-                         **plan.resampling_probabilities)
-    seg = _to_client_grid(np.argmax(resampled, axis=0).astype(np.uint8), props, plan)
+    resampled = _resampled(logits, props, plan)
+    if plan.regions:
+        foreground = _sigmoid(resampled)
+        labels = np.zeros(foreground.shape[1:], np.uint8)
+        for head, value in enumerate(plan.regions_class_order):
+            labels[foreground[head] > 0.5] = value
+    else:
+        labels = np.argmax(resampled, axis=0).astype(np.uint8)
+        foreground = _softmax(resampled)[1:] if probabilities else None
+    seg = _to_client_grid(labels, props, plan)
     if not probabilities:
         return seg, None
-    quantised = to_uint8(_softmax(resampled)[1:])
-    return seg, np.stack([_to_client_grid(q, props, plan) for q in quantised])
+    return seg, np.stack([_to_client_grid(q, props, plan) for q in to_uint8(foreground)])
+
+
+def _resampled(logits: np.ndarray, props: Properties, plan: NnunetPlan) -> np.ndarray:
+    """Logits back at the spacing and shape of the cropped input (nnU-Net's
+    `convert_predicted_logits_to_segmentation_with_correct_shape`)."""
+    return resample(logits.astype(np.float32), props.shape_after_cropping, plan.target_spacing(props.spacing), props.spacing,
+                    **plan.resampling_probabilities)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return special.expit(logits).astype(np.float32, copy=False)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -316,7 +371,7 @@ def vote(logits: np.ndarray, props: Properties, plan: NnunetPlan, *, probabiliti
     soft = np.zeros(props.shape_after_cropping, np.float64) if probabilities else None
     for fold in range(n):
         fold_logits = logits[fold * plan.num_classes : (fold + 1) * plan.num_classes].astype(np.float32)
-        resampled = resample(fold_logits, props.shape_after_cropping, plan.spacing, props.spacing, **plan.resampling_probabilities)
+        resampled = _resampled(fold_logits, props, plan)
         votes += np.argmax(resampled, axis=0)
         if soft is not None:
             p = _softmax(resampled)
