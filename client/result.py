@@ -21,6 +21,9 @@ from lesionseg.client.lesion_stats import LesionStats, lesion_voxels
 from lesionseg.core.image import Image
 from lesionseg.core.interface import ModelInfo
 
+#: the key of SCT 7's `_cropbox` file (sc-crop's box, 1 inside) among a result's maps
+CROPBOX = "cropbox"
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Map:

@@ -23,7 +23,7 @@ from lesionseg.client.crop import FACES, Box, box_mask, box_of_faces, cord_dilat
 from lesionseg.client.crop import touching_faces, truncation_warning, uncrop, with_faces
 from lesionseg.client.inference import infer_labels, send
 from lesionseg.client.lesion_stats import image_stats, lesion_voxels
-from lesionseg.client.result import Map, Outputs, Result
+from lesionseg.client.result import CROPBOX, Map, Outputs, Result
 from lesionseg.client.servers import Server, ServerPool
 from lesionseg.core.catalogue import canonical, task_info
 from lesionseg.core.errors import InferenceError, ModelNotFoundError, UsageError
@@ -36,10 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: the cord task of --crop-to-cord
 CORD_TASK = "seg_sc_contrast_agnostic"
-#: sc-crop's served cord detector (`lesionseg.server.repository.sccrop`), and the key of the
-#: `_cropbox` file among a result's maps
+#: sc-crop's served cord detector (`lesionseg.server.repository.sccrop`)
 SCCROP = "sccrop"
-CROPBOX = "cropbox"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from lesionseg.client.result import Job, Outputs, Result
+from lesionseg.client.result import CROPBOX, Job, Outputs, Result
 from lesionseg.core import __version__
 from lesionseg.core.catalogue import model_url
 from lesionseg.core.enums import Plane, StrEnum, choices
@@ -139,6 +139,12 @@ class Writer:
             from lesionseg.client.qc.report import write_entry
 
             written.append(write_entry(outputs.qc, *qc))  # type: ignore[arg-type]
+            if CROPBOX in result.maps and CROPBOX in outputs.maps:  # SCT 7: an entry for sc-crop's box too
+                from lesionseg.client.qc.masks import cropbox_qc
+
+                written.append(write_entry(outputs.qc, *cropbox_qc(  # type: ignore[arg-type]
+                    image, result.maps[CROPBOX].data, fname_box=outputs.maps[CROPBOX], contrast=outputs.contrast,
+                    dataset=self.qc_dataset, subject=self.qc_subject)))
         return Written(files=written, instances=instances)
 
     def _dicom(self, result: Result) -> dict[str, object]:

@@ -41,6 +41,7 @@ class Gateway:
         self.spool = Spool(config.spool)
         self.journal = Journal(config.journal)
         self.metrics = GatewayMetrics(self)
+        self._noted: set[tuple[str, str]] = set()  # (route, SCT 6 task name) whose one-line note was logged
         self.receiver = Receiver(config, self.spool, self.journal, on_instance=self.metrics.instance,
                                  on_reject=lambda why: self.metrics.rejected.inc())
         self._stop = threading.Event()
@@ -243,16 +244,31 @@ class Gateway:
         """The job of `route` on the gateway's servers (the models' configurations are fetched once
         per server and kept).
 
+        A route's task names may be SCT 6's (seg_ms_lesion, seg_sc_contrast_agnostic): they run SCT
+        7's task unless a model is served under the old name itself (`served_task`, as the CLI).
+
         Raises:
             ModelNotFoundError, ServerUnavailableError: the route's models are not served now.
         """
+        from lesionseg.client.task import served_task
+
+        def served(name: str) -> str | None:
+            if not name:
+                return None
+            chosen, note = served_task(self.servers, name)
+            if note and (route.name, name) not in self._noted:
+                self._noted.add((route.name, name))
+                logger.info("route %r: %s", route.name, note)
+            return chosen
+
         if route.contrast:
             from lesionseg.client.legacy import LegacyJob
 
-            return LegacyJob(servers=self.servers, contrast=route.contrast, cord_task=route.cord_task or None)
+            return LegacyJob(servers=self.servers, contrast=route.contrast, cord_task=served(route.cord_task))
         from lesionseg.client.task import TaskJob
 
-        return TaskJob(servers=self.servers, task=route.task, crop_to_cord=route.crop_to_cord, cord_task=route.cord_task or None)
+        return TaskJob(servers=self.servers, task=served(route.task) or route.task, crop_to_cord=route.crop_to_cord,
+                       cord_task=served(route.cord_task))
 
     @property
     def servers(self):

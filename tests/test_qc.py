@@ -93,3 +93,25 @@ def test_sct_layout_and_concurrent_writers_lose_no_entry(tmp_path: Path) -> None
     assert "https://" not in html and "http://" not in html  # works offline: no CDN
     build_index(qc_dir)  # rebuilding is idempotent
     assert (qc_dir / "index.html").read_text() == html
+
+
+def test_ortho_box_outlines_the_box_in_three_planes() -> None:
+    """SCT 7's sc_crop entry: sagittal, coronal and axial planes through the box's centre at
+    0.5 mm per pixel, the box's outline yellow; its size in pixels is its size in mm x 2."""
+    from lesionseg.client.qc.mosaic import BOX_RGBA, ORTHO_GAP_PX, ortho_box
+
+    image = np.random.default_rng(0).random((40, 30, 12)).astype(np.float32)
+    box = np.zeros(image.shape, np.uint8)
+    box[5:25, 8:20, 2:10] = 1  # RPI: 20 x 12 x 8 voxels of 1 x 1 x 2 mm
+    background, overlay = ortho_box(image, (1.0, 1.0, 2.0), box)
+    widths = [30 * 2, 40 * 2, 40 * 2]  # sagittal: A-P; coronal and axial: R-L
+    assert background.shape == (max(12 * 4, 30 * 2), sum(widths) + 2 * ORTHO_GAP_PX) and overlay.shape == (*background.shape, 4)
+    yellow = np.all(overlay == BOX_RGBA, axis=-1)
+    starts = np.cumsum([0, *[w + ORTHO_GAP_PX for w in widths[:-1]]])
+    sizes = []
+    for start, width in zip(starts, widths):
+        found = np.argwhere(yellow[:, start:start + width])
+        sizes.append(tuple(int(v) for v in found.max(0) - found.min(0) + 1))
+    assert sizes == [(8 * 4, 12 * 2), (8 * 4, 20 * 2), (12 * 2, 20 * 2)]  # (rows, cols) of each outline
+    axial = yellow[:, starts[2]:starts[2] + widths[2]]
+    assert axial[found.min(0)[0] + 3, found.min(0)[1] + 3] == 0  # an outline, not a filled box

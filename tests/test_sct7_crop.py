@@ -9,6 +9,8 @@ fork accumulates in half precision, see test_sct7_tasks.py).
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -102,6 +104,22 @@ def test_box_options(sccrop_server, shared: Path, tmp_path: Path, capsys: pytest
     assert dict(zip(FACES, (int(v) for pair in zip(inside.min(0), inside.max(0)) for v in pair))) == given
     mask = np.asarray(nib.load(tmp_path / "l.nii.gz").dataobj)
     assert not mask[cropbox == 0].any()
+    capsys.readouterr()
+    # -qc: SCT 7's second entry, sc-crop's box (command sc_crop, plane Ortho, the box outlined)
+    qc = tmp_path / "qc"
+    assert main(["deepseg", "lesion_ms", "-i", str(path), "-o", str(tmp_path / "q.nii.gz"), "-url", url, "-qc", str(qc), *args]) == 0
+    entries = {e["command"]: e for e in (json.loads(p.read_text()) for p in (qc / "_json").glob("qc_*.json"))}
+    assert set(entries) == {"deepseg", "sc_crop"}
+    entry = entries["sc_crop"]
+    assert entry["plane"] == "Ortho" and entry["fname_seg"] == str((tmp_path / "q_cropbox.nii.gz").resolve())
+    assert entry["cmdline"] == f"sc_crop -i {path} --bbox {tmp_path / 'q_cropbox.nii.gz'}"
+    from PIL import Image as PilImage
+
+    from lesionseg.client.qc.mosaic import BOX_RGBA
+
+    overlay = np.asarray(PilImage.open(qc / entry["overlay_img"]).convert("RGBA"))
+    yellow = np.argwhere(np.all(overlay == BOX_RGBA, axis=-1))
+    assert yellow.size and "sc_crop" in (qc / "index.html").read_text()
     capsys.readouterr()
     # an inverted box, a face outside the image, and -box-* on a task without sc-crop: usage errors, nothing written
     bad = tmp_path / "bad"

@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "-box-xmin ... -box-zmax: the crop box's faces (voxel indices of the input as stored, inclusive) "
                             "for a task that runs on sc-crop's cord box; the faces given replace the detected ones")
     parser.add_argument("--crop-to-cord", action="store_true",
-                        help="segment the cord first (seg_sc_contrast_agnostic), crop 30 mm L-R and A-P and 5 mm S-I around it, segment, paste back")
+                        help="segment the cord first (spinalcord, or seg_sc_contrast_agnostic where served so), crop 30 mm L-R and A-P and 5 mm S-I around it, segment, paste back")
     add_common_arguments(parser)
     parser.set_defaults(run=run)
 

@@ -48,7 +48,7 @@ def _kind(kinds: argparse._SubParsersAction, name: str, *, help: str, epilog: st
     flag, metavar, text = source
     parser.add_argument(flag, required=True, type=Path, metavar=metavar, help=text)
     parser.add_argument("--task", required=task is None, default=task, metavar="NAME",
-                        help="Triton name of the task" + (f" (default {task})" if task else ", e.g. seg_ms_lesion"))
+                        help="Triton name of the task" + (f" (default {task})" if task else ", e.g. lesion_ms"))
     repository_arguments(parser, target=True)
     parser.set_defaults(run=run)
     return parser
@@ -57,7 +57,7 @@ def _kind(kinds: argparse._SubParsersAction, name: str, *, help: str, epilog: st
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = command(sub, "export", help="convert models into a Triton model repository",
                      epilog="examples:\n  lesionseg export sct-legacy --models-dir ../shared/sct_models --contrast all\n"
-                            "  lesionseg export nnunet --model-dir Dataset101/ --task seg_ms_lesion\n")
+                            "  lesionseg export nnunet --model-dir Dataset101/ --task lesion_ms\n")
     kinds = subcommands(parser, dest="kind", metavar="KIND")
     legacy = command(kinds, "sct-legacy", help="SCT's legacy deepseg_lesion / deepseg_sc centerline models (.h5 or .onnx)", epilog=HELP)
     legacy.add_argument("--models-dir", required=True, type=Path, metavar="DIR", help="folder holding *_lesion / *_ctr .h5 or .onnx files")
@@ -72,13 +72,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     nnunet.add_argument("--mirroring", action="store_true", help="test-time mirroring over the checkpoint's allowed axes (SCT: off)")
     nnunet.add_argument("--merge-folds", action="store_true", help="one ONNX graph averaging every fold instead of one network per fold")
     nnunet.add_argument("--configuration", metavar="NAME", help="plans configuration (default: from the folder name, else 3d_fullres)")
+    nnunet.add_argument("--fold-combination", choices=("mean", "sct_fork", "vote"), default="mean",
+                        help="how the folds make one answer: nnU-Net's mean of the logits (default), SCT's nnU-Net fork "
+                             "(the first fold counted twice), or SCT 7's lesion_ms vote of the folds' label maps")
     _kind(kinds, "monai", help="SCT 6.5's contrast-agnostic MONAI checkpoint (.ckpt, PlainConvUNet)",
-          epilog="example:\n  lesionseg export monai --ckpt model_contrast-agnostic_20240930-1002/ --task seg_sc_contrast_agnostic\n",
-          source=("--ckpt", "PATH", "the .ckpt file or a folder holding one"), task="seg_sc_contrast_agnostic", run=run_monai)
+          epilog="example:\n  lesionseg export monai --ckpt model_contrast-agnostic_20240930-1002/ --task spinalcord\n",
+          source=("--ckpt", "PATH", "the .ckpt file or a folder holding one"), task="spinalcord", run=run_monai)
     _kind(kinds, "ivadomed", help="an ivadomed model or ensemble (NAME/NAME.onnx + NAME.json per member; SCT 6.0-6.3 MP2RAGE lesions)",
-          epilog="example:\n  lesionseg export ivadomed --model-dir model_seg_ms_lesion_mp2rage/ --task seg_ms_lesion_mp2rage\n",
+          epilog="example:\n  lesionseg export ivadomed --model-dir model_seg_ms_lesion_mp2rage/ --task lesion_ms_mp2rage\n",
           source=("--model-dir", "DIR", "a member folder, or a folder holding several (seed1/NAME/, ...)"),
-          task="seg_ms_lesion_mp2rage", run=run_ivadomed)
+          task="lesion_ms_mp2rage", run=run_ivadomed)
     engines = command(kinds, "tensorrt", help="TensorRT engines for the repository's GPU networks (trtexec, on the serving GPU)",
                       epilog=TENSORRT_HELP)
     repository_arguments(engines)
@@ -112,24 +115,27 @@ def run_tensorrt(args: argparse.Namespace) -> int:
 
 NNUNET_HELP = """\
 examples:
-  lesionseg export nnunet --model-dir model_seg_ms_lesion/ --task seg_ms_lesion
-  lesionseg export nnunet --model-dir mp2rage/ --task seg_ms_lesion_mp2rage --folds 3 --target gpu
+  lesionseg export nnunet --model-dir model_seg_ms_lesion/ --task lesion_ms --fold-combination vote
+  lesionseg export nnunet --model-dir mp2rage/ --task lesion_ms_mp2rage --folds 3 --target gpu
 """
 
 
 def run_nnunet(args: argparse.Namespace) -> int:
+    from lesionseg.export.install import crop_padding
     from lesionseg.export.nnunet import export_nnunet
 
     repository = paths.repository(args.repository)
+    crop = crop_padding(args.model_dir, required=False) if args.model_dir.is_dir() else None  # sc-crop's, as SCT reads it
     result = export_nnunet(args.model_dir, repository, task=args.task, folds=args.folds, serving=serving(args),
                            mirroring=args.mirroring, merge_folds=args.merge_folds, configuration=args.configuration,
-                           parity=parity_options(args))
+                           parity=parity_options(args), fold_combination=args.fold_combination, crop=crop)
     for name, record in result.networks.items():
         print(f"{name}: ONNX vs PyTorch max abs logits difference {record['parity']['max_abs_diff']:.2g} on random tiles")
         if result.report is not None:
             print(f"{name}: {result.report.summary()} ({repository / name / 'parity.json'})")
     print(f"task {result.task} written to {repository} (patch {list(result.plan.patch_size)}, spacing "
-          f"{list(result.plan.spacing)}, orientation {result.plan.orientation}, labels {result.plan.labels})")
+          f"{list(result.plan.spacing)}, orientation {result.plan.orientation}, labels {result.plan.labels}, folds combined: "
+          f"{result.plan.fold_combination}{', on sc-crop cord boxes' if crop else ''})")
     return EXIT_OK
 
 

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     repository_arguments(install, target=True)
     contrast_argument(install)
     install.add_argument("--folds", default=None, type=parse_folds, metavar="all|0,1", help="nnU-Net tasks: folds to use (default all)")
-    install.add_argument("--release", metavar="NAME", help="a task's other release (e.g. seg_sc_contrast_agnostic v2.5, the MONAI model)")
+    install.add_argument("--release", metavar="NAME", help="a task's other release (e.g. spinalcord v2.5, the MONAI model)")
     install.set_defaults(run=run_install)
 
 

@@ -130,6 +130,23 @@ def qc_images(image: Image, *, cord: np.ndarray | None = None, cord_source: Path
     return entry, background, overlay
 
 
+def cropbox_qc(image: Image, box: np.ndarray, *, fname_box: Path, contrast: str | None = None, dataset: str | None = None,
+               subject: str | None = None):
+    """SCT 7's QC entry of sc-crop's box (`qc2.sct_deepseg_cropbox`: command `sc_crop`, plane
+    Ortho, the command line that shows the box with sc-crop): three planes through the box's
+    centre with its outline; `box` (x, y, z) > 0 inside, on the image's grid. Returns (entry,
+    background, overlay) for `write_entry`."""
+    from lesionseg.client.qc.mosaic import ortho_box
+    from lesionseg.client.qc.report import QcEntry
+    from lesionseg.core.orientation import reorientation, sct_to_nib
+
+    orient = reorientation(image.affine, image.data.shape, sct_to_nib("RPI"))
+    background, overlay = ortho_box(orient.forward(image.data), orient.forward_spacing(image.spacing), orient.forward(box))
+    entry = QcEntry(command="sc_crop", contrast=contrast or stem(image.path), fname_in=image.path, fname_seg=fname_box, plane="Ortho",
+                    dataset=dataset, subject=subject, cmdline=f"sc_crop -i {image.path} --bbox {fname_box}")
+    return entry, background, overlay
+
+
 def write_mask_qc(
     image_path: Path, seg_path: Path | None, qc_dir: Path, *, lesion_path: Path | None = None, plane: str = Plane.AXIAL,
     contrast: str | None = None, dataset: str | None = None, subject: str | None = None, command: str = "qc",

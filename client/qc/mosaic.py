@@ -145,3 +145,53 @@ def sagittal_mosaic(
             if mask is not None:
                 overlay[window][view(plane(mask, xs), 0) > 0.5] = colour
     return background, overlay
+
+
+BOX_RGBA = (255, 220, 0, 255)
+ORTHO_GAP_PX = 4
+
+
+def ortho_box(image: np.ndarray, spacing: Sequence[float], box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Background and overlay of a crop box (SCT 7's `sc_crop` QC entry, plane "Ortho"): three
+    planes through the box's centre side by side — sagittal (superior up, anterior left), coronal
+    (superior up, patient's right on the left), axial (anterior up, patient's right on the left) —
+    each at TILE_MM_PER_PX, with the box's outline in yellow.
+
+    Args:
+        image: (x, y, z) RPI volume; spacing: its voxel size in mm.
+        box: (x, y, z) RPI mask, > 0 inside the box.
+    Returns:
+        (rows, cols) background and (rows, cols, 4) overlay.
+    """
+    from scipy import ndimage
+
+    inside = np.argwhere(box > 0)
+    centre = np.rint((inside.min(axis=0) + inside.max(axis=0)) / 2).astype(int)
+    cx, cy, cz = centre
+    # (volume plane as a 2D array with its axes' spacings, and how it is shown)
+    planes = [
+        (lambda v: v[cx, :, :], (spacing[1], spacing[2]), lambda a: a.T[::-1, ::-1]),  # (y, z) -> rows S..I, cols A..P
+        (lambda v: v[:, cy, :], (spacing[0], spacing[2]), lambda a: a.T[::-1, :]),  # (x, z) -> rows S..I, cols R..L
+        (lambda v: v[:, :, cz], (spacing[0], spacing[1]), lambda a: a.T[::-1, :]),  # (x, y) -> rows A..P, cols R..L
+    ]
+    lo, hi = np.percentile(image, (1, 99.5))
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    panels = []
+    for cut, (s0, s1), show in planes:
+        grey, mask = cut(image).astype(np.float32), cut(box) > 0
+        shape = (max(8, int(round(grey.shape[0] * s0 / TILE_MM_PER_PX))), max(8, int(round(grey.shape[1] * s1 / TILE_MM_PER_PX))))
+        grey = resample_to_shape(grey[:, :, None], (*shape, 1), order=1)[:, :, 0]
+        mask = resample_to_shape(mask[:, :, None].astype(np.float32), (*shape, 1), order=0)[:, :, 0] > 0.5
+        edge = mask & ~ndimage.binary_erosion(mask, border_value=0)
+        panels.append((np.clip((show(grey) - lo) * scale, 0, 255).astype(np.uint8), show(edge)))
+    rows = max(p[0].shape[0] for p in panels)
+    width = sum(p[0].shape[1] for p in panels) + ORTHO_GAP_PX * (len(panels) - 1)
+    background = np.zeros((rows, width), np.uint8)
+    overlay = np.zeros((rows, width, 4), np.uint8)
+    col = 0
+    for grey, edge in panels:
+        window = (slice(0, grey.shape[0]), slice(col, col + grey.shape[1]))
+        background[window] = grey
+        overlay[window][edge] = BOX_RGBA
+        col += grey.shape[1] + ORTHO_GAP_PX
+    return background, overlay

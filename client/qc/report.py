@@ -57,6 +57,7 @@ class QcEntry:
     dataset: str | None = None  # default: guessed from fname_in (subject_and_dataset)
     subject: str | None = None
     attachments: dict[str, str] = dataclasses.field(default_factory=dict)  # file name -> text, in the entry folder
+    cmdline: str | None = None  # default: this process's command line
 
 
 _STAMPS = itertools.count()
@@ -85,7 +86,7 @@ def write_entry(qc_dir: Path, entry: QcEntry, background: np.ndarray, overlay: n
         attachments[name] = str((folder / name).relative_to(qc_dir))
     record = {
         "cwd": os.getcwd(),
-        "cmdline": " ".join(sys.argv),
+        "cmdline": entry.cmdline if entry.cmdline is not None else " ".join(sys.argv),
         "command": entry.command,
         "sct_version": f"lesionseg {__version__}",
         "dataset": dataset,
