@@ -40,6 +40,21 @@ the summed VmHWM of its processes, an upper bound); the batch client's own summa
 timer starts after its imports, input discovery and output checks); how many mask voxels differ
 between a and b.
 
+The `lesion_ms` pipeline is SCT 7's (SCT master): sc-crop finds the cord, the five folds of the
+nnU-Net vote on the crop, the mask is pasted back. The model is five folds at the nnU-Net case's
+size (random weights, `tests/synthetic_nnunet.py` LESION_MS_REALISTIC) with the narrow test
+margins, the detector and classifier sc-crop's test networks (`tests/sccrop_models.py`, random
+weights: their boxes are not a real detector's, so the crop's size is printed).
+       a: in a fresh process per subject, as `sct_deepseg lesion_ms` runs it: sc-crop's package
+          (`sc_crop.detect` with the same detector, its classifier; `crop`, `save_bbox_nifti`,
+          `uncrop`) and SCT's nnU-Net fork (nnunetv2-neuropoly, `.oracles/`, first on PYTHONPATH:
+          the predictor as SCT builds it, `return_logits_per_fold`, the folds' label maps averaged
+          > 0.5); writes the mask and the _cropbox file. Its detection time is logged per subject.
+       b: `lesionseg deepseg lesion_ms` on the cohort (the served sccrop, then the ensemble on the box).
+       no c. Then, on the warm server, one subject three ways: the served detection alone, the whole
+       job (detection + crop + ensemble + paste), and the ensemble on the whole image (all six
+       -box-* faces at the image's edges): the crop's share of the time and its speed lever.
+
 With `--variants onnxruntime,auto,bf16`, b also runs once per variant, each its own
 repository exported in this run and its own warm server, same cohort, same CLI command:
 onnxruntime = every network FP32 on ONNX Runtime (the repository before the measured runtimes), openvino =
@@ -49,7 +64,7 @@ refuses it when it fails: printed instead of a time). Printed per variant: secon
 speed-up over the onnxruntime variant, the server's cgroup peak, mask voxels differing from the
 onnxruntime variant's, and the parity summary. `--variants-only` skips a and c.
 
-    .venv/bin/python bench/cohort.py [--n 16] [--pipelines legacy,nnunet] [--legacy-contrast t2s|t2_ax] [--jobs 2] [--sct-jobs 1]
+    .venv/bin/python bench/cohort.py [--n 16] [--pipelines legacy,nnunet,lesion_ms] [--legacy-contrast t2s|t2_ax] [--jobs 2] [--sct-jobs 1]
                                      [--transport auto|shm|grpc] [--shared ../shared]
                                      [--variants onnxruntime,auto,bf16] [--variants-only]
 """
@@ -83,6 +98,10 @@ LEGACY_IMAGES = {"t2s": ("sct_testing_data/t2s/t2s.nii.gz", "T2star"), "t2_ax": 
 NNUNET_IMAGE = ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "T2w")  # bench/nnunet_predictor.py's image
 NNUNET_TASK = "bench"  # bench/nnunet_predictor.py's task name
 NNUNET_TILES_PER_REQUEST = 2  # lesionseg.server.backend.nnunet.PredictModel's default
+#: the lesion_ms case's image: sc-crop's lever is the field of view (t2s before SCT's test data was cropped)
+LESION_MS_IMAGE = ("sct_testing_data/t2s/t2s_uncropped.nii.gz", "T2star")
+#: SCT's nnU-Net fork, as tests/conftest.py finds it
+NNUNET_FORK = Path(os.environ.get("LESIONSEG_NNUNET_FORK", ROOT / ".oracles" / "nnunetv2-neuropoly"))
 
 # One subject, SCT-style, in a fresh interpreter: the last argument is a JSON object of arguments.
 # onnxruntime sessions with default options, as SCT creates them.
@@ -113,6 +132,45 @@ rpi = orient.target_affine(image.affine)
 save_nifti(result.res_prob, zoomed_affine(rpi, data.shape, result.res_prob.shape), out / f"{name}_res_RPI_seg.nii.gz", like=image.header)
 save_nifti(result.prob, rpi, out / f"{name}_RPI_seg.nii.gz", like=image.header)
 save_nifti(orient.backward(result.seg).astype(np.uint8), image.affine, out / f"{name}_lesionseg.nii.gz", like=image.header)
+"""
+
+# One subject as SCT master's `sct_deepseg lesion_ms` runs it (deepseg/inference.py::segment_nnunet
+# with crop): sc-crop's box, the crop, SCT's fork on it (the image reoriented to LPI as SCT does),
+# the five folds' label maps averaged > 0.5, sc-crop's uncrop. The classifier is the test one (the
+# package looks for its release's file by checksum).
+LESION_MS_RUNNER = """\
+import json, sys, time
+from pathlib import Path
+args = json.loads(sys.argv[-1])
+started = time.perf_counter()
+import numpy as np
+import nibabel as nib
+import torch
+import sc_crop
+sys.modules["sc_crop.download"].ensure_cls_model = lambda *a, **k: Path(args["cls"])
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from lesionseg.core.orientation import reorientation, sct_to_nib
+
+predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False, perform_everything_on_device=False,
+                            device=torch.device("cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+predictor.initialize_from_trained_model_folder(args["model"], use_folds=args["folds"], checkpoint_name="checkpoint_final.pth")
+image = nib.load(args["image"])
+t0 = time.perf_counter()
+bbox = sc_crop.detect(image, model_path=args["det"], **args["pad"])
+cropped = sc_crop.crop(image, bbox)
+crop_s = time.perf_counter() - t0
+out, name = Path(args["ofolder"]), Path(args["image"]).name[: -len(".nii.gz")]
+out.mkdir(parents=True, exist_ok=True)
+sc_crop.save_bbox_nifti(bbox, image, str(out / f"{name}_cropbox.nii.gz"))
+data = np.asarray(cropped.dataobj, np.float32)
+orient = reorientation(cropped.affine, data.shape, sct_to_nib("LPI"))
+spacing = orient.forward_spacing(cropped.header.get_zooms()[:3])
+folds = predictor.predict_single_npy_array(orient.forward(data).transpose(2, 1, 0)[None], {"spacing": [float(s) for s in spacing[::-1]]},
+                                           return_logits_per_fold=True)
+seg = orient.backward(((np.sum(folds, axis=0) / len(folds)) > 0.5).transpose(2, 1, 0)).astype(np.uint8)
+nib.save(sc_crop.uncrop(nib.Nifti1Image(seg, cropped.affine), bbox), str(out / f"{name}_lesion_seg.nii.gz"))
+box = [int(bbox[k]) for k in ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")]
+print("TIMES " + json.dumps({"crop_s": crop_s, "total_s": time.perf_counter() - started, "box": box}))
 """
 
 NNUNET_RUNNER = """\
@@ -157,6 +215,7 @@ class Result:
     note: str = ""
     variants: list["VariantResult"] = dataclasses.field(default_factory=list)
     code: list[tuple[str, list[float]]] = dataclasses.field(default_factory=list)  # --code: b per code version
+    extra: list[str] = dataclasses.field(default_factory=list)  # more measured lines of the case
 
 
 #: --variants: name -> the export's Serving options
@@ -327,13 +386,14 @@ def time_bare(calls: list[tuple[object, np.ndarray]]) -> float:
     return time.perf_counter() - t0
 
 
-def run_sct_style(images: list[Path], runner: str, make_spec: Callable[[Path], dict], logs: Path, jobs: int) -> tuple[float, float]:
-    """Every subject in its own fresh process, `jobs` at a time; (wall seconds, largest peak MiB)."""
+def run_sct_style(images: list[Path], runner: str, make_spec: Callable[[Path], dict], logs: Path, jobs: int,
+                  env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Every subject in its own fresh process, `jobs` at a time (with `env`); (wall seconds, largest peak MiB)."""
     logs.mkdir(parents=True, exist_ok=True)
 
     def one(image: Path) -> Child:
         log = logs / f"{image.name}.log"
-        child = run_child("-c", runner, [json.dumps(make_spec(image))], log)
+        child = run_child("-c", runner, [json.dumps(make_spec(image))], log, env)
         check_child(child, log, f"SCT-style run on {image.name}")
         return child
 
@@ -628,6 +688,91 @@ def nnunet_variants(args: argparse.Namespace, tmp: Path, folder: Path, plan, coh
     return result
 
 
+def bench_lesion_ms(args: argparse.Namespace, tmp: Path) -> Result:
+    """SCT 7's lesion_ms on sc-crop's box: a (sc-crop + SCT's fork per process) and b (see the module docstring)."""
+    import re
+    import statistics
+
+    from lesionseg.client.images import load_image
+    from lesionseg.client.servers import open_servers
+    from lesionseg.client.task import TaskJob, output_paths
+    from lesionseg.core.interface import CROP_PAD_KEYS
+    from lesionseg.export.nnunet import export_nnunet
+    from lesionseg.export.sccrop import install_sccrop
+    import sccrop_models
+    from synthetic_nnunet import LESION_MS_REALISTIC, make_model
+
+    if not any(NNUNET_FORK.glob("nnunetv2_neuropoly-*.dist-info")):
+        raise SystemExit(f"SCT's nnU-Net fork not found at {NNUNET_FORK}: see the README's test command")
+    folder = make_model(tmp / "model", LESION_MS_REALISTIC)
+    (folder.parent / "crop_metadata.json").write_text(json.dumps({"sc_crop_version": "test", **sccrop_models.PADDING}))
+    repo = tmp / "repo"
+    plan = export_nnunet(folder, repo, task="lesion_ms", fold_combination="vote", crop=sccrop_models.PADDING).plan
+    networks = sccrop_models.make(tmp / "sccrop")
+    install_sccrop(str(networks), repo)
+    cohort = tmp / "cohort"
+    images = make_cohort(args.shared / LESION_MS_IMAGE[0], LESION_MS_IMAGE[1], cohort, args.n)
+    shape = load_image(images[0]).data.shape
+    result = Result(name="lesion_ms", n=args.n,
+                    note="a is conservative in SCT's favour: sc-crop and the fork without spinalcordtoolbox's imports",
+                    description=f"SCT 7's lesion_ms on sc-crop's box: 5 nnU-Net folds voting (patch {list(plan.patch_size)}, "
+                                f"features {list(LESION_MS_REALISTIC.features)}, random weights) after sc-crop's test networks, "
+                                f"{args.n} variants of {Path(LESION_MS_IMAGE[0]).name} {list(shape)}")
+
+    # a: sct_deepseg lesion_ms per subject, in a fresh process, SCT's fork first on the path
+    out_a, out_b = tmp / "out_sct", tmp / "out_lesionseg"
+
+    def spec(image: Path) -> dict:
+        return {"image": str(image), "ofolder": str(out_a / image.parent.relative_to(cohort)), "model": str(folder),
+                "folds": list(LESION_MS_REALISTIC.folds), "det": str(networks / sccrop_models.DETECTOR),
+                "cls": str(networks / sccrop_models.CLASSIFIER), "pad": sccrop_models.PADDING}
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(NNUNET_FORK), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    result.sct_s, result.sct_peak_mb = run_sct_style(images, LESION_MS_RUNNER, spec, tmp / "logs_sct", args.sct_jobs, env)
+    times = [json.loads(re.search(r"^TIMES (.*)$", (tmp / "logs_sct" / f"{p.name}.log").read_text(), re.M).group(1)) for p in images]
+    boxes = {tuple(t["box"]) for t in times}
+    box = times[0]["box"]
+    fraction = np.prod([box[2 * i + 1] - box[2 * i] + 1 for i in range(3)]) / np.prod(shape)
+    result.extra.append(f"a: sc-crop's detection and crop {sum(t['crop_s'] for t in times):.1f} s of the subjects' "
+                        f"{sum(t['total_s'] for t in times):.1f} s in their scripts ({sum(t['crop_s'] for t in times) / sum(t['total_s'] for t in times):.1%}); "
+                        f"box {box} = {fraction:.1%} of the image's voxels ({len(boxes)} distinct boxes over the cohort)")
+
+    # b: one lesionseg CLI process on the cohort, one warm server; then one subject three ways
+    settings = server_settings(repo)
+    expected = [next(iter(output_paths(p, "lesion_ms", plan.labels, None, ofolder=out_b / p.parent.relative_to(cohort)).values()))
+                for p in images]
+    with measured_server(settings) as served:
+        with open_servers(settings.grpc_url) as servers:
+            image = load_image(images[0])
+            TaskJob(servers=servers, task="lesion_ms").segment(image)  # warm-up, untimed
+            argv = ["-q", "deepseg", "lesion_ms", "-i", str(cohort)] + cli_tail(args, settings.grpc_url, out_b)
+            result.batch_cmd = shown(argv, tmp)
+            child = run_batch(argv, tmp / "batch.log", expected)
+            result.server_peaks = served.peaks()
+            inputs = {"IMAGE": np.ascontiguousarray(image.data, np.float32), "AFFINE": np.asarray(image.affine, np.float64),
+                      "SPACING": np.asarray(image.spacing, np.float32),
+                      "PADDING": np.array([sccrop_models.PADDING[k] for k in CROP_PAD_KEYS], np.float32)}
+            whole = {"xmin": 0, "xmax": shape[0] - 1, "ymin": 0, "ymax": shape[1] - 1, "zmin": 0, "zmax": shape[2] - 1}
+            detect, cropped, full = [], [], []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                servers.run(lambda server: server.transport.infer("sccrop", inputs, ["BOX"], source=images[0]))
+                detect.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                TaskJob(servers=servers, task="lesion_ms").segment(image)
+                cropped.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            TaskJob(servers=servers, task="lesion_ms", box=whole).segment(image)
+            full.append(time.perf_counter() - t0)
+    d, c, f = statistics.median(detect), statistics.median(cropped), statistics.median(full)
+    result.extra.append(f"b, one subject on the warm server: served detection {d:.2f} s of the whole job's {c:.1f} s ({d / c:.1%}); "
+                        f"the ensemble on the whole image (-box-* at its edges) {f:.1f} s: the crop is {f / c:.2f}x faster")
+    result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
+    result.mask_diff, result.mask_voxels = mask_difference([out_a / p.parent.relative_to(cohort) / f"{p.name[:-7]}_lesion_seg.nii.gz"
+                                                            for p in images], expected)
+    return result
+
+
 def rate(n: int, seconds: float) -> float:
     return n / seconds * 60 if seconds > 0 else float("nan")
 
@@ -652,16 +797,19 @@ def report(r: Result, args: argparse.Namespace) -> str:
     if args.variants_only:
         return "\n".join([r.description, *variant_lines(r)])
     a, b, c = rate(r.n, r.sct_s), rate(r.n, r.batch_s), rate(r.n, r.bare_s)
+    bare = [f"  {'c bare network, onnxruntime in-process':48} {r.bare_s:8.1f} {c:9.1f} {'-':>9}"] if r.bare_s else []
+    bare_ratio = [f"  c/b = {c / b:5.2f}  (bare network / lesionseg; <= 1.25 means serving costs <= 20 %)",
+                  f"  c ran {r.tiles}"] if r.bare_s else []
     lines = [
         r.description,
         f"  {'':48} {'seconds':>8} {'subj/min':>9} {'peak MiB':>9}",
         f"  {f'a SCT-style, fresh process per subject (x{args.sct_jobs})':48} {r.sct_s:8.1f} {a:9.1f} {r.sct_peak_mb:9.0f}  (largest process)",
         f"  {f'b lesionseg batch CLI, warm server (--jobs {args.jobs})':48} {r.batch_s:8.1f} {b:9.1f} {r.client_peak_mb:9.0f}  (client process)",
-        f"  {'c bare network, onnxruntime in-process':48} {r.bare_s:8.1f} {c:9.1f} {'-':>9}",
+        *bare,
         f"  b/a = {b / a:5.2f}  (lesionseg speed-up over SCT-style)",
-        f"  c/b = {c / b:5.2f}  (bare network / lesionseg; <= 1.25 means serving costs <= 20 %)",
+        *bare_ratio,
         f"  server peak memory (tritonserver + Python-backend stubs, bench/server_memory.py): {r.server_peaks.line()}",
-        f"  c ran {r.tiles}",
+        *[f"  {line}" for line in r.extra],
         f"  masks a vs b: {r.mask_diff} of {r.mask_voxels} voxels differ",
         f"  b ran: {r.batch_cmd}",
         f"  b's own summary: {r.client_summary}",
@@ -682,10 +830,13 @@ def report(r: Result, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+BENCHES = {"legacy": bench_legacy, "nnunet": bench_nnunet, "lesion_ms": bench_lesion_ms}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=16, help="subjects in the cohort (default 16)")
-    parser.add_argument("--pipelines", default="legacy,nnunet", help="comma-separated: legacy, nnunet (default both)")
+    parser.add_argument("--pipelines", default="legacy,nnunet", help="comma-separated: legacy, nnunet, lesion_ms (default legacy,nnunet)")
     parser.add_argument("--legacy-contrast", choices=sorted(LEGACY_IMAGES), default="t2s",
                         help="the legacy pipeline's contrast (default t2s: t2s.nii.gz; t2_ax: t2_fake_lesion.nii.gz)")
     parser.add_argument("--jobs", type=int, default=2, help="lesionseg batch --jobs (default 2)")
@@ -704,9 +855,11 @@ def main() -> int:
     if args.variants_only and not args.variants:
         parser.error("--variants-only needs --variants")
     pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
-    unknown = sorted(set(pipelines) - {"legacy", "nnunet"})
+    unknown = sorted(set(pipelines) - set(BENCHES))
     if unknown or not pipelines:
-        parser.error(f"--pipelines: unknown {', '.join(unknown) or '(none given)'}; choose from legacy, nnunet")
+        parser.error(f"--pipelines: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(BENCHES)}")
+    if "lesion_ms" in pipelines and (args.variants or args.code):
+        parser.error("--variants and --code are for the legacy and nnunet pipelines")
     if args.n < 1 or args.jobs < 1 or args.sct_jobs < 1:
         parser.error("--n, --jobs and --sct-jobs must be at least 1")
 
@@ -717,7 +870,7 @@ def main() -> int:
           flush=True)
     for name in pipelines:
         with tempfile.TemporaryDirectory(prefix=f"lesionseg-cohort-{name}-") as tmp:
-            result = (bench_legacy if name == "legacy" else bench_nnunet)(args, Path(tmp))
+            result = BENCHES[name](args, Path(tmp))
         print()
         print(report(result, args), flush=True)
     return 0

@@ -117,8 +117,6 @@ def session_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
         export_monai(make_monai_checkpoint(tmp_path_factory.mktemp("monai") / "best_model.ckpt"), repo, task=MONAI_TASK)
     if HAVE_ULTRALYTICS:
-        import sccrop_models
-
         from lesionseg.export.sccrop import install_sccrop
 
         install_sccrop(str(sccrop_models.make(tmp_path_factory.mktemp("sccrop_models"))), repo)
@@ -181,12 +179,11 @@ try:
 except ImportError:  # the export/test extras are not installed
     HAVE_TORCH = False
 
+import sccrop_models  # noqa: E402  (tests/: sc-crop's test networks; ultralytics only when made)
 import synthetic_nnunet as nnunet_models  # noqa: E402  (tests/: the synthetic nnU-Net models)
 
-#: the test lesion_ms's crop_metadata.json margins (mm): narrow, so that the random test detector's
-#: boxes crop the real images instead of growing to their edges
-SCCROP_PADDING = {"pad_superior": 10.0, "pad_inferior": 12.0, "pad_left": 4.0, "pad_right": 5.0, "pad_anterior": 3.0,
-                  "pad_posterior": 6.0}
+#: the test lesion_ms's crop_metadata.json margins (mm; tests/sccrop_models.py)
+SCCROP_PADDING = sccrop_models.PADDING
 
 #: test tasks served by the session server: task -> (model variant, export options)
 NNUNET_TASKS = {

@@ -18,6 +18,11 @@ from pathlib import Path
 
 DETECTOR, CLASSIFIER = "det_model.onnx", "cls_model.onnx"
 
+#: the test models' crop_metadata.json margins (mm): narrow, so that the random test detector's
+#: boxes crop the real images instead of growing to their edges
+PADDING = {"pad_superior": 10.0, "pad_inferior": 12.0, "pad_left": 4.0, "pad_right": 5.0, "pad_anterior": 3.0,
+           "pad_posterior": 6.0}
+
 
 def _yaml(kind: str, classes: int, folder: Path) -> Path:
     """ultralytics' YOLO26n model file with `classes` classes."""

@@ -92,6 +92,10 @@ def get_trainer_class():
 REALISTIC = Variant(name="realistic", features=(32, 64, 128, 256, 320, 320), patch=(64, 128, 128),
                     spacing=(1.0, 1.0, 1.0), folds=(0,), seed=7)
 
+#: SCT 7's lesion_ms at the size of bench/cohort.py's nnU-Net case: five folds of the REALISTIC network
+LESION_MS_REALISTIC = Variant(name="lesion_ms_realistic", features=REALISTIC.features, patch=REALISTIC.patch,
+                              spacing=REALISTIC.spacing, folds=(0, 1, 2, 3, 4), labels=("background", "lesion"), seed=17)
+
 #: SCT 7's lesion_ms: five folds of a binary lesion model (SCT's release: model_fold0..4.zip)
 LESION_MS = Variant(name="lesion_ms", folds=(0, 1, 2, 3, 4), labels=("background", "lesion"), seed=11)
 #: SCT 7's spinalcord: the class SCT names `sc` (its output `_seg`), two folds
