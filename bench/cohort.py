@@ -66,7 +66,7 @@ onnxruntime variant's, and the parity summary. `--variants-only` skips a and c.
 
     .venv/bin/python bench/cohort.py [--n 16] [--pipelines legacy,nnunet,lesion_ms] [--legacy-contrast t2s|t2_ax] [--jobs 2] [--sct-jobs 1]
                                      [--transport auto|shm|grpc] [--shared ../shared]
-                                     [--variants onnxruntime,auto,bf16] [--variants-only]
+                                     [--variants onnxruntime,auto,bf16] [--variants-only] [--trained-steps N]
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ LEGACY_IMAGES = {"t2s": ("sct_testing_data/t2s/t2s.nii.gz", "T2star"), "t2_ax": 
 NNUNET_IMAGE = ("sct_testing_data/t2/t2_fake_lesion.nii.gz", "T2w")  # bench/nnunet_predictor.py's image
 NNUNET_TASK = "bench"  # bench/nnunet_predictor.py's task name
 NNUNET_TILES_PER_REQUEST = 2  # lesionseg.server.backend.nnunet.PredictModel's default
+TRAINING_PATCH = (32, 64, 64)  # --trained-steps: the patches the nnU-Net model is trained on (1.3 s a step here)
 #: the lesion_ms case's image: sc-crop's lever is the field of view (t2s before SCT's test data was cropped)
 LESION_MS_IMAGE = ("sct_testing_data/t2s/t2s_uncropped.nii.gz", "T2star")
 #: SCT's nnU-Net fork, as tests/conftest.py finds it
@@ -583,12 +584,13 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
     from lesionseg.server.pipelines import nnunet
 
     folder = make_model(tmp / "model", REALISTIC)
+    weights = trained(args, folder)
     repo = tmp / "repo"
     plan = export_nnunet(folder, repo, task=NNUNET_TASK).plan
     cohort = tmp / "cohort"
     images = make_cohort(args.shared / NNUNET_IMAGE[0], NNUNET_IMAGE[1], cohort, args.n)
     if args.variants_only:
-        return nnunet_variants(args, tmp, folder, plan, cohort, images)
+        return nnunet_variants(args, tmp, folder, plan, cohort, images, weights)
     inputs = []
     for path in images:
         volume = load_nifti(path)
@@ -597,7 +599,7 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
                        np.asarray(orient.forward_spacing(volume.spacing), np.float32)))
     result = Result(name="nnunet", n=args.n,
                     note="a is conservative in SCT's favour: nnunetv2 and torch without spinalcordtoolbox's imports",
-                    description=f"nnU-Net seg_ms_lesion-sized model (patch {list(plan.patch_size)}, random weights, "
+                    description=f"nnU-Net seg_ms_lesion-sized model (patch {list(plan.patch_size)}, {weights}, "
                                 f"task {NNUNET_TASK!r}), {args.n} variants of {Path(NNUNET_IMAGE[0]).name} {list(inputs[0][0].shape)}")
 
     # c: the sliding window's tiles of every subject (untimed), then the fold networks alone
@@ -651,11 +653,26 @@ def bench_nnunet(args: argparse.Namespace, tmp: Path) -> Result:
                 masks)
     result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
     result.mask_diff, result.mask_voxels = mask_difference(masks(out_a), expected)
-    result.variants = nnunet_variants(args, tmp, folder, plan, cohort, images).variants
+    result.variants = nnunet_variants(args, tmp, folder, plan, cohort, images, weights).variants
     return result
 
 
-def nnunet_variants(args: argparse.Namespace, tmp: Path, folder: Path, plan, cohort: Path, images: list[Path]) -> Result:
+def trained(args: argparse.Namespace, folder: Path) -> str:
+    """With --trained-steps: the model's folds trained in place on ../shared's cord masks
+    (tests/trained_nnunet.py); what the weights are, for the report."""
+    if not args.trained_steps:
+        return "random weights"
+    from trained_nnunet import train_model
+
+    started = time.perf_counter()
+    losses = train_model(folder, args.shared / "sct_testing_data", steps=args.trained_steps, patch=TRAINING_PATCH)
+    print(f"trained {len(losses)} fold(s) {args.trained_steps} steps of {list(TRAINING_PATCH)} patches in "
+          f"{time.perf_counter() - started:.0f} s, last losses {', '.join(f'{v:.3f}' for v in losses.values())}", flush=True)
+    return f"weights trained {args.trained_steps} steps on ../shared's cord masks"
+
+
+def nnunet_variants(args: argparse.Namespace, tmp: Path, folder: Path, plan, cohort: Path, images: list[Path],
+                    weights: str = "random weights") -> Result:
     """The nnU-Net pipeline's --variants (b only), every variant exported from the same model folder."""
     from lesionseg.client.transport import Transport, TransportSettings
     from lesionseg.core.nifti import load_nifti
@@ -681,7 +698,7 @@ def nnunet_variants(args: argparse.Namespace, tmp: Path, folder: Path, plan, coh
                 for p in images]
 
     result = Result(name="nnunet", n=args.n, description=f"nnU-Net seg_ms_lesion-sized model (patch {list(plan.patch_size)}, "
-                                                          f"random weights), {args.n} variants of {Path(NNUNET_IMAGE[0]).name}: variants only")
+                                                          f"{weights}), {args.n} variants of {Path(NNUNET_IMAGE[0]).name}: variants only")
     result.variants = run_variants(
         args, tmp, export, warm,
         lambda url, out: ["-q", "deepseg", "-i", str(cohort), "-task", NNUNET_TASK] + cli_tail(args, url, out), masks)
@@ -845,6 +862,9 @@ def main() -> int:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="folder with sct_models/ and sct_testing_data/")
     parser.add_argument("--variants", default="", help=f"comma-separated b variants: {', '.join(VARIANTS)} (default none)")
     parser.add_argument("--variants-only", action="store_true", help="skip a and c: only the variants' b runs")
+    parser.add_argument("--trained-steps", type=int, default=0, metavar="N",
+                        help="nnunet: train the model N steps on ../shared's cord masks first (tests/trained_nnunet.py; "
+                             "default 0: random weights)")
     parser.add_argument("--code", action="append", default=[], metavar="NAME=DIR",
                         help="also run b with another checkout's code (repeatable), alternating with the installed code")
     parser.add_argument("--code-repeats", type=int, default=3, help="b runs per code version with --code (default 3)")

@@ -347,3 +347,45 @@ def test_nnunet_bf16_report_on_the_test_task(shared: Path, tmp_path: Path) -> No
         assert saved == ParityReport.from_json(result.report.to_json())
         config = parameters(read_config(repo / network / "config.pbtxt"))
         assert (config["precision"], config["runtime"]) == ("bf16", "openvino")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_nnunet_bf16_report_on_a_trained_network(shared: Path, tmp_path: Path) -> None:
+    """A network trained briefly on ../shared's cord masks (tests/trained_nnunet.py) segments the
+    cord compactly, as a real model does, and its BF16 fold network passes the report (Dice >=
+    0.99, lesion counts equal, volume within 2 %) on every real image; random weights' fragmented
+    masks cannot keep their lesion counts (bench/README.md)."""
+    pytest.importorskip("torch", reason="needs the export extra (torch)")
+    import synthetic_nnunet
+    import trained_nnunet
+    from scipy import ndimage
+
+    from lesionseg.core.nifti import load_nifti
+    from lesionseg.export.nnunet import export_nnunet
+
+    variant = synthetic_nnunet.Variant(name="trained", features=(8, 16, 32, 64), patch=(32, 64, 64), spacing=(1.0, 1.0, 1.0),
+                                       folds=(0,), seed=5)
+    folder = synthetic_nnunet.make_model(tmp_path / "model", variant)
+    losses = trained_nnunet.train_model(folder, shared / "sct_testing_data", steps=400, patch=(32, 64, 64))
+    assert losses["0"] < 0.5
+    repo = tmp_path / "repo"
+    result = export_nnunet(folder, repo, task="trained", serving=Serving(precision="bf16"),
+                           parity=ParityOptions(parity_data=shared / "sct_testing_data"))
+    assert result.report is not None and result.report.passed and len(result.report.images) == 5, result.report.failure_line()
+    # compact: the fp32 mask of t2s is the cord, in one piece
+    from lesionseg.core.orientation import reorientation, sct_to_nib
+    from lesionseg.server.pipelines import nnunet
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(repo / "trained_fold0_net" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    image = load_nifti(shared / "sct_testing_data" / "t2s" / "t2s.nii.gz")
+    orient = reorientation(image.affine, image.data.shape, sct_to_nib(result.plan.orientation))
+    data, props = nnunet.preprocess(orient.forward(image.data).astype(np.float32), orient.forward_spacing(image.spacing), result.plan)
+    logits = nnunet.sliding_window(data, result.plan, lambda x: session.run(None, {"input": x})[0])
+    seg = orient.backward(nnunet.postprocess(logits, props, result.plan)[0]) > 0
+    cord = load_nifti(shared / "sct_testing_data" / "t2s" / "t2s_seg.nii.gz").data > 0
+    dice = 2 * (seg & cord).sum() / (seg.sum() + cord.sum())
+    pieces = ndimage.label(seg, np.ones((3, 3, 3)))[1]
+    print(f"trained network on t2s: Dice {dice:.3f} against the cord mask, {pieces} piece(s); {result.report.summary()}")
+    assert dice >= 0.8 and pieces <= 2
