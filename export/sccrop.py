@@ -16,7 +16,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from lesionseg.core.enums import Runtime, Target
+from lesionseg.core.enums import Runtime
 from lesionseg.core.errors import InputError, ModelNotFoundError
 from lesionseg.core.files import sha256
 from lesionseg.core.paths import cache_dir, user_path
@@ -68,10 +68,9 @@ def install_sccrop(source: str | None, repository: Path, *, serving: Serving | N
     """Install sc-crop's networks from the release (None), an http(s) base URL of a mirror of the
     release folder, or a local folder holding det_model.onnx and cls_model.onnx. `serving`: the
     command's backend; FP32 only (no parity report yet); the embedded server's Python backend runs
-    them on ONNX Runtime, as the package does. CPU configs only: a GPU variant would need TensorRT
-    profiles for the detector's free image size and the classifier's fixed batch of one, which
-    `lesionseg.server.repository.gpu` does not make yet (with --target gpu they stay on the CPU, said
-    in a warning).
+    them on ONNX Runtime, as the package does. With --target gpu each network also gets its GPU
+    variant (`configs/gpu.pbtxt`): the detector's TensorRT profile covers its letterboxed slabs
+    (32 to 320 pixels a side, tuned for 320), the classifier's its fixed 1 x 3 x 320 x 320.
 
     Raises:
         UsageError: a reduced precision; DownloadError, ModelNotFoundError, InputError.
@@ -83,9 +82,7 @@ def install_sccrop(source: str | None, repository: Path, *, serving: Serving | N
 
     serving = serving or Serving()
     serving.require_fp32("sc-crop")
-    if serving.target != Target.CPU:
-        logger.warning("sc-crop's networks are written for the CPU only (no TensorRT profile for their shapes yet)")
-    serving = dataclasses.replace(serving, target=Target.CPU, runtime=Runtime.ONNXRUNTIME)
+    serving = dataclasses.replace(serving, runtime=Runtime.ONNXRUNTIME)
 
     if source is None or urllib.parse.urlparse(source).scheme in ("http", "https"):
         folder = fetch_weights(base_url=source, progress=progress)

@@ -38,6 +38,7 @@ from lesionseg.server.repository.gpu import (
     gpu_max_batch,
     gpu_network_spec,
     tensorrt_accelerator,
+    tensorrt_parameters,
     tensorrt_plan_config,
 )
 from lesionseg.server.repository.legacy import network_entry
@@ -331,3 +332,37 @@ def test_models_install_legacy_for_the_gpu(shared: Path, tmp_path: Path, capsys:
     assert not (repo / "deepseg_lesion_t2s" / "configs").exists()  # the Python pipeline stays on the CPU
     capsys.readouterr()
     assert main(["repository", "check", str(repo)]) == 0
+
+
+def test_sccrop_networks_get_gpu_variants_with_profiles_for_their_shapes(tmp_path: Path) -> None:
+    """sc-crop's detector (free height and width: letterboxed slabs of 32 to 320 pixels a side)
+    and classifier (no batch axis, fixed 1 x 3 x 320 x 320): TensorRT profiles that cover them,
+    which the repository check accepts and trtexec gets; free dims without a range are refused."""
+    from lesionseg.server.repository.sccrop import network_entries
+
+    detector, classifier = network_entries()
+    options = GpuOptions()
+    params = tensorrt_parameters(detector, options)
+    batch = gpu_max_batch(detector)
+    assert batch >= 8
+    assert (params["trt_profile_min_shapes"], params["trt_profile_opt_shapes"], params["trt_profile_max_shapes"]) == (
+        "images:1x3x32x32", "images:8x3x320x320", f"images:{batch}x3x320x320")
+    assert gpu_max_batch(classifier) == 0
+    params = tensorrt_parameters(classifier, options)
+    assert {params[f"trt_profile_{k}_shapes"] for k in ("min", "opt", "max")} == {"images:1x3x320x320"}
+    for entry in (detector, classifier):
+        config = to_proto(gpu_network_spec(entry, options))
+        assert accelerator_problems(config) == [], entry.name
+        assert list(config.model_warmup[0].inputs["images"].dims) == ([3, 320, 320] if entry is detector else [1, 3, 320, 320])
+        command = trtexec_command(Path("/usr/src/tensorrt/bin/trtexec"), Path("m.onnx"), Path("m.plan"), config, precision="fp32")
+        assert any(arg.startswith("--minShapes=images:1x3x") for arg in command)
+    assert not to_proto(gpu_network_spec(classifier, options)).HasField("dynamic_batching")
+    bad = to_proto(gpu_network_spec(detector, options))
+    for accelerator in bad.optimization.execution_accelerators.gpu_execution_accelerator:
+        accelerator.parameters["trt_profile_max_shapes"] = "images:8x1x320x320"
+    assert any("does not fit input images" in p for p in accelerator_problems(bad))
+    free = NetworkEntry(name="free", input_name="x", output_names=("y",), input_dims=(1, -1, -1), output_dims=(2,))
+    with pytest.raises(UsageError, match="free and no GPU profile range"):
+        gpu_network_spec(free, options)
+    with pytest.raises(ValueError, match="does not fit input dims"):
+        NetworkEntry(name="f", input_name="x", output_names=("y",), input_dims=(1, -1), output_dims=(2,), gpu_dims=((2, 8), (1, 16)))

@@ -116,31 +116,50 @@ class GpuOptions:
 
 
 def gpu_max_batch(entry: NetworkEntry) -> int:
-    """The GPU variant's `max_batch_size` for a network whose items have `entry.input_dims`."""
-    voxels = math.prod(entry.input_dims)
+    """The GPU variant's `max_batch_size` for a network whose items have `entry.input_dims` (its
+    largest profile shape when dims are free); 0 for a network without a batch axis.
+
+    Raises:
+        UsageError: free input dims without a profile range (`NetworkEntry.gpu_dims`).
+    """
+    if entry.max_batch_size == 0:
+        return 0
+    dims = _profile_dims(entry)
+    voxels = math.prod(dims[1])
     fit = 1 << max(0, int(math.floor(math.log2(max(1, GPU_BATCH_VOXELS // voxels)))))
     return max(entry.max_batch_size, min(GPU_MAX_BATCH, fit))
 
 
-def profile_shape(input_name: str, dims: tuple[int, ...], batch: int) -> str:
-    """ONNX Runtime's profile-shape text for one input: "input_1:8x1x48x48x48"."""
-    return f"{input_name}:" + "x".join(str(d) for d in (batch, *dims))
+def _profile_dims(entry: NetworkEntry) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    dims = entry.profile_dims
+    if dims is None:
+        raise UsageError(f"{entry.name}: input dims {list(entry.input_dims)} are free and no GPU profile range is given")
+    return dims
+
+
+def profile_shape(input_name: str, dims: tuple[int, ...], batch: int | None) -> str:
+    """ONNX Runtime's profile-shape text for one input: "input_1:8x1x48x48x48" (batch None: a
+    network without a batch axis, its dims as they are)."""
+    return f"{input_name}:" + "x".join(str(d) for d in ((batch, *dims) if batch is not None else dims))
 
 
 def tensorrt_parameters(entry: NetworkEntry, options: GpuOptions) -> dict[str, str]:
     """The TensorRT accelerator's parameters for `entry` (all keys in TENSORRT_ACCELERATOR_KEYS)."""
     batch = gpu_max_batch(entry)
+    smallest, largest = _profile_dims(entry)
+    first, tuned = (1, min(batch, entry.max_batch_size)) if batch else (None, None)
     return {
         "precision_mode": PRECISIONS[options.precision],
         "max_workspace_size_bytes": str(options.workspace_bytes),
         "trt_engine_cache_enable": "true",
         "trt_engine_cache_path": str(PurePosixPath(options.engine_cache) / entry.name),
         # every input's min/opt/max must be given (ONNX Runtime's rule for explicit profiles): one
-        # profile over the batch axis, the spatial size fixed, so the engine is built once; tuned
-        # for the batch one pipeline request carries (the CPU entry's), up to the merged maximum
-        "trt_profile_min_shapes": profile_shape(entry.input_name, entry.input_dims, 1),
-        "trt_profile_opt_shapes": profile_shape(entry.input_name, entry.input_dims, min(batch, entry.max_batch_size)),
-        "trt_profile_max_shapes": profile_shape(entry.input_name, entry.input_dims, batch),
+        # profile over the batch axis, the spatial size fixed (or over the entry's range of free
+        # dims, tuned for its largest), so the engine is built once; tuned for the batch one
+        # pipeline request carries (the CPU entry's), up to the merged maximum
+        "trt_profile_min_shapes": profile_shape(entry.input_name, smallest, first),
+        "trt_profile_opt_shapes": profile_shape(entry.input_name, largest, tuned),
+        "trt_profile_max_shapes": profile_shape(entry.input_name, largest, batch or None),
     }
 
 
@@ -166,9 +185,11 @@ def gpu_network_spec(entry: NetworkEntry, options: GpuOptions, *, parity: str = 
         outputs=[TensorSpec(name=n, dtype="FP32", dims=entry.output_dims) for n in entry.output_names],
         instance_count=1,  # per GPU of the pod
         instance_kind="KIND_GPU",
-        dynamic_batching=DynamicBatching(max_queue_delay_us=entry.queue_delay_us),
+        dynamic_batching=DynamicBatching(max_queue_delay_us=entry.queue_delay_us) if batch else None,
         gpu_accelerators=[Accelerator(name="tensorrt", parameters=tensorrt_parameters(entry, options))],
-        warmup=[Warmup(name=f"zeros_batch{batch}", batch_size=batch, inputs=inputs)],
+        # the largest shape: TensorRT builds the engine at load, and a free dim needs a size
+        warmup=[Warmup(name=f"zeros_batch{max(batch, 1)}", batch_size=max(batch, 1),
+                       inputs=[TensorSpec(name=entry.input_name, dtype="FP32", dims=_profile_dims(entry)[1])])],
         parameters={"precision": options.precision, "parity": parity} if parity else {},
     )
 
@@ -208,9 +229,13 @@ def _shape_problems(key: str, value: str, config: mc.ModelConfig) -> list[str]:
         dims = tuple(int(d) for d in text.split("x"))
         if name not in inputs:
             problems.append(f"TensorRT {key} names {name!r}, which is not an input")
-        elif config.max_batch_size and (dims[1:] != inputs[name] or not 1 <= dims[0] <= config.max_batch_size):
-            problems.append(f"TensorRT {key} {item!r} does not fit input {name} (batch 1..{config.max_batch_size} "
-                            f"x {'x'.join(map(str, inputs[name]))})")
+            continue
+        item_dims, batch_ok = (dims[1:], 1 <= dims[0] <= config.max_batch_size) if config.max_batch_size else (dims, True)
+        fits = len(item_dims) == len(inputs[name]) and all(d > 0 and c in (-1, d) for c, d in zip(inputs[name], item_dims))
+        if not fits or not batch_ok:
+            batch = f"batch 1..{config.max_batch_size} x " if config.max_batch_size else ""
+            problems.append(f"TensorRT {key} {item!r} does not fit input {name} ({batch}{'x'.join(map(str, inputs[name]))}; "
+                            "-1: any size)")
     return problems
 
 

@@ -14,6 +14,9 @@ from lesionseg.server.repository.modelconfig import ModelSpec, TensorSpec, write
 from lesionseg.server.repository.pymodel import write_model_py
 
 MODEL, DETECTOR, CLASSIFIER = "sccrop", "sccrop_detector", "sccrop_classifier"
+#: the detector's inputs: ultralytics' letterbox of a slab to 320 on its long side, the short side
+#: padded to a multiple of the stride, 32 (its GPU variant's TensorRT profile range)
+DETECTOR_SMALLEST, DETECTOR_LARGEST = (3, 32, 32), (3, 320, 320)
 
 
 def network_entries(*, detector_io: tuple[str, str] = ("images", "output0"),
@@ -21,7 +24,8 @@ def network_entries(*, detector_io: tuple[str, str] = ("images", "output0"),
     """The detector's and the classifier's entries (the classifier takes no batch axis: its ONNX
     input is fixed at 1 x 3 x 320 x 320)."""
     detector = NetworkEntry(name=DETECTOR, input_name=detector_io[0], output_names=(detector_io[1],), input_dims=(3, -1, -1),
-                            output_dims=(300, 6), max_batch_size=8, queue_delay_us=0, instance_count=1)
+                            output_dims=(300, 6), max_batch_size=8, queue_delay_us=0, instance_count=1,
+                            gpu_dims=(DETECTOR_SMALLEST, DETECTOR_LARGEST))
     classifier = NetworkEntry(name=CLASSIFIER, input_name=classifier_io[0], output_names=(classifier_io[1],),
                               input_dims=(1, 3, 320, 320), output_dims=(1, 2), max_batch_size=0, instance_count=1)
     return detector, classifier
