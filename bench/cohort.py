@@ -43,8 +43,9 @@ between a and b.
 The `lesion_ms` pipeline is SCT 7's (SCT master): sc-crop finds the cord, the five folds of the
 nnU-Net vote on the crop, the mask is pasted back. The model is five folds at the nnU-Net case's
 size (random weights, `tests/synthetic_nnunet.py` LESION_MS_REALISTIC) with the narrow test
-margins, the detector and classifier sc-crop's test networks (`tests/sccrop_models.py`, random
-weights: their boxes are not a real detector's, so the crop's size is printed).
+margins, the detector and classifier sc-crop's test networks (`tests/sccrop_models.py`: random
+weights, whose boxes are not a real detector's, or with `--detector-epochs N` a detector trained
+on ../shared's cord masks; the crop's size is printed).
        a: in a fresh process per subject, as `sct_deepseg lesion_ms` runs it: sc-crop's package
           (`sc_crop.detect` with the same detector, its classifier; `crop`, `save_bbox_nifti`,
           `uncrop`) and SCT's nnU-Net fork (nnunetv2-neuropoly, `.oracles/`, first on PYTHONPATH:
@@ -67,6 +68,7 @@ onnxruntime variant's, and the parity summary. `--variants-only` skips a and c.
     .venv/bin/python bench/cohort.py [--n 16] [--pipelines legacy,nnunet,lesion_ms] [--legacy-contrast t2s|t2_ax] [--jobs 2] [--sct-jobs 1]
                                      [--transport auto|shm|grpc] [--shared ../shared]
                                      [--variants onnxruntime,auto,bf16] [--variants-only] [--trained-steps N]
+                                     [--detector-epochs N]
 """
 
 from __future__ import annotations
@@ -725,7 +727,10 @@ def bench_lesion_ms(args: argparse.Namespace, tmp: Path) -> Result:
     (folder.parent / "crop_metadata.json").write_text(json.dumps({"sc_crop_version": "test", **sccrop_models.PADDING}))
     repo = tmp / "repo"
     plan = export_nnunet(folder, repo, task="lesion_ms", fold_combination="vote", crop=sccrop_models.PADDING).plan
-    networks = sccrop_models.make(tmp / "sccrop")
+    networks = sccrop_models.make(tmp / "sccrop", trained=bool(args.detector_epochs), data_root=args.shared / "sct_testing_data",
+                                  epochs=args.detector_epochs)
+    detector_kind = f"a detector trained {args.detector_epochs} epochs on ../shared's cord masks" if args.detector_epochs \
+        else "sc-crop's random-weight test networks"
     install_sccrop(str(networks), repo)
     cohort = tmp / "cohort"
     images = make_cohort(args.shared / LESION_MS_IMAGE[0], LESION_MS_IMAGE[1], cohort, args.n)
@@ -733,7 +738,7 @@ def bench_lesion_ms(args: argparse.Namespace, tmp: Path) -> Result:
     result = Result(name="lesion_ms", n=args.n,
                     note="a is conservative in SCT's favour: sc-crop and the fork without spinalcordtoolbox's imports",
                     description=f"SCT 7's lesion_ms on sc-crop's box: 5 nnU-Net folds voting (patch {list(plan.patch_size)}, "
-                                f"features {list(LESION_MS_REALISTIC.features)}, random weights) after sc-crop's test networks, "
+                                f"features {list(LESION_MS_REALISTIC.features)}, random weights) after {detector_kind}, "
                                 f"{args.n} variants of {Path(LESION_MS_IMAGE[0]).name} {list(shape)}")
 
     # a: sct_deepseg lesion_ms per subject, in a fresh process, SCT's fork first on the path
@@ -862,6 +867,9 @@ def main() -> int:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="folder with sct_models/ and sct_testing_data/")
     parser.add_argument("--variants", default="", help=f"comma-separated b variants: {', '.join(VARIANTS)} (default none)")
     parser.add_argument("--variants-only", action="store_true", help="skip a and c: only the variants' b runs")
+    parser.add_argument("--detector-epochs", type=int, default=0, metavar="N",
+                        help="lesion_ms: train sc-crop's test detector N epochs on ../shared's cord masks first "
+                             "(tests/sccrop_models.py; 150: about 7 minutes here; default 0: random weights)")
     parser.add_argument("--trained-steps", type=int, default=0, metavar="N",
                         help="nnunet: train the model N steps on ../shared's cord masks first (tests/trained_nnunet.py; "
                              "default 0: random weights)")

@@ -7,6 +7,14 @@ already a softmax. Weights are random, but not their confidences: the detector's
 amplified and its bias lowered so that confidences spread over (0, 1) (at the default init nothing
 passes sc-crop's 0.1, or everything ties), so the whole chain (boxes, runs, classifier,
 aggregation, padding) is exercised.
+
+`make(..., trained=True)`: the detector is trained instead, for a few minutes, on the axial slabs
+sc-crop builds from the real images of ../shared/sct_testing_data with boxes from their cord masks
+(`detector_dataset`: the package's own reorientation, resampling and slab functions), so that it
+really finds cords: the boxes of a real detector, not of random weights. ultralytics' trainer
+imports torchvision only to time its validator's import; PyPI's torchvision cannot load beside
+the CPU torch here ("operator torchvision::nms does not exist"), so an empty module stands in for
+it while training when the real one fails (the end-to-end detector needs no NMS).
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from trained_nnunet import CORD_PAIRS
 
 DETECTOR, CLASSIFIER = "det_model.onnx", "cls_model.onnx"
 
@@ -35,8 +45,65 @@ def _yaml(kind: str, classes: int, folder: Path) -> Path:
     return target
 
 
-def make(folder: Path, *, seed: int = 0, detector_gain: float = 40.0, detector_bias: float = -1.0) -> Path:
-    """Write det_model.onnx and cls_model.onnx into `folder`; returns it."""
+def detector_dataset(data_root: Path, out: Path) -> Path:
+    """sc-crop's detector inputs of every (image, cord mask) pair of tests/trained_nnunet.py as a
+    YOLO dataset (PNG slabs as sc-crop feeds them: LAS, 1 x 1 x 10 mm, three neighbouring slices,
+    per-slice percentile scaling; one box per slab holding cord, none otherwise); returns its yaml."""
+    import cv2
+    import nibabel as nib
+    import numpy as np
+    from nibabel.processing import resample_from_to
+    from sc_crop.crop import build_slices, load_config, reorient_to_las, resample_for_inference
+
+    config = load_config()
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    for image_name, mask_name in CORD_PAIRS:
+        image, mask = nib.load(str(data_root / image_name)), nib.load(str(data_root / mask_name))
+        mask = resample_from_to(nib.Nifti1Image((np.asarray(mask.dataobj) > 0).astype(np.float32), mask.affine), image, order=1)
+        data = np.asarray(resample_for_inference(reorient_to_las(image), config["si_res"], config["inplane_res"]).dataobj, np.float32)
+        cord = np.asarray(resample_for_inference(reorient_to_las(mask), config["si_res"], config["inplane_res"]).dataobj) > 0.5
+        slabs, indices = build_slices(data, config["channels"], config["norm_scope"])
+        for slab, index in zip(slabs, indices):
+            name = f"{Path(image_name).name[:-7]}_{index:03d}"
+            cv2.imwrite(str(out / "images" / f"{name}.png"), slab)  # numpy channel order, as sc-crop passes its arrays
+            present = np.argwhere(cord[:, :, index].T[::-1, ::-1])  # the slab's (row, col) layout
+            lines = []
+            if len(present):
+                (r0, c0), (r1, c1) = present.min(0), present.max(0) + 1
+                rows, cols = slab.shape[:2]
+                lines.append(f"0 {(c0 + c1) / 2 / cols:.6f} {(r0 + r1) / 2 / rows:.6f} {(c1 - c0) / cols:.6f} {(r1 - r0) / rows:.6f}")
+            (out / "labels" / f"{name}.txt").write_text("\n".join(lines))
+    spec = out / "data.yaml"
+    spec.write_text(f"path: {out}\ntrain: images\nval: images\nnames:\n  0: cord\n")
+    return spec
+
+
+def _train_detector(detector, spec: Path, work: Path, *, epochs: int, seed: int) -> Path:
+    """ultralytics' trainer on the dataset `spec`; returns the last weights."""
+    import sys
+    import types
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - see the module docstring
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        sys.modules["torchvision"] = types.ModuleType("torchvision")
+    last = work / "runs" / "det" / "weights" / "last.pt"
+    try:
+        detector.train(data=str(spec), epochs=epochs, imgsz=320, batch=8, device="cpu", workers=0, seed=seed, deterministic=True,
+                       plots=False, val=False, amp=False, project=str(work / "runs"), name="det", exist_ok=True, verbose=False)
+    except AttributeError as exc:  # the final evaluation's NMS needs the real torchvision; the weights are saved before it
+        if "torchvision" not in str(exc) or not last.is_file():
+            raise
+    return last
+
+
+def make(folder: Path, *, seed: int = 0, detector_gain: float = 40.0, detector_bias: float = -1.0, trained: bool = False,
+         data_root: Path | None = None, epochs: int = 30) -> Path:
+    """Write det_model.onnx and cls_model.onnx into `folder`; returns it. `trained`: the detector
+    trained `epochs` epochs on the slabs of `data_root` (see the module docstring)."""
     import torch
     from ultralytics import YOLO
 
@@ -48,12 +115,18 @@ def make(folder: Path, *, seed: int = 0, detector_gain: float = 40.0, detector_b
         try:
             torch.manual_seed(seed)
             detector = YOLO(str(_yaml("detect", 1, work)), task="detect")
-            with torch.no_grad():
-                head = detector.model.model[-1]
-                for branch in (getattr(head, "one2one_cv3", None) or head.cv3):
-                    branch[-1].weight.mul_(detector_gain)
-                    branch[-1].bias.fill_(detector_bias)
-            torch.save({"model": detector.model, "train_args": {}}, work / "det.pt")
+            if trained:
+                if data_root is None:
+                    raise ValueError("a trained detector needs the images (data_root)")
+                shutil.copyfile(_train_detector(detector, detector_dataset(data_root, work / "dataset"), work, epochs=epochs,
+                                                seed=seed), work / "det.pt")
+            else:
+                with torch.no_grad():
+                    head = detector.model.model[-1]
+                    for branch in (getattr(head, "one2one_cv3", None) or head.cv3):
+                        branch[-1].weight.mul_(detector_gain)
+                        branch[-1].bias.fill_(detector_bias)
+                torch.save({"model": detector.model, "train_args": {}}, work / "det.pt")
             exported = YOLO(str(work / "det.pt"), task="detect").export(format="onnx", imgsz=320, opset=19, dynamic=True,
                                                                          simplify=False, nms=False, verbose=False)
             shutil.copyfile(exported, folder / DETECTOR)
