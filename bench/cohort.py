@@ -715,7 +715,6 @@ def bench_lesion_ms(args: argparse.Namespace, tmp: Path) -> Result:
     from lesionseg.client.images import load_image
     from lesionseg.client.servers import open_servers
     from lesionseg.client.task import TaskJob, output_paths
-    from lesionseg.core.interface import CROP_PAD_KEYS
     from lesionseg.export.nnunet import export_nnunet
     from lesionseg.export.sccrop import install_sccrop
     import sccrop_models
@@ -771,14 +770,11 @@ def bench_lesion_ms(args: argparse.Namespace, tmp: Path) -> Result:
             result.batch_cmd = shown(argv, tmp)
             child = run_batch(argv, tmp / "batch.log", expected)
             result.server_peaks = served.peaks()
-            inputs = {"IMAGE": np.ascontiguousarray(image.data, np.float32), "AFFINE": np.asarray(image.affine, np.float64),
-                      "SPACING": np.asarray(image.spacing, np.float32),
-                      "PADDING": np.array([sccrop_models.PADDING[k] for k in CROP_PAD_KEYS], np.float32)}
             whole = {"xmin": 0, "xmax": shape[0] - 1, "ymin": 0, "ymax": shape[1] - 1, "zmin": 0, "zmax": shape[2] - 1}
             detect, cropped, full = [], [], []
             for _ in range(2):
                 t0 = time.perf_counter()
-                servers.run(lambda server: server.transport.infer("sccrop", inputs, ["BOX"], source=images[0]))
+                servers.run(lambda server: TaskJob._detected_box(server, image, sccrop_models.PADDING, {}))
                 detect.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 TaskJob(servers=servers, task="lesion_ms").segment(image)

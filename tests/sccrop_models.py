@@ -14,7 +14,8 @@ sc-crop builds from the real images of ../shared/sct_testing_data with boxes fro
 really finds cords: the boxes of a real detector, not of random weights. ultralytics' trainer
 imports torchvision only to time its validator's import; PyPI's torchvision cannot load beside
 the CPU torch here ("operator torchvision::nms does not exist"), so an empty module stands in for
-it while training when the real one fails (the end-to-end detector needs no NMS).
+it while training when the real one fails, and the trainer's validation passes (NMS, on the
+training slabs themselves) are left out.
 """
 
 from __future__ import annotations
@@ -84,20 +85,34 @@ def _train_detector(detector, spec: Path, work: Path, *, epochs: int, seed: int)
     import sys
     import types
 
+    stand_in = False
     try:
         import torchvision  # noqa: F401
     except Exception:  # noqa: BLE001 - see the module docstring
         for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
             del sys.modules[name]
         sys.modules["torchvision"] = types.ModuleType("torchvision")
-    last = work / "runs" / "det" / "weights" / "last.pt"
+        stand_in = True
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class Trainer(DetectionTrainer):
+        """ultralytics' detection trainer without its validation passes: their NMS needs torchvision,
+        and the slabs they would measure are the training set."""
+
+        def validate(self):
+            return {}, None  # no metrics, no fitness: what the trainer takes for a skipped validation
+
+        def final_eval(self) -> None:
+            pass
+
     try:
-        detector.train(data=str(spec), epochs=epochs, imgsz=320, batch=8, device="cpu", workers=0, seed=seed, deterministic=True,
-                       plots=False, val=False, amp=False, project=str(work / "runs"), name="det", exist_ok=True, verbose=False)
-    except AttributeError as exc:  # the final evaluation's NMS needs the real torchvision; the weights are saved before it
-        if "torchvision" not in str(exc) or not last.is_file():
-            raise
-    return last
+        detector.train(trainer=Trainer, data=str(spec), epochs=epochs, imgsz=320, batch=8, device="cpu", workers=0, seed=seed,
+                       deterministic=True, plots=False, val=False, amp=False, project=str(work / "runs"), name="det",
+                       exist_ok=True, verbose=False)
+    finally:
+        if stand_in:
+            del sys.modules["torchvision"]
+    return work / "runs" / "det" / "weights" / "last.pt"
 
 
 def make(folder: Path, *, seed: int = 0, detector_gain: float = 40.0, detector_bias: float = -1.0, trained: bool = False,

@@ -234,3 +234,27 @@ def test_trainer_class_is_loaded_as_sct_loads_it(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"trainer_class.py: cannot import what it needs") as caught:
         export_nnunet(plain, tmp_path / "r4", task="p")
     assert "\n" not in str(caught.value) and not (tmp_path / "r4").exists()
+
+
+def test_cli_export_takes_the_fold_combination_and_the_crop_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`export nnunet --fold-combination sct_fork` on a model folder whose root holds sc-crop's
+    crop_metadata.json (SCT 7's cropped releases): both reach the ensemble; a broken file is one line."""
+    from lesionseg.client.cli import main
+    from lesionseg.core.interface import CROP_PAD_KEYS
+    from lesionseg.server.repository.modelconfig import parameters, read_config
+
+    nnunet_models.make_model(tmp_path / "m", nnunet_models.Variant(name="x", folds=(0,), features=(4, 8), patch=(16, 32, 32)))
+    padding = dict(zip(CROP_PAD_KEYS, (40.0, 100.0, 15.0, 15.0, 15.0, 22.0)))
+    (tmp_path / "m" / "crop_metadata.json").write_text(json.dumps({"sc_crop_version": "0.12.1", **padding}))
+    argv = ["export", "nnunet", "--model-dir", str(tmp_path / "m"), "--task", "t", "--repository", str(tmp_path / "r"),
+            "--fold-combination", "sct_fork"]
+    assert main(argv) == 0
+    assert "folds combined: sct_fork, on sc-crop cord boxes" in capsys.readouterr().out
+    ensemble = parameters(read_config(tmp_path / "r" / "t" / "config.pbtxt"))
+    assert nnunet.NnunetPlan.from_json(ensemble["plan"]).fold_combination == "sct_fork"
+    assert json.loads(ensemble["crop"]) == padding
+    del padding["pad_left"]
+    (tmp_path / "m" / "crop_metadata.json").write_text(json.dumps(padding))
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "crop_metadata.json" in err[0] and "pad_left" in err[0]

@@ -140,7 +140,6 @@ class NnunetPlan(JsonPlan):
         return tuple(self.networks[i] for i in chosen)
 
 
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Properties:
     """What postprocessing needs to undo preprocessing; shapes and spacing in transposed order."""
