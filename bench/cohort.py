@@ -772,6 +772,7 @@ def bench_lesion_ms(args: argparse.Namespace, tmp: Path) -> Result:
             result.server_peaks = served.peaks()
             whole = {"xmin": 0, "xmax": shape[0] - 1, "ymin": 0, "ymax": shape[1] - 1, "zmin": 0, "zmax": shape[2] - 1}
             detect, cropped, full = [], [], []
+            passes_before = network_passes(settings.grpc_url, plan.networks)
             for _ in range(2):
                 t0 = time.perf_counter()
                 servers.run(lambda server: TaskJob._detected_box(server, image, sccrop_models.PADDING, {}))
@@ -779,16 +780,47 @@ def bench_lesion_ms(args: argparse.Namespace, tmp: Path) -> Result:
                 t0 = time.perf_counter()
                 TaskJob(servers=servers, task="lesion_ms").segment(image)
                 cropped.append(time.perf_counter() - t0)
+            passes = (network_passes(settings.grpc_url, plan.networks) - passes_before) / 2
             t0 = time.perf_counter()
             TaskJob(servers=servers, task="lesion_ms", box=whole).segment(image)
             full.append(time.perf_counter() - t0)
     d, c, f = statistics.median(detect), statistics.median(cropped), statistics.median(full)
     result.extra.append(f"b, one subject on the warm server: served detection {d:.2f} s of the whole job's {c:.1f} s ({d / c:.1%}); "
                         f"the ensemble on the whole image (-box-* at its edges) {f:.1f} s: the crop is {f / c:.2f}x faster")
+    result.extra.append(compute_ceiling(repo, plan, passes, result.sct_s / args.n))
     result.batch_s, result.client_peak_mb, result.client_summary = child.seconds, child.peak_mb, child.summary
     result.mask_diff, result.mask_voxels = mask_difference([out_a / p.parent.relative_to(cohort) / f"{p.name[:-7]}_lesion_seg.nii.gz"
                                                             for p in images], expected)
     return result
+
+
+def network_passes(url: str, names) -> int:
+    """The items (tiles) the server's models `names` have run so far (Triton's statistics)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    return sum(stat.inference_count for name in names for stat in client.get_inference_statistics(name).model_stats)
+
+
+def compute_ceiling(repo: Path, plan, passes: float, sct_per_subject: float) -> str:
+    """The best speed-up over a this CPU allows on the same computation: one subject's network
+    passes x their FLOPs (counted from the ONNX graph, `lesionseg.export.flops`) at this CPU's
+    FP32 matrix-product peak, measured now with every core (bench/roofline.py), is the least time
+    any FP32 implementation needs per subject; a's time per subject over it bounds b/a."""
+    import onnx
+
+    import roofline
+    from lesionseg.export.flops import network_flops
+
+    model = onnx.load(str(repo / plan.networks[0] / "1" / "model.onnx"))
+    gflop = network_flops(model, (1, 1, *plan.patch_size)) / 1e9
+    threads = len(os.sched_getaffinity(0))
+    peak = roofline.best(roofline.peaks(threads), "fp32")
+    floor = passes * gflop / peak
+    return (f"compute ceiling: {passes:g} network passes per subject (all folds) x {gflop:.0f} GFLOP = {passes * gflop:.0f} GFLOP; "
+            f"this CPU's FP32 matrix-product peak with {threads} threads {peak:.0f} GFLOP/s (measured now) -> at least {floor:.1f} s "
+            f"per subject in FP32 at 100 % of peak; a took {sct_per_subject:.1f} s per subject, so no FP32 implementation doing "
+            f"these multiply-accumulates can be more than {sct_per_subject / floor:.2f}x a on this CPU")
 
 
 def rate(n: int, seconds: float) -> float:

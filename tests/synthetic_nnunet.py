@@ -98,6 +98,9 @@ LESION_MS_REALISTIC = Variant(name="lesion_ms_realistic", features=REALISTIC.fea
 
 #: SCT 7's lesion_ms: five folds of a binary lesion model (SCT's release: model_fold0..4.zip)
 LESION_MS = Variant(name="lesion_ms", folds=(0, 1, 2, 3, 4), labels=("background", "lesion"), seed=11)
+#: SCT 7's lesion_ms_mp2rage, served under SCT 7's name only (no model named seg_ms_lesion_mp2rage), so
+#: that SCT 6's name reaches it through the alias (the gateway's routes, the CLI)
+LESION_MS_MP2RAGE = Variant(name="lesion_ms_mp2rage", folds=(0,), labels=("background", "lesion"), seed=14)
 #: SCT 7's spinalcord: the class SCT names `sc` (its output `_seg`), two folds
 SPINALCORD = Variant(name="spinalcord", folds=(0, 1), labels=("background", "sc"), seed=12, spacing=(1.0, 1.0, 1.0))
 

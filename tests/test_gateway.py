@@ -312,6 +312,39 @@ def test_task_route_with_cord_segment(nnunet_server, series, gateway_port, tmp_p
         assert np.array_equal(decode_segment(seg_file, source, label), expected), label
 
 
+def test_route_with_scts_6_name_runs_scts_7_task(nnunet_server, series, gateway_port, tmp_path, shared):
+    """A route written with SCT 6's name (seg_ms_lesion_mp2rage) on a server that serves only SCT
+    7's (lesion_ms_mp2rage): its series are segmented by SCT 7's task, the SEG's lesion segment is
+    `deepseg lesion_ms_mp2rage`'s mask, and the log says so once for the route, not once per series."""
+    url = nnunet_server.settings.grpc_url
+    import tritonclient.grpc as grpcclient
+
+    served = {m.name for m in grpcclient.InferenceServerClient(url).get_model_repository_index().models}
+    assert "lesion_ms_mp2rage" in served and "seg_ms_lesion_mp2rage" not in served
+    second = write(shared, "sagittal", tmp_path / "sagittal2", seed="sagittal-2")
+    route = ('[[routes]]\nname = "old name"\nseries_description = "(?i)t2w sagittal"\ntask = "seg_ms_lesion_mp2rage"\n'
+             'cord_task = "seg_sc_contrast_agnostic"\n')
+    with gateway_to_archive(tmp_path, gateway_port, url, routes=route) as (gateway, archive):
+        for folder in (series["sagittal"], second):
+            assert storescu(folder, gateway_port).returncode == 0
+        uids = {read_series(folder).series_uid for folder in (series["sagittal"], second)}
+        wait_for(lambda: all(jobs(tmp_path / "spool").get(uid, ("",))[0] == "sent" for uid in uids), 240, "both series to be sent")
+        log = gateway.text()
+    note = "seg_ms_lesion_mp2rage is SCT 6's name of lesion_ms_mp2rage (SCT 7): using lesion_ms_mp2rage"
+    assert log.count(note) == 1, log[-3000:]
+    assert "seg_sc_contrast_agnostic is SCT 6's name" not in log  # served under its old name: that model runs
+    source = read_series(series["sagittal"])
+    heads = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in archive.files()]
+    (seg_file,) = [p for p, head in zip(archive.files(), heads) if head.Modality == "SEG"
+                   and head.ReferencedSeriesSequence[0].SeriesInstanceUID == source.series_uid]
+    image = tmp_path / "sagittal.nii.gz"
+    assert main(["dicom2nifti", "-i", str(series["sagittal"]), "-o", str(image)]) == 0
+    assert main(["deepseg", "lesion_ms_mp2rage", "-i", str(image), "-o", str(tmp_path / "lesion.nii.gz"), "-url", url]) == 0
+    expected = np.asanyarray(nib.load(str(tmp_path / "lesion.nii.gz")).dataobj)
+    assert expected.any()
+    assert np.array_equal(decode_segment(seg_file, source, "multiple sclerosis lesion"), expected)
+
+
 def test_gateway_spreads_over_servers_and_skips_a_dead_one(legacy_server, series, gateway_port, tmp_path):
     """`url` with two servers, one of them down: every series is segmented on the live one."""
     url = f"127.0.0.1:{free_port()},{legacy_server.settings.grpc_url}"

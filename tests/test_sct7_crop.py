@@ -3,8 +3,8 @@ against a reference assembled from the authors' own packages: `sc_crop.detect` f
 same test networks, the model's crop_metadata.json margins), `sc_crop.crop` / `sc_crop.uncrop`
 around SCT's nnU-Net fork (`tests/nnunet_fork_oracle.py`) for the masks, and
 `sc_crop.check_seg_truncation` for the warning. Required: the `_cropbox` file is sc-crop's box
-voxel for voxel; the lesion mask is zero outside it and has Dice >= 0.99 with the reference (the
-fork accumulates in half precision, see test_sct7_tasks.py).
+voxel for voxel; the lesion mask is zero outside it and has Dice >= 0.999 with the reference on
+every real image (the test lesion_ms is trained, see test_sct7_tasks.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.server, pytest.mark.realdata, pytest.mark.slow]
 
 ORACLE = Path(__file__).with_name("nnunet_fork_oracle.py")
 FACES = ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")
-IMAGES = ["t2/t2.nii.gz", "t2s/t2s.nii.gz", "t1/t1w.nii.gz"]
+IMAGES = ["t2/t2.nii.gz", "t2s/t2s.nii.gz", "t1/t1w.nii.gz", "t2/t2_fake_lesion.nii.gz", "t2s/t2s_uncropped.nii.gz"]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_lesion_ms_on_the_cord_box_equals_sct(sccrop_server, nnunet_fork: Path, 
     assert not mask[cropbox == 0].any()
     dice = 2 * np.logical_and(mask, expected).sum() / max(1, mask.sum() + expected.sum())
     print(f"{image}: box {box}, Dice {dice:.5f} vs sc-crop + SCT's fork ({expected.sum()} voxels)")
-    assert expected.sum() > 0 and dice >= 0.99
+    assert expected.sum() > 0 and dice >= 0.999
     truncated = sc_crop.check_seg_truncation(nib.Nifti1Image(mask, nib.load(path).affine), box)
     if truncated:
         assert f"reaches the crop box at: {', '.join(truncated)}" in err

@@ -1,15 +1,16 @@
 """SCT 7's nnU-Net tasks through the real embedded Triton vs SCT's own nnU-Net fork (the oracle,
 `tests/nnunet_fork_oracle.py`: nnunetv2-neuropoly 2.6.2 driven the way SCT master drives it).
 
-Test models in SCT 7's layout and fold counts with random weights (`tests/synthetic_nnunet.py`):
-`lesion_ms` (five folds voting: `lesion_ms`'s ensemble), `spinalcord` (two folds, combined as
+Test models in SCT 7's layout and fold counts (`tests/synthetic_nnunet.py`), trained before export
+on ../shared's cord masks (`tests/trained_nnunet.py`, conftest's TRAINED_TASKS: each fold leaves one
+image out, so the folds disagree at the edges as a real ensemble's do), so that their masks are
+compact like a real model's: `lesion_ms` (five folds voting), `spinalcord` (two folds, combined as
 the fork combines them: the first fold counted twice) and `lesion_ms_axial_t2` (2D, region-based,
 fed AIL, its network built by its own trainer_class.py). Real images, reoriented as SCT feeds them.
-Required: Dice >= 0.99 of the masks (the server works in float32 throughout, the fork accumulates
-tiles in half precision on the CPU too, so a few voxels at the decision boundary may differ); the
-soft lesion map (`-soft-ms-lesion`) within 0.02 on all but 0.5 % of the voxels, mean difference
-<= 0.005 (the server sends it quantised to 1/255; measured on t2: 0.27 % of the voxels beyond 0.02,
-mean 0.0012, every one a fold whose `p1 > p0` flips within half precision, a jump of ~0.1). Each case also checks that the option changes the answer, so a server ignoring it fails.
+Required (the issue's bar): Dice >= 0.999 of the masks on every image; the soft lesion map
+(`-soft-ms-lesion`) within 0.02 on all but 0.5 % of the voxels, mean difference <= 0.005 (the
+server sends it quantised to 1/255; the fork accumulates tiles in half precision on the CPU too).
+Each option case also checks that the option changes the answer, so a server ignoring it fails.
 """
 
 from __future__ import annotations
@@ -59,15 +60,19 @@ def model_root(session_repository: Path) -> Path:
     return roots[0]
 
 
+#: the real images of ../shared/sct_testing_data
+IMAGES = ["t2/t2.nii.gz", "t2s/t2s.nii.gz", "t1/t1w.nii.gz", "t2/t2_fake_lesion.nii.gz", "t2s/t2s_uncropped.nii.gz"]
+
 CASES = [
     # (image, server options, fork flags, what the option is compared with)
-    ("t2/t2.nii.gz", {}, ("--ensemble",), ()),
+    *[(image, {}, ("--ensemble",), ()) for image in IMAGES],
     ("t2s/t2s.nii.gz", {"single_fold": True}, ("--ensemble", "--single-fold"), ("--ensemble",)),
     ("t1/t1w.nii.gz", {"tta": True}, ("--ensemble", "--tta"), ("--ensemble",)),
 ]
 
 
-@pytest.mark.parametrize(("image", "options", "flags", "other"), CASES, ids=["vote", "single-fold", "test-time-aug"])
+@pytest.mark.parametrize(("image", "options", "flags", "other"), CASES,
+                         ids=[*(f"vote-{Path(i).name[:-7]}" for i in IMAGES), "single-fold", "test-time-aug"])
 def test_lesion_ms_ensemble_equals_scts_fork(nnunet_server, nnunet_fork: Path, shared: Path, model_root: Path, tmp_path: Path,
                                              image: str, options: dict, flags: tuple, other: tuple) -> None:
     path = shared / "sct_testing_data" / image
@@ -84,9 +89,10 @@ def test_lesion_ms_ensemble_equals_scts_fork(nnunet_server, nnunet_fork: Path, s
     print(f"lesion_ms {image} {flags}: Dice {score:.5f}, {np.count_nonzero((seg > 0) != expected)} voxels differ of "
           f"{expected.sum()} in the fork's mask")
     assert expected.sum() > 0, "the fork segmented nothing: the test model is degenerate"
-    assert score >= 0.99
+    assert score >= 0.999
     # the option changes the answer: the answer without it (or, for the vote, one fold's) differs clearly
     alternative = fork(nnunet_fork, model_root / "lesion_ms", path, tmp_path, *(other or ("--ensemble", "--single-fold"))) > 0
+    print(f"  without the option ({other or 'one fold'}): Dice {dice(alternative, expected):.5f} with the fork's answer")
     assert dice(alternative, expected) < 0.97, "the option makes no difference on this image: the case proves nothing"
 
 
@@ -114,9 +120,10 @@ def test_spinalcord_folds_combine_as_scts_fork(nnunet_server, nnunet_fork: Path,
     score = dice(seg == 1, expected == 1)
     print(f"spinalcord: Dice {score:.5f}, {np.count_nonzero((seg == 1) != (expected == 1))} voxels differ")
     assert expected.sum() > 0
-    assert score >= 0.99
+    assert score >= 0.999
     # weights (2, 1) / 2 instead of a plain mean: fold 1 alone is far from it
     one = infer_task(nnunet_server.settings.grpc_url, path, "spinalcord", options={Tensor.FOLDS: np.array([1], np.int32)})[0]
+    print(f"  fold 1 alone: Dice {dice(one == 1, expected == 1):.5f} with the fork's answer")
     assert dice(one == 1, expected == 1) < 0.97
 
 

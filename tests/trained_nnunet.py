@@ -32,8 +32,17 @@ CORD_PAIRS = (
 )
 
 
+#: a region-based model's inner region (the lesion of SCT's `sc: [1, 2]`, `lesion: 2`): the cord's
+#: core, its voxels farther than this from the cord's edge (mm; the cord's radius is 3-5 mm)
+CORE_MM = 1.5
+
+
 def training_volumes(data_root: Path, plan, pairs: Sequence[tuple[str, str]] = CORD_PAIRS) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each pair as the network sees it: (preprocessed image (Z', Y', X') float32, mask (Z', Y', X') bool)."""
+    """Each pair as the network sees it: (preprocessed image (Z', Y', X') float32, labels (Z', Y',
+    X') uint8: 0 outside the cord, 1 cord, 2 the cord's core (`CORE_MM`)). Axes: nnU-Net's
+    transposed order; a 2D plan's slices are the first axis."""
+    from scipy.ndimage import distance_transform_edt
+
     from lesionseg.core.nifti import load_nifti
     from lesionseg.core.orientation import reorientation, sct_to_nib
     from lesionseg.server.pipelines import nnunet
@@ -57,7 +66,11 @@ def training_volumes(data_root: Path, plan, pairs: Sequence[tuple[str, str]] = C
         labels = labels[(slice(None), *[slice(a, b) for a, b in props.bbox])]
         labels = resample(labels, data.shape[1:], props.spacing, plan.target_spacing(props.spacing),
                           order=1, order_z=0, force_separate_z=None)[0] > 0.5
-        volumes.append((data[0], labels))
+        spacing_after = plan.target_spacing(props.spacing)
+        # the core in the slices' plane for a 2D plan (its slices are segmented one by one)
+        depth = distance_transform_edt(labels, sampling=spacing_after) if len(plan.patch_size) == 3 else \
+            np.stack([distance_transform_edt(s, sampling=spacing_after[1:]) for s in labels])
+        volumes.append((data[0], labels.astype(np.uint8) + (depth > CORE_MM)))
     return volumes
 
 
@@ -77,9 +90,13 @@ def _patch(volume: np.ndarray, labels: np.ndarray, size: Sequence[int], rng: np.
 
 
 def train_network(network, volumes: list[tuple[np.ndarray, np.ndarray]], *, steps: int, patch: Sequence[int], seed: int,
-                  batch: int = 2, lr: float = 1e-3, foreground_class: int = 1):
+                  batch: int = 2, lr: float = 1e-3, foreground_class: int = 1,
+                  regions: Sequence[Sequence[int]] = ()):
     """Train `network` (a torch module: (N, 1, *patch) -> (N, C, *patch) logits) in place; returns
-    the last step's loss."""
+    the last step's loss. `volumes`: `training_volumes`'s. A 2D `patch` (Y', X') takes one slice of
+    the first axis. Softmax heads: the cord is class `foreground_class` (cross-entropy plus soft
+    Dice). `regions` (a region-based model): each head's label values (sigmoid heads, binary
+    cross-entropy plus soft Dice per head, nnU-Net's region losses)."""
     import torch
 
     torch.manual_seed(seed)
@@ -87,16 +104,27 @@ def train_network(network, volumes: list[tuple[np.ndarray, np.ndarray]], *, step
     network.train()
     optimiser = torch.optim.Adam(network.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: (1 - step / steps) ** 0.9)  # nnU-Net's poly decay
+    size = tuple(patch) if len(patch) == 3 else (1, *patch)
     loss_value = float("nan")
+
+    def soft_dice(probability, target):
+        return 1 - (2 * (probability * target).sum() + 1) / (probability.sum() + target.sum() + 1)
+
     for _ in range(steps):
-        pairs = [_patch(*volumes[rng.integers(len(volumes))], patch, rng) for _ in range(batch)]
-        x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None].astype(np.float32))
-        y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64) * foreground_class)
-        logits = network(x)
-        probability = torch.softmax(logits, 1)[:, foreground_class]
-        target = (y == foreground_class).float()
-        dice = 1 - (2 * (probability * target).sum() + 1) / (probability.sum() + target.sum() + 1)
-        loss = torch.nn.functional.cross_entropy(logits, y) + dice
+        pairs = [_patch(*volumes[rng.integers(len(volumes))], size, rng) for _ in range(batch)]
+        images = np.stack([p[0] for p in pairs])[:, None].astype(np.float32)
+        labels = np.stack([p[1] for p in pairs])
+        if len(patch) == 2:
+            images, labels = images[:, :, 0], labels[:, 0]
+        logits = network(torch.from_numpy(images))
+        if regions:
+            targets = torch.from_numpy(np.stack([np.isin(labels, values) for values in regions], 1).astype(np.float32))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+            loss = loss + sum(soft_dice(torch.sigmoid(logits[:, h]), targets[:, h]) for h in range(len(regions))) / len(regions)
+        else:
+            y = torch.from_numpy((labels > 0).astype(np.int64) * foreground_class)
+            probability = torch.softmax(logits, 1)[:, foreground_class]
+            loss = torch.nn.functional.cross_entropy(logits, y) + soft_dice(probability, (y == foreground_class).float())
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -105,28 +133,35 @@ def train_network(network, volumes: list[tuple[np.ndarray, np.ndarray]], *, step
     return network.eval(), loss_value
 
 
-def train_model(folder: Path, data_root: Path, *, steps: int, patch: Sequence[int], seed: int = 0) -> dict[str, float]:
+def train_model(folder: Path, data_root: Path, *, steps: int, patch: Sequence[int], seed: int = 0,
+                cross_validation: bool = False) -> dict[str, float]:
     """Train every fold of the model folder in place (see the module docstring); returns each
-    fold's last loss. `patch`: the training patch ((Z', Y', X'), each a multiple of the network's
-    total stride; smaller than the plan's to keep a step cheap on a CPU)."""
+    fold's last loss. `patch`: the training patch ((Z', Y', X'), or (Y', X') for a 2D model; each a
+    multiple of the network's total stride; smaller than the plan's to keep a step cheap on a CPU).
+    `cross_validation`: fold k leaves out the k-th image (modulo their number), as nnU-Net's folds
+    leave out a part of the data, so that the folds disagree where a real ensemble's would."""
     import torch
 
-    from lesionseg.export.nnunet import build_network, load_folder, load_trainer_class, make_plan
+    from lesionseg.export.nnunet import build_network, labels_of, load_folder, load_trainer_class, make_plan
     from lesionseg.export.torch_onnx import load_checkpoint
 
     model = load_folder(folder)
     plan = make_plan(model, networks=["training"], mirror_axes=(), use_mirroring=False)
     volumes = training_volumes(data_root, plan)
+    labels = labels_of(model.dataset)
+    regions = list(labels.values.values()) if labels.regions_class_order else ()  # in the heads' order
     template = build_network(model, load_trainer_class(model))
     losses = {}
     for k, (fold, path) in enumerate(sorted(model.checkpoints.items())):
         checkpoint = load_checkpoint(path)
         network = copy.deepcopy(template)
         network.load_state_dict(checkpoint["network_weights"])
+        data = [v for i, v in enumerate(volumes) if i != k % len(volumes)] if cross_validation else volumes
         started = time.perf_counter()
-        network, losses[fold] = train_network(network, volumes, steps=steps, patch=patch, seed=seed * 100 + k)
+        network, losses[fold] = train_network(network, data, steps=steps, patch=patch, seed=seed * 100 + k, regions=regions)
         checkpoint["network_weights"] = network.state_dict()
         checkpoint["training"] = {"steps": steps, "patch": list(patch), "seconds": time.perf_counter() - started,
-                                  "data": "sct_testing_data cord masks", "loss": losses[fold]}
+                                  "data": "sct_testing_data cord masks", "loss": losses[fold],
+                                  "left_out": CORD_PAIRS[k % len(volumes)][0] if cross_validation else None}
         torch.save(checkpoint, path)
     return losses
