@@ -1,0 +1,145 @@
+"""The gateway under bad input and faults, as a hospital's integration test or an attacker would try
+it (issue 23): each finding is a test against the real gateway process and real dcmtk peers.
+
+No Triton is needed to receive: the gateway's `url` points at a port nobody listens on, so its
+series wait for a server while the tests look at what was acknowledged, stored and journalled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pacs_peers import GatewayProcess, free_port, storescu
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(any(shutil.which(b) is None for b in ("storescu", "echoscu")),
+                                 reason="dcmtk not installed (Debian: apt-get install dcmtk)")]
+
+#: a UID root for the test instances (2.25: UUID-derived, conformant)
+ROOT = "2.25.4242424242"
+
+
+def config(folder: Path, port: int) -> Path:
+    path = folder / "gateway.toml"
+    path.write_text(f"""
+[gateway]
+ae_title = "LESIONSEG"
+host = "127.0.0.1"
+port = {port}
+spool = "{folder / 'spool'}"
+stable_age = 600
+min_free_mb = 1
+url = "127.0.0.1:{free_port()}"
+
+[callers]
+STORESCU = []
+""")
+    return path
+
+
+@pytest.fixture
+def gateway(tmp_path: Path):
+    """A gateway process with nothing to segment on (its series stay `received`); yields (gateway, port, spool)."""
+    port = free_port()
+    running = GatewayProcess(config(tmp_path, port), tmp_path / "gateway.log").start(port)
+    try:
+        yield running, port, tmp_path / "spool"
+    finally:
+        running.stop()
+
+
+def instance(path: Path, *, sop_uid: str, series_uid: str, study_uid: str, patient_id: str, pixels: int) -> Path:
+    """A small MR image (8x8, uint16, every pixel `pixels`) with the given identity, as a Part 10 file."""
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.MRImageStorage, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, study_uid + ".1"
+    ds.PatientID, ds.PatientName, ds.Modality, ds.SeriesDescription = patient_id, f"Patient^{patient_id}", "MR", "T2w sagittal"
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
+    ds.PixelData = np.full((8, 8), pixels, np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def journal(spool: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(str(spool / "journal.sqlite")) as db:
+        return list(db.execute(sql))
+
+
+def stored_files(spool: Path) -> list[Path]:
+    return sorted(p for p in (spool / "instances").rglob("*.dcm"))
+
+
+def store(files: list[Path], port: int) -> list[str]:
+    """storescu with each file given (so their order is the list's): the status of each C-STORE
+    response, as dcmtk names it ("Success", "Error: Cannot understand", ...)."""
+    done = subprocess.run(["storescu", "-v", "-aet", "STORESCU", "-aec", "LESIONSEG", "127.0.0.1", str(port), *map(str, files)],
+                          capture_output=True, text=True, timeout=120)
+    statuses = re.findall(r"Received Store Response \((.*)\)", done.stdout + done.stderr)
+    assert len(statuses) == len(files), done.stdout + done.stderr
+    return statuses
+
+
+@pytest.mark.filterwarnings("ignore:The value length:UserWarning")  # pydicom, writing the over-long UIDs
+def test_long_uids_sharing_a_prefix_are_never_acknowledged_into_one_file(gateway, tmp_path: Path) -> None:
+    """Finding 1: nine instances of nine patients whose SOP Instance and Series UIDs are 70
+    characters long (over DICOM's 64) and share their first 64. storescu sends each request's
+    AffectedSOPInstanceUID cut to 64 characters. None may be acknowledged and then lost or mixed:
+    each is either stored under its own full UID, or refused before it is acknowledged."""
+    _, port, spool = gateway
+    prefix = (ROOT + ".1" * 40)[:64]  # ends with a digit
+    files = [instance(tmp_path / "in" / f"{k}.dcm", sop_uid=f"{prefix}.{k}0000", series_uid=f"{prefix}.{k}1111",
+                      study_uid=f"{ROOT}.{k}", patient_id=f"P{k}", pixels=100 + k) for k in range(9)]
+    assert all(len(pydicom.dcmread(f).SOPInstanceUID) == 70 for f in files)
+    statuses = store(files, port)
+    acknowledged = statuses.count("Success")
+    rows = journal(spool, "SELECT sop_uid, series_uid, path FROM instances")
+    # whatever was acknowledged is in the journal under its own full UID, in its own file, with its own pixels
+    assert len(rows) == acknowledged
+    assert len({r[0] for r in rows}) == len(rows) and len({r[2] for r in rows}) == len(rows)
+    for sop_uid, series_uid, path in rows:
+        ds = pydicom.dcmread(path)
+        assert ds.SOPInstanceUID == sop_uid and ds.SeriesInstanceUID == series_uid
+        k = int(sop_uid.rsplit(".", 1)[1][0])
+        assert ds.PatientID == f"P{k}" and int(ds.pixel_array[0, 0]) == 100 + k
+    assert len(stored_files(spool)) == len(rows)
+    # and what was not acknowledged was answered with a failure the sender sees (not a warning)
+    assert all(status == "Success" or status.startswith(("Error", "Failure")) for status in statuses), statuses
+
+
+def test_a_resend_is_recognised_by_its_full_uid_and_identical_content(gateway, tmp_path: Path) -> None:
+    """Finding 1: the same instance sent twice is stored once and acknowledged both times; an
+    instance with an already acknowledged SOP Instance UID but other content (another patient's
+    pixels) must not replace what was acknowledged first."""
+    gateway_process, port, spool = gateway
+    first = instance(tmp_path / "a" / "1.dcm", sop_uid=f"{ROOT}.7.1", series_uid=f"{ROOT}.7", study_uid=f"{ROOT}.70",
+                     patient_id="FIRST", pixels=11)
+    assert store([first], port) == ["Success"]
+    assert store([first], port) == ["Success"]  # the re-send: acknowledged again, stored once
+    rows = journal(spool, "SELECT sop_uid, path FROM instances")
+    assert len(rows) == 1 and journal(spool, "SELECT instances FROM series") == [(1,)]
+    digest = hashlib.sha256(Path(rows[0][1]).read_bytes()).hexdigest()
+    other = instance(tmp_path / "b" / "1.dcm", sop_uid=f"{ROOT}.7.1", series_uid=f"{ROOT}.7", study_uid=f"{ROOT}.70",
+                     patient_id="SECOND", pixels=99)
+    (status,) = store([other], port)
+    assert status.startswith(("Error", "Failure")), status
+    assert hashlib.sha256(Path(rows[0][1]).read_bytes()).hexdigest() == digest
+    assert pydicom.dcmread(rows[0][1]).PatientID == "FIRST"
+    assert "already received with other content" in gateway_process.text()
