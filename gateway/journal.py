@@ -2,8 +2,10 @@
 what is queued, running, sent or failed — so a restart resumes every series where it stopped.
 
 Tables:
-- `instances`: every acknowledged instance (SOP Instance UID, series, spool file, bytes). A row is
-  committed after its file is durable and before the C-STORE success goes back.
+- `instances`: every acknowledged instance (its full SOP Instance UID as the dataset gives it,
+  series, spool file, bytes, SHA-256 of the stored bytes). A row is committed after its file is
+  durable and before the C-STORE success goes back; a UID already there is the same instance
+  only with the same series and content.
 - `series`: one job per series: state `received` (instances arriving), `queued` (quiet for the
   stable age, routed), `running`, `sending` (results written, deliveries pending), `sent`,
   `failed` or `ignored`, with the route, the reason of a failure and the retry time.
@@ -26,7 +28,7 @@ STATES = (RECEIVED, QUEUED, RUNNING, SENDING, SENT, FAILED, IGNORED)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY, series_uid TEXT NOT NULL, path TEXT NOT NULL, bytes INTEGER NOT NULL,
-    calling_ae TEXT NOT NULL, received REAL NOT NULL);
+    calling_ae TEXT NOT NULL, received REAL NOT NULL, sha256 TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
 CREATE TABLE IF NOT EXISTS series (
     uid TEXT PRIMARY KEY, study_uid TEXT, patient_id TEXT, description TEXT, calling_ae TEXT,
@@ -74,6 +76,9 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._db().executescript(SCHEMA)  # CREATE ... IF NOT EXISTS, committed by executescript itself
+        columns = {row[1] for row in self._db().execute("PRAGMA table_info(instances)")}
+        if "sha256" not in columns:  # a journal of an earlier version: its rows' digests are unknown ('')
+            self._db().execute("ALTER TABLE instances ADD COLUMN sha256 TEXT NOT NULL DEFAULT ''")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -110,16 +115,22 @@ class Journal:
 
     # --- receiving ------------------------------------------------------------------------------
 
+    def instance(self, sop_uid: str) -> tuple[str, str] | None:
+        """(series UID, SHA-256) of the instance recorded under the full `sop_uid`, or None."""
+        row = self._db().execute("SELECT series_uid, sha256 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
+        return (row[0], row[1]) if row is not None else None
+
     def add_instance(self, *, sop_uid: str, series_uid: str, study_uid: str, patient_id: str, description: str,
-                     calling_ae: str, path: Path, size: int, now: float | None = None) -> bool:
+                     calling_ae: str, path: Path, size: int, sha256: str = "", now: float | None = None) -> bool:
         """Record an acknowledged instance; returns False when its SOP Instance UID was recorded
-        already (a resend: the file was replaced, the series is not reopened)."""
+        already (a re-send of the same content: nothing changes, the series is not reopened)."""
         now = time.time() if now is None else now
         with self._write() as db:
             known = db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
             if known:
                 return False
-            db.execute("INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?)", (sop_uid, series_uid, str(path), size, calling_ae, now))
+            db.execute("INSERT INTO instances (sop_uid, series_uid, path, bytes, calling_ae, received, sha256) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (sop_uid, series_uid, str(path), size, calling_ae, now, sha256))
             row = db.execute("SELECT state FROM series WHERE uid = ?", (series_uid,)).fetchone()
             if row is None:
                 db.execute("INSERT INTO series (uid, study_uid, patient_id, description, calling_ae, first_received, "

@@ -5,18 +5,31 @@ hosts), only when the called AE title is ours and only while the spool has `min_
 others get an A-ASSOCIATE-RJ with the matching reason, and one log line each. A C-STORE is
 answered success only after the instance is durable in the spool and recorded in the journal;
 a failure to store answers 0xA700 (out of resources) or 0xC000 (cannot understand).
+
+Identity: an instance is its full SOP Instance UID as its dataset gives it (not the request's
+AffectedSOPInstanceUID, which senders such as dcmtk's storescu cut to 64 characters). An instance
+whose SOP Instance, Series Instance or Study Instance UID is not a conformant DICOM UID (over 64
+characters, characters other than digits and dots, ...) is refused with 0xC000 and an error
+comment, before anything is stored or acknowledged: the SEG and SR we make must reference their
+source by its UID, which a conformant object cannot carry, and a substituted UID would detach
+the result from its images in the PACS. The sender keeps the instance and shows the failure. A
+UID already acknowledged is a re-send when its series and content (SHA-256 of the bytes) are the
+same: acknowledged again, nothing changes. With other content it is refused (0xC000) and the
+first instance is kept: an acknowledged instance is never replaced by another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Callable
 
+from lesionseg.client.dicom.uids import uid_problem
 from lesionseg.gateway.config import GatewayConfig
 from lesionseg.gateway.journal import Journal
 from lesionseg.gateway.sockets import no_delay
-from lesionseg.gateway.spool import Spool
+from lesionseg.gateway.spool import Spool, SpoolConflict
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +103,35 @@ class Receiver:
                                 f"under the {self.config.min_free_mb:.0f} MB watermark", REJECT_BUSY)
         return None
 
-    def _store(self, event) -> int:
+    def _store(self, event):
         calling = str(event.assoc.requestor.ae_title).strip()
         try:
             if self.spool.free_bytes() < self.config.min_free_mb * 2**20:
                 logger.error("C-STORE from %s refused: spool under the free-space watermark", calling)
                 return OUT_OF_RESOURCES
             ds = event.dataset
-            series_uid = str(ds.get("SeriesInstanceUID", "")).strip()
-            sop_uid = str(event.request.AffectedSOPInstanceUID or ds.get("SOPInstanceUID", "")).strip()
-            if not series_uid or not sop_uid:
-                logger.error("C-STORE from %s refused: instance without Series or SOP Instance UID", calling)
-                return CANNOT_UNDERSTAND
+            series_uid = str(ds.get("SeriesInstanceUID", "")).rstrip("\x00")
+            sop_uid = str(ds.get("SOPInstanceUID", "") or event.request.AffectedSOPInstanceUID or "").rstrip("\x00")
+            for name, uid in (("SOP Instance UID", sop_uid), ("Series Instance UID", series_uid),
+                              ("Study Instance UID", str(ds.get("StudyInstanceUID", "")).rstrip("\x00"))):
+                problem = uid_problem(uid)
+                if problem is not None:
+                    logger.error("C-STORE from %s refused: %s %r is not a conformant DICOM UID (%s)", calling, name, uid, problem)
+                    return _failure(CANNOT_UNDERSTAND, f"{name} not conformant: {problem}")
             data = event.encoded_dataset(include_meta=True)
+            digest = hashlib.sha256(data).hexdigest()
+            known = self.journal.instance(sop_uid)
+            if known is not None:
+                if known == (series_uid, digest):
+                    logger.debug("C-STORE from %s: %s received again, identical (a re-send)", calling, sop_uid)
+                    return 0x0000
+                return self._conflict(calling, sop_uid)
             path = self.spool.write(series_uid, sop_uid, data)
             self.journal.add_instance(sop_uid=sop_uid, series_uid=series_uid, study_uid=str(ds.get("StudyInstanceUID", "")),
                                       patient_id=str(ds.get("PatientID", "")), description=str(ds.get("SeriesDescription", "")),
-                                      calling_ae=calling, path=path, size=len(data), now=time.time())
+                                      calling_ae=calling, path=path, size=len(data), sha256=digest, now=time.time())
+        except SpoolConflict:
+            return self._conflict(calling, sop_uid)
         except OSError as exc:
             logger.error("C-STORE from %s failed: cannot write the spool (%s)", calling, exc)
             return OUT_OF_RESOURCES
@@ -115,6 +140,22 @@ class Receiver:
             return CANNOT_UNDERSTAND
         self.on_instance(series_uid, len(data))
         return 0x0000
+
+    @staticmethod
+    def _conflict(calling: str, sop_uid: str):
+        logger.error("C-STORE from %s refused: SOP Instance UID %s already received with other content "
+                     "(the first instance is kept)", calling, sop_uid)
+        return _failure(CANNOT_UNDERSTAND, "SOP Instance UID already received with other content")
+
+
+def _failure(status: int, comment: str):
+    """A C-STORE failure status with an error comment the sender can show (LO: at most 64 characters)."""
+    from pydicom import Dataset
+
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = comment[:64]
+    return answer
 
 
 ALL_TRANSFER_SYNTAXES = [

@@ -13,6 +13,8 @@ finds every job where the last process left it:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import logging
 import threading
 import time
@@ -126,11 +128,12 @@ class Gateway:
 
         for path in self.spool.orphans(self.journal.known_paths()):
             try:
-                ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+                data = path.read_bytes()
+                ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
                 self.journal.add_instance(sop_uid=str(ds.SOPInstanceUID), series_uid=str(ds.SeriesInstanceUID),
                                           study_uid=str(ds.get("StudyInstanceUID", "")), patient_id=str(ds.get("PatientID", "")),
                                           description=str(ds.get("SeriesDescription", "")), calling_ae="(recovered)",
-                                          path=path, size=path.stat().st_size)
+                                          path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
                 logger.info("recovered %s from the spool", path)
             except Exception as exc:  # noqa: BLE001 - a damaged orphan is reported, not fatal
                 logger.error("%s: spool file the journal does not know, unreadable (%s)", path, exc)

@@ -2,30 +2,39 @@
 
 Layout under the spool folder:
 - `instances/<SeriesInstanceUID>/<SOPInstanceUID>.dcm` — received instances, as sent (Part 10);
+  a UID that is not a conformant one is named by its SHA-256 (`x<hex>`): distinct UIDs never
+  share a file;
 - `results/<SeriesInstanceUID>/` — the SEG and SR made for a series;
 - `journal.sqlite` — the job journal (`lesionseg.gateway.journal`).
 
-An instance is written to a temporary file in its series folder, flushed and fsynced, renamed
-onto its name and the folder fsynced: after a crash a file under its final name is complete. A
+An instance is written to a temporary file in its series folder, flushed and fsynced, linked
+onto its name (never over an existing file: one with other content is a `SpoolConflict`) and the
+folder fsynced: after a crash a file under its final name is complete. A
 file that reached its name but not the journal (a crash between the two) is found again by
 `orphans` when the gateway starts.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
-_SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
+from lesionseg.client.dicom.uids import uid_problem
+
+
+class SpoolConflict(Exception):
+    """An instance file exists under the name with other content."""
 
 
 def safe_uid(uid: str) -> str:
-    """A UID usable as a file name (DICOM UIDs are digits and dots); anything else is quoted."""
-    uid = str(uid).strip().rstrip("\x00")
-    return uid if _SAFE_UID.match(uid) else "x" + uid.encode().hex()[:120]
+    """A file name for UID `uid`, one-to-one: a conformant UID (digits and dots, at most 64
+    characters) is its own name; anything else is `x` and the SHA-256 of the whole string."""
+    uid = str(uid).rstrip("\x00")
+    return uid if uid_problem(uid) is None else "x" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class Spool:
@@ -43,7 +52,9 @@ class Spool:
         return self.results / safe_uid(series_uid)
 
     def write(self, series_uid: str, sop_uid: str, data: bytes) -> Path:
-        """Write one instance durably (temporary file, fsync, rename, fsync of the folder)."""
+        """Write one instance durably (temporary file, fsync, link onto its name, fsync of the
+        folder). A file already under the name is kept: the same bytes are the same instance
+        (a re-send); other bytes raise SpoolConflict and nothing is written."""
         path = self.instance_path(series_uid, sop_uid)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".incoming.", dir=path.parent)
@@ -52,10 +63,21 @@ class Spool:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            try:
+                os.link(tmp, path)  # atomic, and never replaces a file already there
+            except FileExistsError:
+                if path.read_bytes() != data:
+                    raise SpoolConflict(f"{path} exists with other content") from None
+            except OSError as exc:  # a file system without hard links (some network volumes)
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                    raise
+                if path.exists():
+                    if path.read_bytes() != data:
+                        raise SpoolConflict(f"{path} exists with other content") from None
+                else:
+                    os.replace(tmp, path)
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
         folder = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(folder)

@@ -141,6 +141,44 @@ def test_spool_writes_durably_and_finds_orphans(tmp_path):
     assert spool.instance_path("../../etc", "x/y").parent.parent == spool.instances  # no path escapes
 
 
+def test_spool_names_are_one_to_one_and_never_overwrite(tmp_path):
+    """Distinct UIDs never share a file, however long or odd (issue 23, finding 1: a cut at 60
+    characters made nine instances one file); a file under a name is never replaced by other bytes."""
+    from lesionseg.gateway.spool import SpoolConflict, safe_uid
+
+    long = "2.25." + "1" * 59
+    uids = [long + "0", long + "1", long + "0 ", long + "0\x01", "1.2.3", "1.2.3 ", "../1.2", "é.1"]
+    names = [safe_uid(u) for u in uids]
+    assert len(set(names)) == len(uids) and names[4] == "1.2.3"
+    assert all(len(n) <= 65 and "/" not in n and n not in (".", "..") for n in names)
+    spool = Spool(tmp_path / "spool")
+    path = spool.write("1.2.3", "1.2.3.4", b"first")
+    assert spool.write("1.2.3", "1.2.3.4", b"first") == path  # the same bytes: a re-send, nothing changes
+    with pytest.raises(SpoolConflict):
+        spool.write("1.2.3", "1.2.3.4", b"other")
+    assert path.read_bytes() == b"first" and [p.name for p in path.parent.iterdir()] == ["1.2.3.4.dcm"]
+
+
+@pytest.mark.parametrize(("uid", "problem"), [
+    ("1.2.840.10008.1.2", None), ("2.25.0", None), ("1.2.3\x00", None),
+    ("", "empty"), ("1." * 32 + "1", "65 characters, over 64"), ("1.2.3 ", "characters other than digits and dots (' ')"),
+    ("1.2.3a", "characters other than digits and dots ('a')"), ("1.02.3", "an empty component or one with a leading zero"),
+    ("1..2", "an empty component or one with a leading zero"), ("1.2.", "an empty component or one with a leading zero"),
+])
+def test_uid_problem_follows_ps3_5(uid, problem):
+    from lesionseg.client.dicom.uids import uid_problem
+
+    assert uid_problem(uid) == problem
+
+
+def test_journal_knows_an_instance_by_its_full_uid_and_digest(tmp_path):
+    journal = Journal(tmp_path / "journal.sqlite")
+    common = dict(series_uid="1.2.3", study_uid="1.2", patient_id="P", description="T2", calling_ae="A", size=1)
+    assert journal.instance("1.2.3.1") is None
+    assert journal.add_instance(sop_uid="1.2.3.1", path=tmp_path / "a", sha256="ab", **common)
+    assert journal.instance("1.2.3.1") == ("1.2.3", "ab") and journal.instance("1.2.3.10") is None
+
+
 needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed (Debian: apt-get install dcmtk)")
 
 
@@ -229,3 +267,15 @@ def test_relative_spool_follows_where_it_was_given(tmp_path, monkeypatch):
     monkeypatch.setenv("LESIONSEG_GATEWAY_SPOOL", "envspool")
     assert load_config(path).spool == (tmp_path / "envspool").resolve()
     assert load_config(path, spool="argspool").spool == (tmp_path / "argspool").resolve()
+
+
+def test_journal_of_an_earlier_version_gets_the_digest_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "journal.sqlite"
+    with sqlite3.connect(str(path)) as db:  # the instances table as the gateway before issue 23 made it
+        db.execute("CREATE TABLE instances (sop_uid TEXT PRIMARY KEY, series_uid TEXT NOT NULL, path TEXT NOT NULL, "
+                   "bytes INTEGER NOT NULL, calling_ae TEXT NOT NULL, received REAL NOT NULL)")
+        db.execute("INSERT INTO instances VALUES ('1.2.3.1', '1.2.3', '/a', 1, 'A', 0)")
+    journal = Journal(path)
+    assert journal.instance("1.2.3.1") == ("1.2.3", "")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pacs_peers import GatewayProcess, free_port, storescu
+from pacs_peers import GatewayProcess, free_port
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(any(shutil.which(b) is None for b in ("storescu", "echoscu")),
@@ -88,10 +88,10 @@ def stored_files(spool: Path) -> list[Path]:
 
 
 def store(files: list[Path], port: int) -> list[str]:
-    """storescu with each file given (so their order is the list's): the status of each C-STORE
-    response, as dcmtk names it ("Success", "Error: Cannot understand", ...)."""
-    done = subprocess.run(["storescu", "-v", "-aet", "STORESCU", "-aec", "LESIONSEG", "127.0.0.1", str(port), *map(str, files)],
-                          capture_output=True, text=True, timeout=120)
+    """storescu with each file given (so their order is the list's), not halting at a failure:
+    the status of each C-STORE response, as dcmtk names it ("Success", "Error: CannotUnderstand", ...)."""
+    done = subprocess.run(["storescu", "-v", "--no-halt", "-aet", "STORESCU", "-aec", "LESIONSEG", "127.0.0.1", str(port),
+                           *map(str, files)], capture_output=True, text=True, timeout=120)
     statuses = re.findall(r"Received Store Response \((.*)\)", done.stdout + done.stderr)
     assert len(statuses) == len(files), done.stdout + done.stderr
     return statuses
@@ -102,12 +102,15 @@ def test_long_uids_sharing_a_prefix_are_never_acknowledged_into_one_file(gateway
     """Finding 1: nine instances of nine patients whose SOP Instance and Series UIDs are 70
     characters long (over DICOM's 64) and share their first 64. storescu sends each request's
     AffectedSOPInstanceUID cut to 64 characters. None may be acknowledged and then lost or mixed:
-    each is either stored under its own full UID, or refused before it is acknowledged."""
-    _, port, spool = gateway
+    each is either stored under its own full UID, or refused before it is acknowledged. lesionseg
+    refuses them (receiver.py says why); a tenth instance with a conformant UID is stored."""
+    gateway_process, port, spool = gateway
     prefix = (ROOT + ".1" * 40)[:64]  # ends with a digit
     files = [instance(tmp_path / "in" / f"{k}.dcm", sop_uid=f"{prefix}.{k}0000", series_uid=f"{prefix}.{k}1111",
                       study_uid=f"{ROOT}.{k}", patient_id=f"P{k}", pixels=100 + k) for k in range(9)]
     assert all(len(pydicom.dcmread(f).SOPInstanceUID) == 70 for f in files)
+    files.append(instance(tmp_path / "in" / "9.dcm", sop_uid=f"{ROOT}.9.1", series_uid=f"{ROOT}.9", study_uid=f"{ROOT}.99",
+                          patient_id="P9", pixels=109))
     statuses = store(files, port)
     acknowledged = statuses.count("Success")
     rows = journal(spool, "SELECT sop_uid, series_uid, path FROM instances")
@@ -117,11 +120,14 @@ def test_long_uids_sharing_a_prefix_are_never_acknowledged_into_one_file(gateway
     for sop_uid, series_uid, path in rows:
         ds = pydicom.dcmread(path)
         assert ds.SOPInstanceUID == sop_uid and ds.SeriesInstanceUID == series_uid
-        k = int(sop_uid.rsplit(".", 1)[1][0])
-        assert ds.PatientID == f"P{k}" and int(ds.pixel_array[0, 0]) == 100 + k
+        k = int(ds.PatientID[1:])
+        assert ds.StudyInstanceUID.startswith(f"{ROOT}.{k}") and int(ds.pixel_array[0, 0]) == 100 + k
     assert len(stored_files(spool)) == len(rows)
     # and what was not acknowledged was answered with a failure the sender sees (not a warning)
     assert all(status == "Success" or status.startswith(("Error", "Failure")) for status in statuses), statuses
+    # lesionseg's choice: refused, with the reason in its log; the conformant one stored
+    assert statuses == ["Error: CannotUnderstand"] * 9 + ["Success"], statuses
+    assert gateway_process.text().count("is not a conformant DICOM UID (70 characters, over 64)") == 9
 
 
 def test_a_resend_is_recognised_by_its_full_uid_and_identical_content(gateway, tmp_path: Path) -> None:
