@@ -1,0 +1,97 @@
+"""Bounds on the work an input can ask for (issue 23, finding 2): NIfTI spatial units, and a ceiling
+on the voxels an image may expand to when a pipeline resamples it (`lesionseg.core.limits`),
+checked by the server before it allocates, with one line naming the file, the size and the limit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lesionseg.client.cli import main
+from lesionseg.core.errors import InputError, UsageError
+from lesionseg.core.limits import DEFAULT_MAX_VOXELS, MAX_VOXELS_ENV, LimitExceeded, check_resampled, max_voxels, resampled_shape
+from lesionseg.core.nifti import load_nifti
+
+
+def test_the_ceiling_and_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MAX_VOXELS_ENV, raising=False)
+    assert max_voxels() == DEFAULT_MAX_VOXELS == 2**28
+    monkeypatch.setenv(MAX_VOXELS_ENV, "1000")
+    assert max_voxels() == 1000 and max_voxels(5) == 5  # argument > environment > default
+    check_resampled((10, 10, 10))
+    with pytest.raises(LimitExceeded, match=r"IMAGE resampled to the model's spacing would be 10x10x11 = 1,100 voxels, "
+                                            r"over the limit of 1,000 \(LESIONSEG_MAX_VOXELS\)"):
+        check_resampled((10, 10, 11), what="IMAGE")
+    with pytest.raises(LimitExceeded, match="x 2 channels = 2,000 voxels"):
+        check_resampled((10, 10, 10), channels=2)
+    for bad in ("lots", "0", "-3", "1.5"):
+        monkeypatch.setenv(MAX_VOXELS_ENV, bad)
+        with pytest.raises(UsageError, match=f"{MAX_VOXELS_ENV}='{bad}'"):
+            max_voxels()
+
+
+def test_resampled_shape_is_the_pipelines_rounding() -> None:
+    assert resampled_shape((50, 60, 10), (0.5, 0.5, 5.0), (1.0, 1.0, None)) == (25, 30, 10)
+    assert resampled_shape((49, 54, 9), (1e6, 1e6, 1e6), (1.0, 1.0, 10.0)) == (49_000_000, 54_000_000, 900_000)
+    assert resampled_shape((3, 3, 3), (0.1, 0.1, 0.1), (10.0, 10.0, 10.0)) == (1, 1, 1)
+
+
+def scaled(source: Path, target: Path, factor: float, *, units: str = "mm") -> Path:
+    """`source` with its voxel size (and the affine's linear part) multiplied by `factor`, its
+    header's spatial unit `units`."""
+    image = nib.load(source)
+    affine = image.affine.copy()
+    affine[:3, :3] *= factor
+    header = image.header.copy()
+    out = nib.Nifti1Image(np.asanyarray(image.dataobj), affine, header)
+    out.set_qform(affine, code=1)
+    out.set_sform(affine, code=1)
+    out.header.set_xyzt_units(xyz=units, t="sec")
+    nib.save(out, target)
+    return target
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("units", "words"), [("micron", "micrometres"), ("meter", "metres")])
+def test_nifti_in_other_units_is_refused_with_the_unit_named(shared: Path, tmp_path: Path, units: str, words: str) -> None:
+    """A header whose voxel sizes are in micrometres or metres is refused, the unit named (read as
+    millimetres, a micrometre volume asks for 10^9 times the voxels on resampling)."""
+    path = scaled(shared / "sct_testing_data" / "t2s" / "t2s.nii.gz", tmp_path / f"in_{units}.nii.gz", 1.0, units=units)
+    with pytest.raises(InputError, match=rf"{path}: image voxel sizes are in {words} \(NIfTI xyzt_units\)"):
+        load_nifti(path)
+
+
+@pytest.mark.realdata
+def test_nifti_in_millimetres_or_without_a_unit_is_read_as_millimetres(shared: Path, tmp_path: Path) -> None:
+    source = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    for units in ("mm", "unknown"):
+        path = scaled(source, tmp_path / f"in_{units}.nii.gz", 1.0, units=units)
+        assert load_nifti(path).spacing == pytest.approx(load_nifti(source).spacing)
+
+
+@pytest.mark.server
+@pytest.mark.realdata
+@pytest.mark.parametrize(("command", "options"), [
+    (["deepseg", "seg_ms_lesion"], []),            # nnU-Net
+    (["deepseg", "lesion_ms"], []),                # sc-crop's detection first
+    (["deepseg", "seg_sc_contrast_agnostic_monai"], []),
+    (["deepseg-lesion"], ["-c", "t2s"]),           # the legacy pipeline
+], ids=["nnunet", "sccrop", "monai", "legacy"])
+def test_a_huge_voxel_size_is_refused_before_the_server_allocates(sccrop_server, legacy_server, shared: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str], command: list[str],
+                                                                   options: list[str]) -> None:
+    """1e6 mm voxels (the 488 GiB allocation of the finding): one line naming the file and the
+    limit, exit 1, nothing written; the server answers the next image."""
+    source = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    path = scaled(source, tmp_path / "huge.nii.gz", 1e6)
+    url = sccrop_server.settings.grpc_url
+    out = tmp_path / "out"
+    assert main([*command, "-i", str(path), *options, "-ofolder", str(out), "-url", url]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and f"over the limit of {DEFAULT_MAX_VOXELS:,}" in err, err
+    assert not out.exists() or not any(out.iterdir())
+    assert main([*command, "-i", str(source), *options, "-ofolder", str(tmp_path / "ok"), "-url", url]) == 0
