@@ -12,6 +12,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.slow,
 ROOT = "2.25.4242424242"
 
 
-def config(folder: Path, port: int) -> Path:
+def config(folder: Path, port: int, extra: str = "") -> Path:
     path = folder / "gateway.toml"
     path.write_text(f"""
 [gateway]
@@ -38,7 +39,7 @@ spool = "{folder / 'spool'}"
 stable_age = 600
 min_free_mb = 1
 url = "127.0.0.1:{free_port()}"
-
+{extra}
 [callers]
 STORESCU = []
 """)
@@ -46,18 +47,20 @@ STORESCU = []
 
 
 @pytest.fixture
-def gateway(tmp_path: Path):
-    """A gateway process with nothing to segment on (its series stay `received`); yields (gateway, port, spool)."""
+def gateway(tmp_path: Path, request: pytest.FixtureRequest):
+    """A gateway process with nothing to segment on (its series stay `received`); yields (gateway,
+    port, spool). A test's `gateway_keys` marker adds [gateway] keys."""
     port = free_port()
-    running = GatewayProcess(config(tmp_path, port), tmp_path / "gateway.log").start(port)
+    marker = request.node.get_closest_marker("gateway_keys")
+    running = GatewayProcess(config(tmp_path, port, marker.args[0] if marker else ""), tmp_path / "gateway.log").start(port)
     try:
         yield running, port, tmp_path / "spool"
     finally:
         running.stop()
 
 
-def instance(path: Path, *, sop_uid: str, series_uid: str, study_uid: str, patient_id: str, pixels: int) -> Path:
-    """A small MR image (8x8, uint16, every pixel `pixels`) with the given identity, as a Part 10 file."""
+def instance(path: Path, *, sop_uid: str, series_uid: str, study_uid: str, patient_id: str, pixels: int, size: int = 8) -> Path:
+    """A small MR image (`size` x `size`, uint16, every pixel `pixels`) with the given identity, as a Part 10 file."""
     meta = pydicom.dataset.FileMetaDataset()
     meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -67,12 +70,12 @@ def instance(path: Path, *, sop_uid: str, series_uid: str, study_uid: str, patie
     ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.MRImageStorage, sop_uid
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, study_uid + ".1"
     ds.PatientID, ds.PatientName, ds.Modality, ds.SeriesDescription = patient_id, f"Patient^{patient_id}", "MR", "T2w sagittal"
-    ds.Rows = ds.Columns = 8
+    ds.Rows = ds.Columns = size
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
     ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
-    ds.PixelData = np.full((8, 8), pixels, np.uint16).tobytes()
+    ds.PixelData = np.full((size, size), pixels, np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -149,3 +152,23 @@ def test_a_resend_is_recognised_by_its_full_uid_and_identical_content(gateway, t
     assert hashlib.sha256(Path(rows[0][1]).read_bytes()).hexdigest() == digest
     assert pydicom.dcmread(rows[0][1]).PatientID == "FIRST"
     assert "already received with other content" in gateway_process.text()
+
+
+@pytest.mark.gateway_keys("max_series_instances = 3\nmax_instance_pixels = 4096\n")
+def test_series_and_instances_over_the_limits_are_refused_and_the_series_failed_visibly(gateway, tmp_path: Path) -> None:
+    """Finding 2 at the gateway: an instance of more pixels than max_instance_pixels is refused
+    before it is stored; a series' instances beyond max_series_instances are refused and the
+    series is failed with the reason (`gateway status` shows it), its acknowledged instances kept."""
+    gateway_process, port, spool = gateway
+    files = [instance(tmp_path / "s" / f"{k}.dcm", sop_uid=f"{ROOT}.5.{k + 1}", series_uid=f"{ROOT}.5", study_uid=f"{ROOT}.50",
+                      patient_id="P5", pixels=k) for k in range(5)]
+    assert store(files, port) == ["Success"] * 3 + ["Error: CannotUnderstand"] * 2
+    assert journal(spool, "SELECT state, instances FROM series") == [("failed", 3)]
+    assert len(stored_files(spool)) == 3
+    done = subprocess.run([sys.executable, "-m", "lesionseg.client.cli", "gateway", "status", "--config",
+                           str(gateway_process.config)], capture_output=True, text=True, timeout=60)
+    assert "max_series_instances = 3" in done.stdout, done.stdout + done.stderr
+    big = instance(tmp_path / "b" / "1.dcm", sop_uid=f"{ROOT}.6.1", series_uid=f"{ROOT}.6", study_uid=f"{ROOT}.60",
+                   patient_id="P6", pixels=1, size=128)
+    assert store([big], port) == ["Error: CannotUnderstand"]
+    assert len(stored_files(spool)) == 3 and "over max_instance_pixels = 4096" in gateway_process.text()
