@@ -16,6 +16,8 @@
     workers = 3                   # series segmented at once (more than the server's instances: it stays busy)
     retry_first = 5.0             # seconds before the first retry of a failed delivery or segmentation
     retry_max = 300.0             # longest wait between retries (doubling from retry_first)
+    max_series_instances = 4096   # a series' instances beyond this are refused and the series is failed
+    max_instance_pixels = 67108864  # an instance of more pixels (Rows x Columns x frames) is refused
 
     [callers]                     # calling AE titles allowed to send, each with its allowed hosts ([] = any)
     ORTHANC = ["127.0.0.1"]
@@ -156,6 +158,8 @@ class GatewayConfig:
     qc_capture: bool = False
     retry_first: float = 5.0
     retry_max: float = 300.0
+    max_series_instances: int = 4096
+    max_instance_pixels: int = 2**26
     callers: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     destinations: tuple[Destination, ...] = ()
@@ -167,6 +171,9 @@ class GatewayConfig:
             raise UsageError(f"port {self.port} is outside 1-65535")
         if self.workers < 1:
             raise UsageError(f"workers {self.workers} must be at least 1")
+        for name in ("max_series_instances", "max_instance_pixels"):
+            if int(getattr(self, name)) < 1:
+                raise UsageError(f"{name} {getattr(self, name)} must be at least 1")
         if self.stable_age <= 0:
             raise UsageError(f"stable_age {self.stable_age} must be positive (seconds)")
         if not self.callers:

@@ -16,6 +16,10 @@ the result from its images in the PACS. The sender keeps the instance and shows 
 UID already acknowledged is a re-send when its series and content (SHA-256 of the bytes) are the
 same: acknowledged again, nothing changes. With other content it is refused (0xC000) and the
 first instance is kept: an acknowledged instance is never replaced by another.
+
+Limits: an instance of more than `max_instance_pixels` pixels (Rows x Columns x frames) is refused
+(0xC000); so is a new instance of a series that already has `max_series_instances`, and that
+series is failed (its reason in `gateway status`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Callable
 
 from lesionseg.client.dicom.uids import uid_problem
 from lesionseg.gateway.config import GatewayConfig
-from lesionseg.gateway.journal import Journal
+from lesionseg.gateway.journal import FAILED, RECEIVED, Journal
 from lesionseg.gateway.sockets import no_delay
 from lesionseg.gateway.spool import Spool, SpoolConflict
 
@@ -118,6 +122,9 @@ class Receiver:
                 if problem is not None:
                     logger.error("C-STORE from %s refused: %s %r is not a conformant DICOM UID (%s)", calling, name, uid, problem)
                     return _failure(CANNOT_UNDERSTAND, f"{name} not conformant: {problem}")
+            refused = self._over_limits(calling, ds, series_uid, sop_uid)
+            if refused is not None:
+                return refused
             data = event.encoded_dataset(include_meta=True)
             digest = hashlib.sha256(data).hexdigest()
             known = self.journal.instance(sop_uid)
@@ -140,6 +147,26 @@ class Receiver:
             return CANNOT_UNDERSTAND
         self.on_instance(series_uid, len(data))
         return 0x0000
+
+    def _over_limits(self, calling: str, ds, series_uid: str, sop_uid: str):
+        """A failure status for an instance over the configured limits, else None: its pixels
+        (Rows x Columns x frames over max_instance_pixels), or a new instance of a series that has
+        max_series_instances already (the series is failed, visible in `gateway status`; what was
+        acknowledged stays in the spool)."""
+        pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * int(ds.get("NumberOfFrames", 1) or 1)
+        if pixels > self.config.max_instance_pixels:
+            logger.error("C-STORE from %s refused: %s has %d x %d x %s pixels, over max_instance_pixels = %d", calling, sop_uid,
+                         int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), ds.get("NumberOfFrames", 1), self.config.max_instance_pixels)
+            return _failure(CANNOT_UNDERSTAND, "image over the gateway's max_instance_pixels")
+        known = self.journal.series_instances(series_uid)
+        if known is not None and known[0] >= self.config.max_series_instances and self.journal.instance(sop_uid) is None:
+            reason = f"more than max_series_instances = {self.config.max_series_instances} instances: refused from there on"
+            if self.journal.set_state(series_uid, FAILED, reason=reason, expect=RECEIVED):
+                logger.error("series %s from %s failed: %s", series_uid, calling, reason)
+            logger.error("C-STORE from %s refused: %s would be instance %d of series %s, over max_series_instances = %d",
+                         calling, sop_uid, known[0] + 1, series_uid, self.config.max_series_instances)
+            return _failure(CANNOT_UNDERSTAND, "series over the gateway's max_series_instances")
+        return None
 
     @staticmethod
     def _conflict(calling: str, sop_uid: str):
