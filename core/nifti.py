@@ -36,7 +36,8 @@ def load_nifti(path: str | Path, *, what: str = "image", allow_empty: bool = Fal
     Raises:
         InputError: missing, not NIfTI, truncated or corrupt header or data, not 3D, complex or
             colour (RGB) voxels, NaN/inf or values beyond `dtype`'s range, all zero (unless
-            `allow_empty`), zero or non-finite spacing, a sheared voxel grid, too large.
+            `allow_empty`), zero or non-finite spacing, a sheared voxel grid, too large, voxel
+            sizes in metres or micrometres (`OTHER_UNITS`).
     """
     from lesionseg.core.nibabel_import import nibabel as nib
 
@@ -56,6 +57,10 @@ def load_nifti(path: str | Path, *, what: str = "image", allow_empty: bool = Fal
         expected = type(image.header).sizeof_hdr
         if int(raw_header["sizeof_hdr"]) != expected:
             raise InputError(f"{path}: {what} header is corrupt (sizeof_hdr {int(raw_header['sizeof_hdr'])}, expected {expected})")
+        unit = image.header.get_xyzt_units()[0]
+        if unit in OTHER_UNITS:
+            raise InputError(f"{path}: {what} voxel sizes are in {OTHER_UNITS[unit]} (NIfTI xyzt_units); lesionseg reads "
+                             "millimetres: rewrite the header in mm (voxel sizes and affine scaled)")
         shape = image.shape
         if len(shape) == 4 and shape[3] == 1:
             shape = shape[:3]
@@ -96,6 +101,10 @@ def load_nifti(path: str | Path, *, what: str = "image", allow_empty: bool = Fal
                          "perpendicular); resample it onto an orthogonal grid")
     return Image(path=path, data=data, affine=affine, header=image.header)
 
+
+#: NIfTI spatial units other than millimetres (nibabel's names): refused, named. A header without a
+#: unit ("unknown") is read as millimetres, as nibabel, SCT and most tools read it.
+OTHER_UNITS = {"meter": "metres", "micron": "micrometres"}
 
 #: Largest departure from 90 degrees between the voxel axes of an image's affine. Oblique but
 #: orthogonal images (any rotation) are fine; float32 sforms of real scans are orthogonal to ~1e-6 degrees.

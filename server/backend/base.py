@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lesionseg.core.limits import LimitExceeded
+
 logger = logging.getLogger(__name__)
 
 
@@ -77,7 +79,7 @@ class PythonModel:
             outputs = self.process(self._read_inputs(request))
             tensors = [pb_utils.Tensor(name, np.ascontiguousarray(outputs[name])) for name in self.output_names if name in outputs]
             return pb_utils.InferenceResponse(output_tensors=tensors)
-        except RequestError as exc:
+        except (RequestError, LimitExceeded) as exc:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {exc}"))
         except Exception as exc:  # noqa: BLE001 - a bug must not take the instance down
             logger.exception("%s: internal error", self.name)

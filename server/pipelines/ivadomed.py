@@ -33,6 +33,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from lesionseg.core.limits import check_resampled
 from lesionseg.server.pipelines import JsonPlan, Predict
 
 SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -165,7 +166,9 @@ def segment_member(image_ras: np.ndarray, zooms_ras: Sequence[float], member: Me
     zooms = [float(zooms_ras[i]) for i in order]
     native_shape = data.shape
     if member.spacing is not None:
-        data = ndimage.zoom(data, [z / s for z, s in zip(zooms, member.spacing)], order=2).astype(np.float32)
+        factors = [z / s for z, s in zip(zooms, member.spacing)]
+        check_resampled([round(n * f) for n, f in zip(data.shape, factors)], what="IMAGE")  # scipy's zoom: round(n * factor)
+        data = ndimage.zoom(data, factors, order=2).astype(np.float32)
     resampled_shape = data.shape
     starts = None
     if member.crop is not None:

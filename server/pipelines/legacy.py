@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lesionseg.core.grid import new_shape_for, resample_to_shape
+from lesionseg.core.limits import check_resampled
 from lesionseg.server.pipelines import Predict
 from lesionseg.server.pipelines import legacy_centerline as ctr
 
@@ -205,6 +206,7 @@ def segment_lesions(
     native_shape = image.shape
     res_shape = new_shape_for(native_shape, spacing, (IN_PLANE_MM, IN_PLANE_MM, spacing[2]))
     res_shape = (res_shape[0], res_shape[1], native_shape[2])
+    check_resampled(res_shape, what="IMAGE")
     res_spacing = (spacing[0] * native_shape[0] / res_shape[0], spacing[1] * native_shape[1] / res_shape[1], spacing[2])
     res = resample_to_shape(image.astype(np.float32), res_shape, order=1)
 
@@ -220,6 +222,7 @@ def segment_lesions(
     cropped, crop = crop_around(res, line)
     normalised = normalise_landmarks(cropped, params.landmarks)
     iso_shape = (CROP, CROP, max(1, int(round(res_shape[2] * spacing[2] / IN_PLANE_MM))))
+    check_resampled(iso_shape, what="IMAGE (its cord crop)")
     iso = resample_to_shape(normalised, iso_shape, order=1)
     prob_iso = segment_chunks(iso, params, lesion_predict)
     prob_crop = resample_to_shape(prob_iso, cropped.shape, order=1)

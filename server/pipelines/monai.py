@@ -23,6 +23,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 from scipy import ndimage
 
+from lesionseg.core.limits import check_resampled
 from lesionseg.server.pipelines import JsonPlan, Predict
 
 
@@ -83,6 +84,7 @@ def preprocess(image_xyz: np.ndarray, spacing_xyz: Sequence[float], plan: MonaiP
     """(x, y, z) volume in the plan's orientation -> normalised network-space volume, Geometry."""
     spacing = tuple(float(s) for s in spacing_xyz)
     shape = spacing_shape(image_xyz.shape, spacing, plan.pixdim)
+    check_resampled(shape, what="IMAGE")
     data = spline_resample(image_xyz, [p / s for p, s in zip(plan.pixdim, spacing)], shape, plan.spline_order)
     crops, pads = [], []
     for axis, target in enumerate(plan.spatial_size):

@@ -35,6 +35,7 @@ from scipy import ndimage, special
 from lesionseg.core.enums import StrEnum
 from lesionseg.core.wire import to_uint8
 from lesionseg.server.pipelines import JsonPlan, Predict
+from lesionseg.core.limits import check_resampled
 from lesionseg.server.pipelines.nnunet_resample import compute_new_shape, resample
 
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
@@ -211,6 +212,7 @@ def preprocess(image_xyz: np.ndarray, spacing_xyz: Sequence[float], plan: Nnunet
     shape_after = tuple(int(s) for s in data.shape[1:])
     target = plan.target_spacing(spacing_t)
     new_shape = compute_new_shape(shape_after, spacing_t, target)
+    check_resampled(new_shape, channels=data.shape[0], what="IMAGE")
     for c in range(data.shape[0]):
         use_mask = plan.use_mask_for_norm[c] and plan.normalization[c] == "ZScoreNormalization"
         data[c] = normalise(data[c], plan.normalization[c], mask=mask if use_mask else None,

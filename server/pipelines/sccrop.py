@@ -98,7 +98,9 @@ def detection_volume(data: np.ndarray, affine: np.ndarray, zooms: Sequence[float
     """Step 1: `data` (x, y, z) as nibabel's `dataobj` gives it (scaled, its dtype kept: the
     package resamples in that dtype), with the image's `affine` and header `zooms` (mm)."""
     from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
-    from nibabel.processing import resample_to_output
+    from nibabel.processing import resample_to_output, vox2out_vox
+
+    from lesionseg.core.limits import check_resampled
 
     from lesionseg.core.nibabel_import import nibabel as nib
 
@@ -111,6 +113,7 @@ def detection_volume(data: np.ndarray, affine: np.ndarray, zooms: Sequence[float
     if all(abs(t - z) < 0.01 for t, z in zip(target, las_zooms)):
         resampled = las
     else:
+        check_resampled(vox2out_vox((las.shape[:3], las.affine), target)[0], what="IMAGE (sc-crop's 1 x 1 x 10 mm volume)")
         resampled = resample_to_output(las, voxel_sizes=target, order=1)
     return DetectionVolume(volume=resampled.get_fdata(dtype=np.float32), las_shape=tuple(las.shape[:3]),
                            las_zooms=las_zooms, ornt=ornt)  # type: ignore[arg-type]
