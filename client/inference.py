@@ -15,9 +15,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from lesionseg.client.servers import Server
-from lesionseg.core.errors import InferenceError
+from lesionseg.core.errors import InferenceError, InputError
 from lesionseg.core.image import Image
 from lesionseg.core.interface import ModelInfo, Tensor
+from lesionseg.core.limits import LimitExceeded, check_resampled, resampled_shape
 from lesionseg.core.orientation import Reorientation, reorientation, sct_to_nib
 
 
@@ -53,6 +54,7 @@ def send(server: Server, model: ModelInfo, image: Image, *, outputs: Sequence[st
             ServerUnavailableError.
     """
     assert server.transport is not None  # the pool hands out answering servers only
+    check_work(model, image)
     orient = reorientation(image.affine, image.data.shape, sct_to_nib(model.orientation))
     data = np.ascontiguousarray(orient.forward(image.data), dtype=np.float32)
     inputs = {Tensor.IMAGE: data, Tensor.SPACING: np.asarray(orient.forward_spacing(image.spacing), np.float32)}
@@ -67,6 +69,25 @@ def send(server: Server, model: ModelInfo, image: Image, *, outputs: Sequence[st
         if result[name].shape != data.shape:
             raise InferenceError(f"{image.path}: server returned a mask of shape {result[name].shape}, expected {data.shape}")
     return Reply(outputs=result, orient=orient, shape=data.shape)  # type: ignore[arg-type]
+
+
+def check_work(model: ModelInfo, image: Image) -> None:
+    """Refuse, before anything is sent, an image that `model` would resample past the ceiling on
+    voxels (`lesionseg.core.limits`; the server checks again before it allocates): the image in
+    the model's orientation at the model's `resampled_spacing`.
+
+    Raises:
+        InputError: naming the file, the shape, the count and the limit.
+    """
+    target = model.resampled_spacing
+    if target is None:
+        return
+    orient = reorientation(image.affine, image.data.shape, sct_to_nib(model.orientation))
+    shape = tuple(int(n) for n in orient.forward_spacing(tuple(float(n) for n in image.data.shape)))  # axes permuted as the data
+    try:
+        check_resampled(resampled_shape(shape, orient.forward_spacing(image.spacing), target), what=f"{image.path}: the image")
+    except LimitExceeded as exc:
+        raise InputError(f"{exc} (model {model.name})") from None
 
 
 def infer_labels(server: Server, model: ModelInfo, image: Image) -> np.ndarray:

@@ -51,6 +51,9 @@ class Param(StrEnum):
 
     ORIENTATION, SOURCE, PLAN, DEFAULT_OUTPUT = "orientation", "source", "plan", "default_output"
     CROP = "crop"  # a task model trained on sc-crop's cord boxes: its padding in mm (JSON)
+    #: the spacing (mm) the model first resamples each axis of IMAGE (as sent) to, null for an axis
+    #: it keeps (JSON list of 3): the client checks the work an image asks for before sending it
+    RESAMPLED = "resampled_spacing"
 
 
 #: sc-crop's margins (mm) as a cropped model's crop_metadata.json names them, in the order of the
@@ -121,6 +124,13 @@ class ModelInfo:
             soft_by_default=parameters.get(Param.DEFAULT_OUTPUT) == "soft",
             parameters=parameters,
         )
+
+    @property
+    def resampled_spacing(self) -> tuple[float | None, ...] | None:
+        """The model's `resampled_spacing` parameter (mm per axis of IMAGE as sent, None: kept), or
+        None when its config gives none."""
+        raw = self.parameters.get(Param.RESAMPLED)
+        return tuple(None if v is None else float(v) for v in json.loads(raw)) if raw else None
 
     @property
     def foreground(self) -> dict[str, int]:

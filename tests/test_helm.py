@@ -553,11 +553,14 @@ def served_model_names() -> dict[str, list[str]]:
     from lesionseg.server.repository.legacy import network_model
     from lesionseg.server.repository.nnunet import task_specs
 
-    class Plan:  # task_specs only reads these two
+    class Plan:  # task_specs only reads these
         orientation = "RPI"
 
         def to_json(self) -> str:
             return "{}"
+
+        def sent_axes_spacing(self) -> tuple:
+            return (1.0, 1.0, 1.0)
 
     legacy = [legacy_model(c) for c in LEGACY_CONTRASTS]
     steps = [spec.name for task in TASKS for spec, _ in task_specs(task, Plan()) if spec.name != task]

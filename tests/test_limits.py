@@ -95,3 +95,41 @@ def test_a_huge_voxel_size_is_refused_before_the_server_allocates(sccrop_server,
     assert len(err.splitlines()) == 1 and str(path) in err and f"over the limit of {DEFAULT_MAX_VOXELS:,}" in err, err
     assert not out.exists() or not any(out.iterdir())
     assert main([*command, "-i", str(source), *options, "-ofolder", str(tmp_path / "ok"), "-url", url]) == 0
+
+
+def test_the_client_refuses_before_sending(tmp_path: Path) -> None:
+    """`check_work` (called by every request a job sends): the image in the model's orientation at
+    its `resampled_spacing`; a model without the parameter is not checked here (the server is)."""
+    from lesionseg.client.inference import check_work
+    from lesionseg.core.image import Image
+    from lesionseg.core.interface import ModelInfo
+
+    def model(resampled: str | None) -> ModelInfo:
+        parameters = {"orientation": {"string_value": "LPI"}}
+        if resampled is not None:
+            parameters["resampled_spacing"] = {"string_value": resampled}
+        return ModelInfo.from_config({"name": "m", "input": [{"name": "IMAGE"}], "parameters": parameters})
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((50, 60, 10))
+    header.set_zooms((1e3, 1e3, 2.0))
+    image = Image(path=tmp_path / "big.nii.gz", data=np.ones((50, 60, 10), np.float32), affine=np.diag([-1e3, -1e3, 2.0, 1.0]),
+                  header=header)
+    check_work(model(None), image)
+    check_work(model("[1e4, 1e4, null]"), image)
+    with pytest.raises(InputError, match=rf"{image.path}: the image resampled to the model's spacing would be "
+                                         r"50000x60000x10 = 30,000,000,000 voxels, over the limit of 268,435,456 .* \(model m\)"):
+        check_work(model("[1.0, 1.0, null]"), image)
+
+
+def test_an_nnunet_plans_spacing_per_sent_axis() -> None:
+    """The plan's spacing is in nnU-Net's transposed (z, y, x) order; IMAGE is sent (x, y, z)."""
+    from lesionseg.server.pipelines.nnunet import NnunetPlan
+
+    for spacing, transpose, expected in (((3.0, 0.8, 0.6), (0, 1, 2), (0.6, 0.8, 3.0)),   # (z, y, x) -> (x, y, z)
+                                          ((1.0, 0.6, 0.5), (2, 0, 1), (1.0, 0.5, 0.6)),   # transposed: x first
+                                          ((0.6, 0.5), (1, 0, 2), (0.5, None, 0.6))):      # 2D: the slice axis (y) kept
+        p = NnunetPlan.__new__(NnunetPlan)
+        object.__setattr__(p, "spacing", spacing)
+        object.__setattr__(p, "transpose_forward", transpose)
+        assert p.sent_axes_spacing() == expected

@@ -118,6 +118,13 @@ class NnunetPlan(JsonPlan):
         """Whether the model is region-based (sigmoid heads, `regions_class_order`)."""
         return bool(self.regions_class_order)
 
+    def sent_axes_spacing(self) -> tuple[float | None, float | None, float | None]:
+        """The spacing (mm) each axis of IMAGE as sent ((x, y, z) in the plan's orientation) is
+        resampled to; None for a 2D plan's slice axis (kept)."""
+        transposed = (None, *self.spacing) if len(self.spacing) == 2 else tuple(self.spacing)
+        zyx = [transposed[list(self.transpose_forward).index(k)] for k in range(3)]  # axis k of (z, y, x)
+        return (zyx[2], zyx[1], zyx[0])  # type: ignore[return-value]
+
     def target_spacing(self, spacing: Sequence[float]) -> tuple[float, ...]:
         """The spacing (transposed order) an image of `spacing` is resampled to: the plan's; a 2D
         configuration keeps the first axis's own (nnU-Net: no resampling across slices)."""

@@ -11,13 +11,14 @@ written into the config's `parameters`, where the server and the client read the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
 from lesionseg.core.interface import Param, Tensor
 from lesionseg.core.catalogue import legacy_model
 from lesionseg.server.backend.legacy import LegacyPipelineModel
-from lesionseg.server.pipelines.legacy import CONTRASTS, THRESHOLD
+from lesionseg.server.pipelines.legacy import CONTRASTS, IN_PLANE_MM, THRESHOLD
 from lesionseg.server.repository.modelconfig import ModelSpec, TensorSpec, write_config
 from lesionseg.server.repository.networks import NetworkEntry, write_network_entry
 from lesionseg.server.repository.pymodel import write_model_py
@@ -79,6 +80,7 @@ def pipeline_spec(contrast: str) -> ModelSpec:
         parameters={
             "contrast": contrast,
             Param.ORIENTATION: ORIENTATION,
+            Param.RESAMPLED: json.dumps([IN_PLANE_MM, IN_PLANE_MM, None]),  # then a cord crop at 0.5 mm: checked by the server
             "ctr_contrast": params.ctr_contrast,
             "ctr_model": network_model(ctr_net),
             "lesion_model": network_model(lesion_net),

@@ -45,6 +45,7 @@ def task_specs(task: str, plan: NnunetPlan, *, source: str = "", instances: int 
         (ModelSpec(
             name=task, platform="ensemble", inputs=[IMAGE, SPACING, tta, folds], outputs=[SEG, PROB],
             parameters={Param.ORIENTATION: plan.orientation, Param.PLAN: plan.to_json(), Param.SOURCE: source,
+                        Param.RESAMPLED: json.dumps(plan.sent_axes_spacing()),
                         **({Param.CROP: json.dumps(crop, sort_keys=True)} if crop else {})},
             steps=[
                 EnsembleStep(model=f"{task}_preprocess", input_map={Tensor.IMAGE: Tensor.IMAGE, Tensor.SPACING: Tensor.SPACING},
