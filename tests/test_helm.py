@@ -395,6 +395,15 @@ def test_extra_env_reaches_triton_and_init_containers() -> None:
         assert {"name": "CUDA_MODULE_LOADING", "value": "LAZY"} in c["env"], c["name"]
 
 
+def test_the_voxel_ceiling_reaches_triton_and_the_gateway() -> None:
+    """limits.maxVoxels is LESIONSEG_MAX_VOXELS in Triton's and the gateway's containers (issue 23)."""
+    objects = render(set_values={"limits": {"maxVoxels": 1000000}})
+    for c in all_containers(triton(objects)):
+        assert {"name": "LESIONSEG_MAX_VOXELS", "value": "1000000"} in c["env"], c["name"]
+    (node,) = gateway(objects)["spec"]["template"]["spec"]["containers"]
+    assert {"name": "LESIONSEG_MAX_VOXELS", "value": "1000000"} in node["env"]
+
+
 def test_dev_shm_is_a_sized_memory_emptydir(rendered) -> None:
     for values_file in ("default-values", "cpu-values"):
         spec = triton(rendered[values_file])["spec"]["template"]["spec"]

@@ -118,6 +118,8 @@ checkov.io/skip2: CKV_K8S_15=With a fixed release tag IfNotPresent avoids a regi
   value: /tmp
 - name: LESIONSEG_REPOSITORY
   value: {{ .repository }}
+- name: LESIONSEG_MAX_VOXELS
+  value: {{ .root.Values.limits.maxVoxels | int64 | quote }}
 {{- with .root.Values.triton.extraEnv }}
 {{ toYaml . }}
 {{- end }}
