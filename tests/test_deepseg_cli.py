@@ -71,3 +71,27 @@ def test_sct6_names_mean_sct7_tasks_unless_served_themselves() -> None:
     assert served_task(Served(), "seg_sc_contrast_agnostic") == ("seg_sc_contrast_agnostic", None)  # then: not served
     assert served_task(Served("spinalcord"), "spinalcord") == ("spinalcord", None)
     assert served_task(Served("my_task"), "my_task") == ("my_task", None)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("command", "options"), [(["deepseg", "lesion_ms"], []), (["deepseg-lesion"], ["-c", "t2s"])],
+                         ids=["deepseg", "deepseg-lesion"])
+@pytest.mark.parametrize("where", ["ofolder", "output"])
+def test_an_unwritable_output_is_refused_before_any_work(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch, command: list[str], options: list[str],
+                                                         where: str) -> None:
+    """Issue 23, finding 4: an output folder that cannot be written (here: under a regular file) is
+    a usage error named in one line before anything runs, not a traceback after inference. The
+    server given is down: the folder is checked before the server is asked."""
+    from pacs_peers import free_port
+
+    monkeypatch.setenv("LESIONSEG_REPOSITORY", str(tmp_path / "no_repository"))  # no embedded server to fall back on
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    image = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    target = ["-ofolder", str(blocker / "out")] if where == "ofolder" else ["-o", str(blocker / "out" / "seg.nii.gz")]
+    code = main([*command, "-i", str(image), *options, *target, "-url", f"127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and f"{blocker} is a file, not a folder" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a folder"
