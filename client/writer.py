@@ -19,7 +19,7 @@ from lesionseg.core import __version__
 from lesionseg.core.catalogue import model_url
 from lesionseg.core.enums import Plane, StrEnum, choices
 from lesionseg.core.errors import UsageError
-from lesionseg.core.files import atomic_write_text
+from lesionseg.core.files import atomic_write_text, check_folders_writable
 from lesionseg.core.image import Image
 from lesionseg.core.nifti import refuse_existing, save_nifti, stem
 
@@ -103,12 +103,14 @@ class Writer:
         """Before segmenting: DICOM results need a DICOM series; existing files need `overwrite`.
 
         Raises:
-            UsageError: DICOM output asked of a NIfTI input; OutputExistsError.
+            UsageError: DICOM output asked of a NIfTI input, or an output folder that cannot be
+                written into; OutputExistsError.
         """
         if self.output_format.dicom and image.series is None:
             raise UsageError(f"{image.path}: --output-format {self.output_format} writes DICOM results of a DICOM series; "
                              "this input is NIfTI")
         refuse_existing(outputs.files, overwrite=overwrite)
+        check_folders_writable(path.parent for path in outputs.files)
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -46,6 +46,41 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[P
         raise
 
 
+def folder_problem(folder: str | os.PathLike[str]) -> str | None:
+    """Why files cannot be written into `folder` (made when missing), or None: a part of its path
+    is a file, or its nearest existing folder cannot be written (probed with a temporary file that
+    is removed at once, so a read-only file system or missing permission shows)."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lesionseg-probe.", dir=existing)
+    except OSError as exc:
+        return f"cannot write in {existing} ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def check_folders_writable(folders, *, what: str = "output folder") -> None:
+    """Refuse folders files cannot be written into (see `folder_problem`), before any work.
+
+    Raises:
+        UsageError: naming the folder and the problem.
+    """
+    from lesionseg.core.errors import UsageError
+
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        problem = folder_problem(folder)
+        if problem is not None:
+            raise UsageError(f"{what} {folder}: {problem}")
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write `data` to `path` atomically (see `atomic_path`)."""
     with atomic_path(path) as tmp:

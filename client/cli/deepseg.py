@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
 from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, refuse_batch_only_options, segment_cohort
-from lesionseg.client.cli.segmentation import segment_one, transport_settings, writer
+from lesionseg.client.cli.segmentation import check_output_folders, segment_one, transport_settings, writer
 from lesionseg.core.catalogue import TASKS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     writer(args)  # refuses bad output options before anything starts
     batch = is_batch(args.input, args.bids)
     refuse_batch_only_options(args, batch=batch)
+    check_output_folders(args)
     with open_servers(args.url, transport_settings(args)) as servers:
         args.task, note = served_task(servers, args.task)
         if note:

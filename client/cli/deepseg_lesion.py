@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lesionseg.client.cli.parsers import command
 from lesionseg.client.cli.segmentation import BATCH_HELP, add_common_arguments, refuse_batch_only_options, segment_cohort
-from lesionseg.client.cli.segmentation import segment_one, transport_settings, writer
+from lesionseg.client.cli.segmentation import check_output_folders, segment_one, transport_settings, writer
 from lesionseg.core.catalogue import LEGACY_CONTRASTS
 from lesionseg.core.errors import EXIT_OK, UsageError
 
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     writer(args)  # refuses bad output options before anything starts
     batch = is_batch(args.input, args.bids)
     refuse_batch_only_options(args, batch=batch)
+    check_output_folders(args)
     if batch and args.file_centerline is not None and not is_pattern(args.file_centerline):
         raise UsageError("-file_centerline names one file, which belongs to one image: in a batch give a pattern "
                          "such as '{folder}/{stem}_seg.nii.gz' or 'bids' (see --help)")

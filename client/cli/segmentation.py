@@ -75,6 +75,21 @@ def refuse_batch_only_options(args: argparse.Namespace, *, batch: bool) -> None:
         raise UsageError("-qc-subject names one subject; with several inputs each entry takes its subject from its path")
 
 
+def check_output_folders(args: argparse.Namespace) -> None:
+    """Before anything runs (the server is not asked yet): the folder of -ofolder or of -o can be
+    written into (a batch without -ofolder writes beside each input: its writer checks each).
+
+    Raises:
+        UsageError: naming the folder and the problem.
+    """
+    from lesionseg.core.files import check_folders_writable
+
+    folders = [Path(args.ofolder)] if getattr(args, "ofolder", None) else []
+    if getattr(args, "output", None):
+        folders.append(Path(args.output).parent)
+    check_folders_writable(folders)
+
+
 def segment_one(args: argparse.Namespace, job, path: Path, *, folder: Path | None, output: Path | None = None) -> list[Path]:
     """Segment one image with `job` and write its results (existing outputs refused unless
     --overwrite, before anything runs); returns the files written."""
