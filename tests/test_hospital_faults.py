@@ -172,3 +172,53 @@ def test_series_and_instances_over_the_limits_are_refused_and_the_series_failed_
                    patient_id="P6", pixels=1, size=128)
     assert store([big], port) == ["Error: CannotUnderstand"]
     assert len(stored_files(spool)) == 3 and "over max_instance_pixels = 4096" in gateway_process.text()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MiB tmpfs mounted for the test (needs the right to mount: root with CAP_SYS_ADMIN)."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({done.stderr.strip() or 'not permitted'})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_is_out_of_resources_and_leaves_nothing_half_written(small_disk: Path, tmp_path: Path) -> None:
+    """Finding 4: the spool's disk fills between the instance's file and its journal row. The
+    answer must be 0xA700 (out of resources: the sender retries later), not a permanent failure,
+    and no file the journal does not know may stay behind (it would be segmented, though the
+    sender was told it was not stored)."""
+    import os
+
+    port = free_port()
+    path = config(tmp_path, port)
+    path.write_text(path.read_text().replace(f'spool = "{tmp_path / "spool"}"', f'spool = "{small_disk / "spool"}"')
+                    .replace("min_free_mb = 1\n", "min_free_mb = 0.0001\n"))
+    spool = small_disk / "spool"
+    running = GatewayProcess(path, tmp_path / "gateway.log").start(port)
+    try:
+        first = instance(tmp_path / "in" / "1.dcm", sop_uid=f"{ROOT}.8.1", series_uid=f"{ROOT}.8", study_uid=f"{ROOT}.80",
+                         patient_id="P8", pixels=1, size=256)
+        assert store([first], port) == ["Success"]
+        second = instance(tmp_path / "in" / "2.dcm", sop_uid=f"{ROOT}.8.2", series_uid=f"{ROOT}.8", study_uid=f"{ROOT}.80",
+                          patient_id="P8", pixels=2, size=256)
+        stored = stored_files(spool)[0].stat().st_size
+        pages = -(-stored // 4096)
+        filler = small_disk / "filler"
+        with open(filler, "wb") as handle:  # leave room for the second instance's file and not one page more
+            free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+            handle.write(b"\0" * (free - pages * 4096))
+        statuses = store([second], port)
+        known = {row[0] for row in journal(spool, "SELECT path FROM instances")}
+        on_disk = {str(p) for p in stored_files(spool)}
+        assert statuses == ["Failure: Refused: OutOfResources"] or statuses[0].startswith("Failure: Refused"), statuses
+        assert on_disk == known, f"files the journal does not know: {on_disk - known}"
+        filler.unlink()
+        assert store([second], port) == ["Success"]  # the sender's retry, once there is room
+    finally:
+        running.stop()
