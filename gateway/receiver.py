@@ -4,7 +4,8 @@ Associations are accepted only from the configured calling AE titles (and, where
 hosts), only when the called AE title is ours and only while the spool has `min_free_mb` free;
 others get an A-ASSOCIATE-RJ with the matching reason, and one log line each. A C-STORE is
 answered success only after the instance is durable in the spool and recorded in the journal;
-a failure to store answers 0xA700 (out of resources) or 0xC000 (cannot understand).
+a failure to store answers 0xA700 (out of resources: disk full, quota, an I/O error of the spool
+or the journal; the sender retries) or 0xC000 (cannot understand), and leaves nothing behind.
 
 Identity: an instance is its full SOP Instance UID as its dataset gives it (not the request's
 AffectedSOPInstanceUID, which senders such as dcmtk's storescu cut to 64 characters). An instance
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import time
 from typing import Callable
 
@@ -133,14 +135,19 @@ class Receiver:
                     logger.debug("C-STORE from %s: %s received again, identical (a re-send)", calling, sop_uid)
                     return 0x0000
                 return self._conflict(calling, sop_uid)
-            path = self.spool.write(series_uid, sop_uid, data)
-            self.journal.add_instance(sop_uid=sop_uid, series_uid=series_uid, study_uid=str(ds.get("StudyInstanceUID", "")),
-                                      patient_id=str(ds.get("PatientID", "")), description=str(ds.get("SeriesDescription", "")),
-                                      calling_ae=calling, path=path, size=len(data), sha256=digest, now=time.time())
+            path, created = self.spool.store(series_uid, sop_uid, data)
+            try:
+                self.journal.add_instance(sop_uid=sop_uid, series_uid=series_uid, study_uid=str(ds.get("StudyInstanceUID", "")),
+                                          patient_id=str(ds.get("PatientID", "")), description=str(ds.get("SeriesDescription", "")),
+                                          calling_ae=calling, path=path, size=len(data), sha256=digest, now=time.time())
+            except BaseException:
+                if created:  # not acknowledged: nothing of it may stay (it would be segmented)
+                    path.unlink(missing_ok=True)
+                raise
         except SpoolConflict:
             return self._conflict(calling, sop_uid)
-        except OSError as exc:
-            logger.error("C-STORE from %s failed: cannot write the spool (%s)", calling, exc)
+        except (OSError, sqlite3.OperationalError) as exc:  # disk full, quota, I/O: the sender retries later
+            logger.error("C-STORE from %s failed: cannot write the spool (%s): out of resources", calling, exc)
             return OUT_OF_RESOURCES
         except Exception as exc:  # noqa: BLE001 - an undecodable dataset must not kill the association thread
             logger.error("C-STORE from %s refused: %s", calling, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

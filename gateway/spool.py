@@ -52,9 +52,15 @@ class Spool:
         return self.results / safe_uid(series_uid)
 
     def write(self, series_uid: str, sop_uid: str, data: bytes) -> Path:
+        """`store`'s path."""
+        return self.store(series_uid, sop_uid, data)[0]
+
+    def store(self, series_uid: str, sop_uid: str, data: bytes) -> tuple[Path, bool]:
         """Write one instance durably (temporary file, fsync, link onto its name, fsync of the
-        folder). A file already under the name is kept: the same bytes are the same instance
-        (a re-send); other bytes raise SpoolConflict and nothing is written."""
+        folder); returns its path and whether this call made the file. A file already under the
+        name is kept: the same bytes are the same instance (a re-send); other bytes raise
+        SpoolConflict and nothing is written. On any error nothing this call made is left."""
+        created = False
         path = self.instance_path(series_uid, sop_uid)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".incoming.", dir=path.parent)
@@ -65,6 +71,7 @@ class Spool:
                 os.fsync(handle.fileno())
             try:
                 os.link(tmp, path)  # atomic, and never replaces a file already there
+                created = True
             except FileExistsError:
                 if path.read_bytes() != data:
                     raise SpoolConflict(f"{path} exists with other content") from None
@@ -76,14 +83,20 @@ class Spool:
                         raise SpoolConflict(f"{path} exists with other content") from None
                 else:
                     os.replace(tmp, path)
+                    created = True
         finally:
             Path(tmp).unlink(missing_ok=True)
-        folder = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-        return path
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except BaseException:
+            if created:
+                path.unlink(missing_ok=True)
+            raise
+        return path, created
 
     def orphans(self, known: set[str]) -> list[Path]:
         """Complete instance files the journal does not list (temporary files are removed)."""
