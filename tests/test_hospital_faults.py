@@ -222,3 +222,47 @@ def test_a_full_disk_is_out_of_resources_and_leaves_nothing_half_written(small_d
         assert store([second], port) == ["Success"]  # the sender's retry, once there is room
     finally:
         running.stop()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses a socket listens on at `port` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_every_listener_binds_the_configured_host(tmp_path: Path) -> None:
+    """Finding 3: with host = 127.0.0.1 the metrics port listened on 0.0.0.0 too."""
+    port, metrics = free_port(), free_port()
+    path = config(tmp_path, port, f"metrics_port = {metrics}\n")
+    running = GatewayProcess(path, tmp_path / "gateway.log").start(port)
+    try:
+        from waiting import wait_for
+
+        wait_for(lambda: listening_addresses(metrics), 30, "the metrics port to listen")
+        assert listening_addresses(port) == {"127.0.0.1"}
+        assert listening_addresses(metrics) == {"127.0.0.1"}
+    finally:
+        running.stop()
+
+
+def test_gateway_status_prints_no_terminal_escapes(tmp_path: Path) -> None:
+    """Finding 3: patient-supplied strings (series description, reason) are printed with control
+    characters escaped, so a crafted SeriesDescription cannot drive the operator's terminal."""
+    from lesionseg.gateway.journal import Journal
+
+    spool = tmp_path / "spool"
+    journal = Journal(spool / "journal.sqlite")
+    journal.add_instance(sop_uid="1.2.3.1", series_uid="1.2.3", study_uid="1.2", patient_id="P\x1b]0;owned\x07",
+                         description="T2\x1b[2J\x1b[31mred\r\x08", calling_ae="A", path=tmp_path / "a", size=1)
+    journal.close()
+    path = config(tmp_path, free_port())
+    done = subprocess.run([sys.executable, "-m", "lesionseg.client.cli", "gateway", "status", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not any(ord(c) < 32 and c != "\n" for c in done.stdout), repr(done.stdout)
+    assert "T2\\x1b[2J" in done.stdout
