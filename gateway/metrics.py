@@ -44,10 +44,11 @@ class GatewayMetrics:
         self.series.inc()
         self.stage.labels(stage="receive").observe(max(job.last_received - job.first_received, 0.0))
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, host: str) -> None:
+        """Serve /metrics on `host`:`port` (the gateway's configured host, as its DICOM listener)."""
         from prometheus_client import start_http_server
 
-        self._server = start_http_server(int(port), addr="0.0.0.0", registry=self.registry)
+        self._server = start_http_server(int(port), addr=host, registry=self.registry)
 
     def close(self) -> None:
         if self._server is not None:

@@ -71,7 +71,7 @@ class Gateway:
             thread.start()
             self._threads.append(thread)
         if self.config.metrics_port:
-            self.metrics.serve(self.config.metrics_port)
+            self.metrics.serve(self.config.metrics_port, self.config.host)
 
     def stop(self) -> None:
         self._stop.set()

@@ -266,3 +266,12 @@ def test_gateway_status_prints_no_terminal_escapes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert not any(ord(c) < 32 and c != "\n" for c in done.stdout), repr(done.stdout)
     assert "T2\\x1b[2J" in done.stdout
+
+
+def test_log_lines_carry_no_terminal_escapes() -> None:
+    import logging
+
+    from lesionseg.client.cli.main import _PrintableFormatter
+
+    record = logging.LogRecord("lesionseg.gateway", logging.ERROR, __file__, 1, "series %s: %s", ("1.2", "T2\x1b[2J"), None)
+    assert _PrintableFormatter("%(message)s").format(record) == "series 1.2: T2\\x1b[2J"

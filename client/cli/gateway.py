@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 def status(config) -> int:
     """Print the journal's jobs, oldest first, and the totals by state."""
+    from lesionseg.core.text import printable
     from lesionseg.gateway.journal import Journal
 
     if not config.journal.exists():
@@ -97,8 +98,8 @@ def status(config) -> int:
     rows = [("series", "description", "state", "route", "instances", "received", "reason")]
     for job in journal.jobs():
         when = datetime.datetime.fromtimestamp(job.first_received).strftime("%Y-%m-%d %H:%M:%S")
-        rows.append((job.uid, job.description[:24], job.state, job.route, str(job.instances),
-                     f"{when} ({now - job.first_received:.0f} s ago)", job.reason))
+        rows.append((printable(job.uid), printable(job.description[:24]), job.state, printable(job.route), str(job.instances),
+                     f"{when} ({now - job.first_received:.0f} s ago)", printable(job.reason)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1])

@@ -45,9 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped, line by line (values from DICOM peers and files
+    reach the messages: they must not drive the operator's terminal); tracebacks keep their lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from lesionseg.core.text import printable
+
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
