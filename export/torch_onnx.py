@@ -10,6 +10,7 @@ Needs the `export` extra (torch, dynamic-network-architectures).
 from __future__ import annotations
 
 import io
+import re
 import logging
 import warnings
 from pathlib import Path
@@ -34,21 +35,37 @@ def torch_module():
     return torch
 
 
+def _safe_globals() -> list[Any]:
+    """What nnU-Net's checkpoints hold beyond tensors and builtins, allowed to `weights_only`
+    unpickling: numpy scalars and their dtypes (its logging and _best_ema). Reconstructing these
+    runs no code of the file's choosing."""
+    import numpy as np
+
+    allowed: list[Any] = [np.dtype, np.core.multiarray.scalar]  # type: ignore[attr-defined]
+    allowed += [type(np.dtype(kind)) for kind in ("float64", "float32", "float16", "int64", "int32", "bool")]
+    return allowed
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A PyTorch checkpoint on the CPU (safe unpickling first, full unpickling with a warning).
+    """A PyTorch checkpoint on the CPU, unpickled with `weights_only=True` only (tensors,
+    builtins, torch's own types and `_safe_globals`): a file that needs more (arbitrary code on
+    load) is refused, never loaded in full.
 
     Raises:
-        InputError: the file is not a readable checkpoint.
+        InputError: the file is not a readable checkpoint, or needs full unpickling.
     """
     torch = torch_module()
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - nnU-Net checkpoints may hold objects outside the safe list
-        logger.warning("%s needs full unpickling; only export checkpoints you trust", path)
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "WeightsUnpickler" in str(exc):
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+            raise InputError(f"{path}: refused: it needs full unpickling (weights_only: "
+                             f"{'it holds ' + found.group(1) if found else reason}), which can run code; lesionseg "
+                             "loads checkpoints with weights_only=True only: save the weights as a state dict") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
 def to_onnx(module: Any, patch: Sequence[int], channels: int) -> tuple[Any, float]:
