@@ -61,10 +61,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "WeightsUnpickler" in str(exc):
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-            raise InputError(f"{path}: refused: it needs full unpickling (weights_only: "
-                             f"{'it holds ' + found.group(1) if found else reason}), which can run code; lesionseg "
-                             "loads checkpoints with weights_only=True only: save the weights as a state dict") from None
+            found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", str(exc))
+            raise InputError(f"{path}: refused: it needs full unpickling, which can run code"
+                             f"{f' (it holds {found.group(1)})' if found else ''}; lesionseg loads checkpoints with "
+                             "weights_only=True only: save the network's weights as a state dict") from None
         raise InputError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
