@@ -70,6 +70,17 @@ def test_config_precedence(tmp_path, monkeypatch):
     ("[callers]\nA = []\n[[destinations]]\nname = 'd'\nkind = 'ftp'\n", "kind 'ftp'"),
     ("[gateway\n", "not valid TOML"),
     ("[weird]\n", "unknown section 'weird'"),
+    # issue 23, finding 5: wrong types are refused, not coerced
+    ("[callers]\nORTHANC = '127.0.0.1'\n", "[callers] ORTHANC: '127.0.0.1' is not a list of hosts"),
+    ("[gateway]\nport = true\n[callers]\nA = []\n", "[gateway] port: True is not a whole number"),
+    ("[gateway]\nworkers = 1.9\n[callers]\nA = []\n", "[gateway] workers: 1.9 is not a whole number"),
+    ("[gateway]\nmetrics_port = 70000\n[callers]\nA = []\n", "[gateway] metrics_port: 70000 is outside 0-65535 (0: off)"),
+    ("[gateway]\nembedded_server = 1\n[callers]\nA = []\n", "[gateway] embedded_server: 1 is not true or false"),
+    ("[gateway]\nstable_age = 'soon'\n[callers]\nA = []\n", "[gateway] stable_age: 'soon' is not a number"),
+    ("[callers]\nA = []\n[[routes]]\nname = 'r'\nimage_type = 'ORIGINAL'\ncontrast = 't2s'\n",
+     "[[routes]] #1: image_type: 'ORIGINAL' is not a list of strings"),
+    ("[callers]\nA = []\n[[destinations]]\nname = 'd'\nkind = 'cstore'\nae_title = 'X'\nhost = 'h'\nport = '104'\n",
+     "[[destinations]] #1: port: '104' is not a whole number"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
