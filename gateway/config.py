@@ -190,16 +190,43 @@ class GatewayConfig:
 SCALARS = {f.name: f for f in dataclasses.fields(GatewayConfig) if f.name not in ("callers", "routes", "destinations")}
 
 
-def _cast(field: dataclasses.Field, value: Any, where: str) -> Any:
-    kind = {"int": int, "float": float, "bool": bool, "Path": Path, "str": str}[str(field.type).split(".")[-1]]
-    if kind is bool and isinstance(value, str):
-        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise UsageError(f"{where}: {value!r} is not a boolean")
-        return value.lower() in ("1", "true", "yes")
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: {value!r} is not a valid {kind.__name__}") from None
+#: whole-number keys with their allowed range (and what its ends mean)
+RANGES = {"port": (1, 65535, ""), "metrics_port": (0, 65535, " (0: off)"), "workers": (1, 1024, ""),
+          "max_series_instances": (1, None, ""), "max_instance_pixels": (1, None, "")}
+
+
+def _cast(field: dataclasses.Field, value: Any, where: str, *, text: bool = False) -> Any:
+    """`value` as the type of `field`, strictly: a file's value must already have that type (no
+    string for a number, no number for a boolean, no fraction for a whole number); `text` (an
+    environment variable or an argument) is parsed. Raises UsageError naming `where` and the value."""
+    kind = str(field.type).split(".")[-1]
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if text and str(value).lower() in ("1", "0", "true", "false", "yes", "no"):
+            return str(value).lower() in ("1", "true", "yes")
+        raise UsageError(f"{where}: {value!r} is not true or false")
+    if kind == "int":
+        if text and isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{where}: {value!r} is not a whole number")
+        low, high, ends = RANGES.get(field.name, (None, None, ""))
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise UsageError(f"{where}: {value} is outside {low}-{high if high is not None else ''}{ends}")
+        return value
+    if kind == "float":
+        if text and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{where}: {value!r} is not a number")
+        return float(value)
+    if not isinstance(value, str) and not (kind == "Path" and isinstance(value, Path)):
+        raise UsageError(f"{where}: {value!r} is not a string")
+    return Path(value) if kind == "Path" else value
 
 
 def read_file(path: Path) -> dict:
@@ -254,9 +281,9 @@ def load_config(path: Path | None, **arguments: Any) -> GatewayConfig:
     for name, field in SCALARS.items():
         env = os.environ.get(f"{ENV_PREFIX}GATEWAY_{name.upper()}")
         if arguments.get(name) is not None:
-            values[name] = _cast(field, arguments[name], f"--{name.replace('_', '-')}")
+            values[name] = _cast(field, arguments[name], f"--{name.replace('_', '-')}", text=True)
         elif env not in (None, ""):
-            values[name] = _cast(field, env, f"{ENV_PREFIX}GATEWAY_{name.upper()}")
+            values[name] = _cast(field, env, f"{ENV_PREFIX}GATEWAY_{name.upper()}", text=True)
         elif name in section:
             values[name] = _cast(field, section[name], f"{where}: [gateway] {name}")
             from_file.add(name)
@@ -269,7 +296,11 @@ def load_config(path: Path | None, **arguments: Any) -> GatewayConfig:
     callers = data.get("callers", {})
     if not isinstance(callers, dict):
         raise UsageError(f"{where}: [callers] maps calling AE titles to lists of hosts")
-    values["callers"] = {str(ae).strip(): tuple(str(h) for h in (hosts or ())) for ae, hosts in callers.items()}
+    for ae, hosts in callers.items():
+        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+            raise UsageError(f"{where}: [callers] {ae}: {hosts!r} is not a list of hosts (write [\"{hosts}\"] for one)"
+                             if isinstance(hosts, str) else f"{where}: [callers] {ae}: {hosts!r} is not a list of hosts")
+    values["callers"] = {str(ae).strip(): tuple(hosts) for ae, hosts in callers.items()}
     values["routes"] = tuple(_records(Route, data.get("routes", []), where, "routes"))
     values["destinations"] = tuple(_records(Destination, data.get("destinations", []), where, "destinations"))
     return GatewayConfig(**values)
@@ -289,6 +320,15 @@ def _records(kind, items, where: str, section: str):
         if bad:
             raise UsageError(f"{where}: [[{section}]] #{i + 1}: unknown key {sorted(bad)[0]!r} (known: {', '.join(fields)})")
         item = {"name": f"{section[:-1]} {i + 1}", **{keys.get(k, k): v for k, v in item.items()}}
-        if "image_type" in item:
-            item["image_type"] = tuple(item["image_type"])
+        types = {f.name: f for f in dataclasses.fields(kind)}
+        for key, value in list(item.items()):
+            at = f"{where}: [[{section}]] #{i + 1}: {key}"
+            if str(types[key].type).startswith("tuple"):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise UsageError(f"{at}: {value!r} is not a list of strings")
+                item[key] = tuple(value)
+            elif str(types[key].type) in ("int", "bool", "float", "str"):
+                item[key] = _cast(types[key], value, at)
+            elif not isinstance(value, str):  # an enum's name
+                raise UsageError(f"{at}: {value!r} is not a string")
         yield kind(**item)

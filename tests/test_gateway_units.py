@@ -61,7 +61,7 @@ def test_config_precedence(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("text, message", [
     ("[gateway]\nprot = 1\n[callers]\nA = []\n", "unknown key [gateway] 'prot'"),
-    ("[gateway]\nport = 'x'\n[callers]\nA = []\n", "'x' is not a valid int"),
+    ("[gateway]\nport = 'x'\n[callers]\nA = []\n", "'x' is not a whole number"),
     ("[gateway]\nport = 1\n", "no [callers]"),
     ("[callers]\nA = []\n[[routes]]\nname = 'r'\nseries_description = '('\ncontrast = 't2s'\n", "route 'r': series_description is not a regular expression"),
     ("[callers]\nA = []\n[[routes]]\nname = 'r'\ncontrast = 't3'\n", "contrast 't3' is not one of"),
