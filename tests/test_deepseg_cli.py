@@ -95,3 +95,43 @@ def test_an_unwritable_output_is_refused_before_any_work(shared: Path, tmp_path:
     assert code == 2, err
     assert len(err.splitlines()) == 1 and f"{blocker} is a file, not a folder" in err and "Traceback" not in err
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("command", "options", "server"), [(["deepseg", "lesion_ms"], [], True), (["crop"], [], False)],
+                         ids=["deepseg", "crop"])  # deepseg-lesion's -o is its output folder: refused as a file
+def test_overwrite_never_replaces_an_input(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch, command: list[str], options: list[str],
+                                           server: bool) -> None:
+    """Issue 23, finding 6: --overwrite replaces earlier outputs, never what the user gave: -o naming
+    the input (or, for crop, its mask) is a usage error before anything runs, the file untouched."""
+    import shutil
+
+    from pacs_peers import free_port
+
+    monkeypatch.setenv("LESIONSEG_REPOSITORY", str(tmp_path / "no_repository"))
+    image = tmp_path / "t2s.nii.gz"
+    shutil.copy(shared / "sct_testing_data" / "t2s" / "t2s.nii.gz", image)
+    mask = tmp_path / "t2s_seg.nii.gz"
+    shutil.copy(shared / "sct_testing_data" / "t2s" / "t2s_seg.nii.gz", mask)
+    before = image.read_bytes(), mask.read_bytes()
+    extra = ["-url", f"127.0.0.1:{free_port()}"] if server else ["-m", str(mask)]
+    for victim in ((image,) if server else (image, mask)):
+        assert main([*command, "-i", str(image), *options, *extra, "-o", str(victim), "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{victim}" in err and "is an input" in err and len(err.splitlines()) == 1, err
+    assert (image.read_bytes(), mask.read_bytes()) == before
+
+
+def test_a_batch_output_may_not_be_another_subjects_input(tmp_path: Path) -> None:
+    """Issue 23, finding 6: in a batch, --overwrite may not let one subject's output replace another
+    subject's input."""
+    from lesionseg.client.batch.inputs import Subject
+    from lesionseg.client.batch.runner import BatchOptions, Planned, check_outputs
+    from lesionseg.client.result import Outputs
+
+    a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    planned = [Planned(subject=Subject(path=a), outputs=Outputs(masks={"lesion": b}, folder=tmp_path)),
+               Planned(subject=Subject(path=b), outputs=Outputs(masks={"lesion": tmp_path / "b_seg.nii.gz"}, folder=tmp_path))]
+    with pytest.raises(UsageError, match=f"{a} would write {b}, which is an input"):
+        check_outputs(planned, BatchOptions(overwrite=True))
