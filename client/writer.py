@@ -19,7 +19,7 @@ from lesionseg.core import __version__
 from lesionseg.core.catalogue import model_url
 from lesionseg.core.enums import Plane, StrEnum, choices
 from lesionseg.core.errors import UsageError
-from lesionseg.core.files import atomic_write_text, check_folders_writable
+from lesionseg.core.files import atomic_write_text, check_folders_writable, refuse_inputs
 from lesionseg.core.image import Image
 from lesionseg.core.nifti import refuse_existing, save_nifti, stem
 
@@ -109,6 +109,7 @@ class Writer:
         if self.output_format.dicom and image.series is None:
             raise UsageError(f"{image.path}: --output-format {self.output_format} writes DICOM results of a DICOM series; "
                              "this input is NIfTI")
+        refuse_inputs(outputs.files, [image.path])
         refuse_existing(outputs.files, overwrite=overwrite)
         check_folders_writable(path.parent for path in outputs.files)
 

@@ -67,6 +67,21 @@ def folder_problem(folder: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def refuse_inputs(outputs, inputs) -> None:
+    """--overwrite replaces earlier outputs, never what the user gave: refuse any of `outputs`
+    that is one of `inputs` (the same file, however named).
+
+    Raises:
+        UsageError: naming the output.
+    """
+    from lesionseg.core.errors import UsageError
+
+    given = {Path(p).resolve() for p in inputs if p}
+    for path in outputs:
+        if path and Path(path).resolve() in given:
+            raise UsageError(f"{path} is an input of this command: it is never overwritten (choose another output)")
+
+
 def check_folders_writable(folders, *, what: str = "output folder") -> None:
     """Refuse folders files cannot be written into (see `folder_problem`), before any work.
 

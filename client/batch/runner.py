@@ -116,9 +116,13 @@ def check_outputs(planned: Sequence[Planned], options: BatchOptions) -> None:
     Raises:
         UsageError: the message names the first clash or existing file and how many there are.
     """
+    inputs = {item.subject.path.resolve() for item in planned}
     owners: dict[Path, Path] = {}
     for item in planned:
         for path in item.files:
+            if path.resolve() in inputs:
+                raise UsageError(f"{item.subject.path} would write {path}, which is an input of this batch: inputs are never "
+                                 "overwritten; use -ofolder")
             other = owners.setdefault(path.resolve(), item.subject.path)
             if other != item.subject.path:
                 raise UsageError(f"{item.subject.path} and {other} would both write {path}; use -ofolder with a BIDS "

@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lesionseg.client.crop import crop_image, parse_dilation
+    from lesionseg.core.files import refuse_inputs
+
+    refuse_inputs([args.output], [args.input, args.mask])
 
     print(crop_image(args.input, args.mask, parse_dilation(args.dilate), unit=args.dilate_unit, output=args.output,
                      overwrite=args.overwrite))

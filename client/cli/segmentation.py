@@ -76,14 +76,16 @@ def refuse_batch_only_options(args: argparse.Namespace, *, batch: bool) -> None:
 
 
 def check_output_folders(args: argparse.Namespace) -> None:
-    """Before anything runs (the server is not asked yet): the folder of -ofolder or of -o can be
-    written into (a batch without -ofolder writes beside each input: its writer checks each).
+    """Before anything runs (the server is not asked yet): -o is not an input, and the folder of
+    -ofolder or of -o can be written into (a batch without -ofolder writes beside each input:
+    its writer checks each).
 
     Raises:
         UsageError: naming the folder and the problem.
     """
-    from lesionseg.core.files import check_folders_writable
+    from lesionseg.core.files import check_folders_writable, refuse_inputs
 
+    refuse_inputs([getattr(args, "output", None)], [*args.input, getattr(args, "file_centerline", None)])
     folders = [Path(args.ofolder)] if getattr(args, "ofolder", None) else []
     if getattr(args, "output", None):
         folders.append(Path(args.output).parent)
