@@ -133,3 +133,15 @@ def test_an_nnunet_plans_spacing_per_sent_axis() -> None:
         object.__setattr__(p, "spacing", spacing)
         object.__setattr__(p, "transpose_forward", transpose)
         assert p.sent_axes_spacing() == expected
+
+
+def test_a_singular_affine_and_an_empty_axis_are_named(tmp_path: Path) -> None:
+    """Issue 23, finding 6: the errors named the wrong problem ("sheared", "all zero")."""
+    singular = np.eye(4)
+    singular[:3, 1] = singular[:3, 0]  # two voxel axes along the same direction
+    nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.float32), singular), tmp_path / "singular.nii.gz")
+    with pytest.raises(InputError, match=r"singular.nii.gz: image has a singular affine \(its voxel axes are not independent\)"):
+        load_nifti(tmp_path / "singular.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((0, 5, 5), np.float32), np.eye(4)), tmp_path / "empty.nii.gz")
+    with pytest.raises(InputError, match=r"empty.nii.gz: image has no voxels \(shape \(0, 5, 5\)\)"):
+        load_nifti(tmp_path / "empty.nii.gz")
