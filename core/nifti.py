@@ -66,6 +66,8 @@ def load_nifti(path: str | Path, *, what: str = "image", allow_empty: bool = Fal
             shape = shape[:3]
         if len(shape) != 3:
             raise InputError(f"{path}: {what} must be 3D, got shape {tuple(image.shape)}")
+        if min(shape) == 0:
+            raise InputError(f"{path}: {what} has no voxels (shape {tuple(int(n) for n in shape)})")
         if int(np.prod(shape)) > MAX_VOXELS:
             raise InputError(f"{path}: {what} of shape {shape} is too large (max {MAX_VOXELS} voxels)")
         stored = np.dtype(image.get_data_dtype())
@@ -95,6 +97,8 @@ def load_nifti(path: str | Path, *, what: str = "image", allow_empty: bool = Fal
     for sizes in (spacing, np.asarray(raw_header["pixdim"][1:4], dtype=float)):
         if not np.all(np.isfinite(sizes)) or np.any(sizes <= 1e-6) or not np.all(np.isfinite(affine)):
             raise InputError(f"{path}: {what} has a zero or invalid voxel size {np.round(sizes, 4).tolist()}")
+    if abs(np.linalg.det(affine[:3, :3])) <= 1e-6 * float(np.prod(spacing)):
+        raise InputError(f"{path}: {what} has a singular affine (its voxel axes are not independent)")
     angle = _shear_degrees(affine)
     if angle > SHEAR_TOLERANCE_DEGREES:
         raise InputError(f"{path}: {what} has a sheared voxel grid (its affine's axes are {angle:.2f} degrees from "
