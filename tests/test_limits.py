@@ -145,3 +145,24 @@ def test_a_singular_affine_and_an_empty_axis_are_named(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.ones((0, 5, 5), np.float32), np.eye(4)), tmp_path / "empty.nii.gz")
     with pytest.raises(InputError, match=r"empty.nii.gz: image has no voxels \(shape \(0, 5, 5\)\)"):
         load_nifti(tmp_path / "empty.nii.gz")
+
+
+def test_a_qform_that_disagrees_with_the_sform_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 23, finding 6: which of two disagreeing geometries is used was chosen silently. The
+    sform is used (nibabel's and SCT's choice), with one warning naming how far they disagree."""
+    image = nib.Nifti1Image(np.ones((5, 5, 5), np.float32), np.eye(4))
+    shifted = np.eye(4)
+    shifted[:3, 3] = (0.0, 0.0, 12.5)
+    image.set_qform(shifted, code=1)
+    image.set_sform(np.eye(4), code=2)
+    nib.save(image, tmp_path / "two.nii.gz")
+    with caplog.at_level("WARNING"):
+        loaded = load_nifti(tmp_path / "two.nii.gz")
+    assert np.allclose(loaded.affine, np.eye(4))
+    assert "two.nii.gz: its qform and sform disagree (by up to 12.5 mm); using the sform, as SCT does" in caplog.text
+    caplog.clear()
+    image.set_qform(np.eye(4), code=1)
+    nib.save(image, tmp_path / "one.nii.gz")
+    with caplog.at_level("WARNING"):
+        load_nifti(tmp_path / "one.nii.gz")
+    assert "disagree" not in caplog.text
