@@ -18,6 +18,8 @@ from lesionseg.core.files import atomic_path
 from lesionseg.core.image import Image
 from lesionseg.core.wire import MAX_VOXELS
 
+logger = logging.getLogger(__name__)
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -93,6 +95,7 @@ def load_nifti(path: str | Path, *, what: str = "image", allow_empty: bool = Fal
     if not allow_empty and not np.any(data):
         raise InputError(f"{path}: {what} is all zero")
     affine = image.affine
+    _note_form_disagreement(path, image.header, shape)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     for sizes in (spacing, np.asarray(raw_header["pixdim"][1:4], dtype=float)):
         if not np.all(np.isfinite(sizes)) or np.any(sizes <= 1e-6) or not np.all(np.isfinite(affine)):
@@ -104,6 +107,25 @@ def load_nifti(path: str | Path, *, what: str = "image", allow_empty: bool = Fal
         raise InputError(f"{path}: {what} has a sheared voxel grid (its affine's axes are {angle:.2f} degrees from "
                          "perpendicular); resample it onto an orthogonal grid")
     return Image(path=path, data=data, affine=affine, header=image.header)
+
+
+#: qform and sform further apart than this (mm, at any corner of the volume) are said to disagree
+FORM_TOLERANCE_MM = 1e-3
+
+
+def _note_form_disagreement(path: Path, header, shape) -> None:
+    """One warning when both the qform and the sform are set and place the volume differently:
+    nibabel (and so SCT) uses the sform; the user should know the file is ambiguous."""
+    try:
+        if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
+            return
+        q, s = header.get_qform(), header.get_sform()
+    except Exception:  # noqa: BLE001 - a header nibabel cannot turn into both forms has one geometry
+        return
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]).T
+    apart = float(np.max(np.linalg.norm((q - s)[:3] @ corners, axis=0)))
+    if apart > FORM_TOLERANCE_MM:
+        logger.warning("%s: its qform and sform disagree (by up to %.3g mm); using the sform, as SCT does", path, apart)
 
 
 #: NIfTI spatial units other than millimetres (nibabel's names): refused, named. A header without a
