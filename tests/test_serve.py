@@ -165,3 +165,24 @@ def test_summarize_failure_picks_the_useful_line() -> None:
     assert summarize_failure(log) == "failed to load 'm' version 1: Internal: boom"
     assert summarize_failure("error: creating server: Invalid argument - bad flag") == "creating server: Invalid argument - bad flag"
     assert summarize_failure("") == "no output"
+
+
+@pytest.mark.slow
+def test_a_sigkilled_servers_temporary_folder_is_swept_by_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23, finding 6: `serve` killed with SIGKILL leaves its work folder (backends, log) in
+    the temporary directory; the next embedded server removes the folders of dead owners, and
+    keeps a live one's."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR in this process too
+    proc, _ = start_serve(serve_args(SELFTEST_REPOSITORY, ports()), env={**__import__("os").environ, "TMPDIR": str(tmp_path)})
+    left = [p for p in tmp_path.iterdir() if p.name.startswith("lesionseg-triton-")]
+    assert len(left) == 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    poll(lambda: not any(alive(pid) for pid in children(proc.pid)), 30)
+    assert left[0].exists()  # nobody removed it
+    mine = tmp_path / f"lesionseg-triton-{__import__('os').getpid()}-live"
+    mine.mkdir()
+    with EmbeddedServer(ServerSettings(repository=SELFTEST_REPOSITORY, startup_timeout=120, **ports())):
+        assert not left[0].exists(), "the dead server's folder is still there"
+        assert mine.exists()
