@@ -159,6 +159,34 @@ def summarize_failure(log_text: str) -> str:
     return tail[-1] if tail else "no output"
 
 
+#: the embedded server's work folder in the temporary directory: <prefix><owner pid>-<random>
+WORKDIR_PREFIX = "lesionseg-triton-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_dead_workdirs() -> list[Path]:
+    """Remove the work folders of embedded servers whose owning process is gone (killed with
+    SIGKILL, which no cleanup survives); returns them. A live owner's folder is kept; so is one
+    without an owner pid in its name (made by an older version: its owner cannot be told)."""
+    swept = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        owner = folder.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+            swept.append(folder)
+            logger.info("removed %s, left by a server whose process is gone", folder)
+    return swept
+
+
 def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask Linux to SIGKILL the server when the process that started it dies, and give the server
     the default SIGINT/SIGTERM dispositions: a parent started in the background by a
@@ -236,7 +264,8 @@ class EmbeddedServer:
             if port_in_use(s.host, number):
                 raise ServerStartError(f"{name} port {number} on {s.host} is already in use")
         dist = find_distribution()
-        self._workdir = Path(tempfile.mkdtemp(prefix="lesionseg-triton-"))
+        sweep_dead_workdirs()
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
         backend_dir = make_backend_dir(dist, self._workdir)
         self.log_path = self._workdir / "tritonserver.log"
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
