@@ -115,3 +115,23 @@ def test_dicom_output_of_nifti_input_is_a_usage_error(nnunet_server, shared, tmp
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "this input is NIfTI" in err and str(image) in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore:The value length:UserWarning")  # pydicom, writing the over-long UID
+def test_dicom_output_of_a_series_with_a_non_conformant_uid_is_refused(legacy_server, shared, tmp_path, capsys):
+    """Issue 23, finding 6: a SEG must reference its source by UIDs a conformant object can carry;
+    a source with a 70-character SOP Instance UID was copied into the SEG. Refused in one line
+    naming the file, nothing written; the NIfTI output of the same series still works."""
+    folder = write(shared, "axial", tmp_path / "series")
+    victim = sorted(folder.iterdir())[3]
+    ds = pydicom.dcmread(victim)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ("2.25." + "1" * 70)[:70]
+    ds.save_as(victim)
+    out = tmp_path / "out"
+    url = legacy_server.settings.grpc_url
+    code = main(["deepseg-lesion", "-i", str(folder), "-c", "t2s", "-ofolder", str(out), "-url", url, "--output-format", "dicom"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"{victim}: SOP Instance UID" in err and "is not a conformant DICOM UID (70 characters, over 64)" in err
+    assert not out.exists() or not any(out.iterdir())
+    assert main(["deepseg-lesion", "-i", str(folder), "-c", "t2s", "-ofolder", str(out), "-url", url]) == 0
