@@ -18,7 +18,7 @@ from lesionseg.client.result import CROPBOX, Job, Outputs, Result
 from lesionseg.core import __version__
 from lesionseg.core.catalogue import model_url
 from lesionseg.core.enums import Plane, StrEnum, choices
-from lesionseg.core.errors import UsageError
+from lesionseg.core.errors import InputError, UsageError
 from lesionseg.core.files import atomic_write_text, check_folders_writable, refuse_inputs
 from lesionseg.core.image import Image
 from lesionseg.core.nifti import refuse_existing, save_nifti, stem
@@ -46,6 +46,27 @@ class Written:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+def refuse_non_conformant_uids(series) -> None:
+    """Our SEG and SR reference their source by its Study, Series and SOP Instance UIDs, which a
+    conformant object can carry only when they are conformant (at most 64 characters, digits and
+    dots): refuse a series with any other, naming the file (the gateway refuses such instances
+    when they arrive).
+
+    Raises:
+        InputError: naming the file, the attribute, the UID and the problem.
+    """
+    from lesionseg.client.dicom.uids import uid_problem
+
+    for ds, path in zip(series.datasets, series.files):
+        for keyword, name in (("SOPInstanceUID", "SOP Instance UID"), ("SeriesInstanceUID", "Series Instance UID"),
+                              ("StudyInstanceUID", "Study Instance UID")):
+            uid = str(ds.get(keyword, "")).rstrip("\x00")
+            problem = uid_problem(uid)
+            if problem is not None:
+                raise InputError(f"{path}: {name} {uid!r} is not a conformant DICOM UID ({problem}); a DICOM SEG cannot "
+                                 "reference it (write NIfTI, or fix the UIDs at the source)")
+
+
 class Writer:
     """How results are written: `output_format`; `dicom_qc`: with DICOM, also a Secondary Capture of
     the QC mosaic; `qc`: the QC report folder (None: no QC entry); `qc_dataset`, `qc_subject`: the
@@ -109,6 +130,8 @@ class Writer:
         if self.output_format.dicom and image.series is None:
             raise UsageError(f"{image.path}: --output-format {self.output_format} writes DICOM results of a DICOM series; "
                              "this input is NIfTI")
+        if self.output_format.dicom:
+            refuse_non_conformant_uids(image.series)
         refuse_inputs(outputs.files, [image.path])
         refuse_existing(outputs.files, overwrite=overwrite)
         check_folders_writable(path.parent for path in outputs.files)
