@@ -45,7 +45,6 @@ class Written:
     instances: dict[str, Path]
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
 def refuse_non_conformant_uids(series) -> None:
     """Our SEG and SR reference their source by its Study, Series and SOP Instance UIDs, which a
     conformant object can carry only when they are conformant (at most 64 characters, digits and
@@ -67,6 +66,7 @@ def refuse_non_conformant_uids(series) -> None:
                                  "reference it (write NIfTI, or fix the UIDs at the source)")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Writer:
     """How results are written: `output_format`; `dicom_qc`: with DICOM, also a Secondary Capture of
     the QC mosaic; `qc`: the QC report folder (None: no QC entry); `qc_dataset`, `qc_subject`: the
