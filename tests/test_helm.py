@@ -316,7 +316,7 @@ def test_triton_command_and_args(rendered, values_file: str, config_name: str | 
     ports = {p["name"]: p["containerPort"] for p in server["ports"]}
     assert ports == {"grpc": 8001, "http": 8000, "metrics": 8002}
     env = {e["name"]: e.get("value") for e in server["env"]}
-    assert env == {"HOME": "/tmp", "LESIONSEG_REPOSITORY": "/models"}
+    assert env == {"HOME": "/tmp", "LESIONSEG_REPOSITORY": "/models", "LESIONSEG_MAX_VOXELS": "268435456"}
 
 
 def test_exit_timeout_follows_the_grace_period() -> None:
@@ -367,7 +367,7 @@ def test_install_init_containers(rendered) -> None:
     (only,) = release["spec"]["template"]["spec"]["initContainers"]
     assert only["command"][3:] == ["seg_sc_contrast_agnostic", "--repository", "/models", "--target", "cpu", "--release", "v2.5"]
     for c in gpu + cpu:
-        assert {e["name"]: e["value"] for e in c["env"]} == {"HOME": "/tmp", "LESIONSEG_REPOSITORY": "/models"}
+        assert {e["name"]: e["value"] for e in c["env"]} == {"HOME": "/tmp", "LESIONSEG_REPOSITORY": "/models", "LESIONSEG_MAX_VOXELS": "268435456"}
     prefilled = triton(render(set_values={"models": {"install": [], "persistentVolumeClaim": "filled"}}))
     assert "initContainers" not in prefilled["spec"]["template"]["spec"]
 
@@ -710,7 +710,7 @@ def test_gateway_statefulset(rendered) -> None:
     assert c["image"] == "lesionseg-gateway:0.1.0"
     assert c["command"] == ["lesionseg", "gateway"]
     assert c["args"] == ["run", "--config", "/etc/lesionseg/gateway.toml", "-url", f"{FULLNAME}-grpc:8001"]
-    assert {e["name"]: e["value"] for e in c["env"]} == {"HOME": "/tmp"}
+    assert {e["name"]: e["value"] for e in c["env"]} == {"HOME": "/tmp", "LESIONSEG_MAX_VOXELS": "268435456"}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"dicom": 11112, "metrics": 9464}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
