@@ -9,7 +9,9 @@ Tables:
 - `series`: one job per series: state `received` (instances arriving), `queued` (quiet for the
   stable age, routed), `running`, `sending` (results written, deliveries pending), `sent`,
   `failed` or `ignored`, with the route, the reason of a failure and the retry time.
-- `deliveries`: one row per result object and destination; `sent` rows are never sent again.
+- `deliveries`: one row per result object and destination; `sent` rows are never sent again (a
+  kill between a destination's acknowledgement and this row's update sends that object again:
+  delivery is at least once, made idempotent by the objects' derived UIDs).
 
 Every write is one short transaction (BEGIN IMMEDIATE); each thread has its own connection.
 """
