@@ -54,16 +54,14 @@ def refuse_non_conformant_uids(series) -> None:
     Raises:
         InputError: naming the file, the attribute, the UID and the problem.
     """
-    from lesionseg.client.dicom.uids import uid_problem
+    from lesionseg.client.dicom.uids import identity_problem
 
     for ds, path in zip(series.datasets, series.files):
-        for keyword, name in (("SOPInstanceUID", "SOP Instance UID"), ("SeriesInstanceUID", "Series Instance UID"),
-                              ("StudyInstanceUID", "Study Instance UID")):
-            uid = str(ds.get(keyword, "")).rstrip("\x00")
-            problem = uid_problem(uid)
-            if problem is not None:
-                raise InputError(f"{path}: {name} {uid!r} is not a conformant DICOM UID ({problem}); a DICOM SEG cannot "
-                                 "reference it (write NIfTI, or fix the UIDs at the source)")
+        found = identity_problem(ds)
+        if found is not None:
+            name, uid, problem = found
+            raise InputError(f"{path}: {name} {uid!r} is not a conformant DICOM UID ({problem}); a DICOM SEG cannot "
+                             "reference it (write NIfTI, or fix the UIDs at the source)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -147,10 +147,10 @@ class Journal:
                 db.execute("UPDATE deliveries SET state = 'pending', attempts = 0, not_before = 0 WHERE series_uid = ?", (series_uid,))
             return True
 
-    def series_instances(self, series_uid: str) -> tuple[int, str] | None:
-        """(instances recorded, state) of series `series_uid`, or None when none was received."""
-        row = self._db().execute("SELECT instances, state FROM series WHERE uid = ?", (series_uid,)).fetchone()
-        return (row[0], row[1]) if row is not None else None
+    def series_instances(self, series_uid: str) -> int:
+        """The instances recorded of series `series_uid` (0 when none was received)."""
+        row = self._db().execute("SELECT instances FROM series WHERE uid = ?", (series_uid,)).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def known_paths(self) -> set[str]:
         return {row[0] for row in self._db().execute("SELECT path FROM instances")}

@@ -31,7 +31,7 @@ import sqlite3
 import time
 from typing import Callable
 
-from lesionseg.client.dicom.uids import uid_problem
+from lesionseg.client.dicom.uids import identity_problem
 from lesionseg.gateway.config import GatewayConfig
 from lesionseg.gateway.journal import FAILED, RECEIVED, Journal
 from lesionseg.gateway.sockets import no_delay
@@ -118,32 +118,36 @@ class Receiver:
             ds = event.dataset
             series_uid = str(ds.get("SeriesInstanceUID", "")).rstrip("\x00")
             sop_uid = str(ds.get("SOPInstanceUID", "") or event.request.AffectedSOPInstanceUID or "").rstrip("\x00")
-            for name, uid in (("SOP Instance UID", sop_uid), ("Series Instance UID", series_uid),
-                              ("Study Instance UID", str(ds.get("StudyInstanceUID", "")).rstrip("\x00"))):
-                problem = uid_problem(uid)
-                if problem is not None:
-                    logger.error("C-STORE from %s refused: %s %r is not a conformant DICOM UID (%s)", calling, name, uid, problem)
-                    return _failure(CANNOT_UNDERSTAND, f"{name} not conformant: {problem}")
+            found = identity_problem({"SOPInstanceUID": sop_uid, "SeriesInstanceUID": series_uid,
+                                      "StudyInstanceUID": ds.get("StudyInstanceUID", "")})
+            if found is not None:
+                name, uid, problem = found
+                logger.error("C-STORE from %s refused: %s %r is not a conformant DICOM UID (%s)", calling, name, uid, problem)
+                return _failure(CANNOT_UNDERSTAND, f"{name} not conformant: {problem}")
             refused = self._over_limits(calling, ds, series_uid, sop_uid)
             if refused is not None:
                 return refused
             data = event.encoded_dataset(include_meta=True)
             digest = hashlib.sha256(data).hexdigest()
             known = self.journal.instance(sop_uid)
-            if known is not None:
-                if known == (series_uid, digest):
-                    logger.debug("C-STORE from %s: %s received again, identical (a re-send)", calling, sop_uid)
-                    return 0x0000
+            if known is not None and (known[0] != series_uid or known[1] not in ("", digest)):
                 return self._conflict(calling, sop_uid)
+            if known is not None and known[1] == digest:
+                logger.debug("C-STORE from %s: %s received again, identical (a re-send)", calling, sop_uid)
+                return 0x0000
+            # new, or recorded by a journal without digests: the spool compares the bytes
             path, created = self.spool.store(series_uid, sop_uid, data)
             try:
-                self.journal.add_instance(sop_uid=sop_uid, series_uid=series_uid, study_uid=str(ds.get("StudyInstanceUID", "")),
-                                          patient_id=str(ds.get("PatientID", "")), description=str(ds.get("SeriesDescription", "")),
-                                          calling_ae=calling, path=path, size=len(data), sha256=digest, now=time.time())
+                added = self.journal.add_instance(sop_uid=sop_uid, series_uid=series_uid, study_uid=str(ds.get("StudyInstanceUID", "")),
+                                                  patient_id=str(ds.get("PatientID", "")), description=str(ds.get("SeriesDescription", "")),
+                                                  calling_ae=calling, path=path, size=len(data), sha256=digest, now=time.time())
             except BaseException:
                 if created:  # not acknowledged: nothing of it may stay (it would be segmented)
                     path.unlink(missing_ok=True)
                 raise
+            if not added and created:  # another association recorded this UID meanwhile, in another series
+                path.unlink(missing_ok=True)
+                return self._conflict(calling, sop_uid)
         except SpoolConflict:
             return self._conflict(calling, sop_uid)
         except (OSError, sqlite3.OperationalError) as exc:  # disk full, quota, I/O: the sender retries later
@@ -165,13 +169,13 @@ class Receiver:
             logger.error("C-STORE from %s refused: %s has %d x %d x %s pixels, over max_instance_pixels = %d", calling, sop_uid,
                          int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), ds.get("NumberOfFrames", 1), self.config.max_instance_pixels)
             return _failure(CANNOT_UNDERSTAND, "image over the gateway's max_instance_pixels")
-        known = self.journal.series_instances(series_uid)
-        if known is not None and known[0] >= self.config.max_series_instances and self.journal.instance(sop_uid) is None:
+        count = self.journal.series_instances(series_uid)
+        if count >= self.config.max_series_instances and self.journal.instance(sop_uid) is None:
             reason = f"more than max_series_instances = {self.config.max_series_instances} instances: refused from there on"
             if self.journal.set_state(series_uid, FAILED, reason=reason, expect=RECEIVED):
                 logger.error("series %s from %s failed: %s", series_uid, calling, reason)
             logger.error("C-STORE from %s refused: %s would be instance %d of series %s, over max_series_instances = %d",
-                         calling, sop_uid, known[0] + 1, series_uid, self.config.max_series_instances)
+                         calling, sop_uid, count + 1, series_uid, self.config.max_series_instances)
             return _failure(CANNOT_UNDERSTAND, "series over the gateway's max_series_instances")
         return None
 

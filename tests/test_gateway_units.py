@@ -290,3 +290,13 @@ def test_journal_of_an_earlier_version_gets_the_digest_column(tmp_path):
         db.execute("INSERT INTO instances VALUES ('1.2.3.1', '1.2.3', '/a', 1, 'A', 0)")
     journal = Journal(path)
     assert journal.instance("1.2.3.1") == ("1.2.3", "")
+
+
+def test_identity_problem_names_the_first_bad_uid():
+    from lesionseg.client.dicom.uids import identity_problem
+
+    good = {"SOPInstanceUID": "1.2.3.4", "SeriesInstanceUID": "1.2.3", "StudyInstanceUID": "1.2"}
+    assert identity_problem(good) is None
+    assert identity_problem({**good, "StudyInstanceUID": "1.02"}) == ("Study Instance UID", "1.02",
+                                                                        "an empty component or one with a leading zero")
+    assert identity_problem({**good, "SOPInstanceUID": ""}) == ("SOP Instance UID", "", "empty")

@@ -38,3 +38,19 @@ def uid_problem(uid: str) -> str | None:
     if not all(_COMPONENT.match(part) for part in uid.split(".")):
         return "an empty component or one with a leading zero"
     return None
+
+
+#: the UIDs that name an instance and that our SEG and SR reference: (keyword, name in messages)
+IDENTITY_UIDS = (("SOPInstanceUID", "SOP Instance UID"), ("SeriesInstanceUID", "Series Instance UID"),
+                 ("StudyInstanceUID", "Study Instance UID"))
+
+
+def identity_problem(ds) -> tuple[str, str, str] | None:
+    """The first of a dataset's SOP Instance, Series Instance and Study Instance UIDs that is not
+    conformant, as (name, UID, problem), or None when all are."""
+    for keyword, name in IDENTITY_UIDS:
+        uid = str(ds.get(keyword, "")).rstrip("\x00")
+        problem = uid_problem(uid)
+        if problem is not None:
+            return name, uid, problem
+    return None
