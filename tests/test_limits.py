@@ -85,7 +85,9 @@ def test_a_huge_voxel_size_is_refused_before_the_server_allocates(sccrop_server,
                                                                    capsys: pytest.CaptureFixture[str], command: list[str],
                                                                    options: list[str]) -> None:
     """1e6 mm voxels (the 488 GiB allocation of the finding): one line naming the file and the
-    limit, exit 1, nothing written; the server answers the next image."""
+    limit, exit 1, nothing written; the server answers the next image. The client refuses the
+    nnU-Net, MONAI and legacy requests before sending; sc-crop's detection is refused by the server
+    (its own check is tested alone below)."""
     source = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
     path = scaled(source, tmp_path / "huge.nii.gz", 1e6)
     url = sccrop_server.settings.grpc_url
@@ -166,3 +168,26 @@ def test_a_qform_that_disagrees_with_the_sform_is_said(tmp_path: Path, caplog: p
     with caplog.at_level("WARNING"):
         load_nifti(tmp_path / "one.nii.gz")
     assert "disagree" not in caplog.text
+
+
+@pytest.mark.server
+@pytest.mark.realdata
+@pytest.mark.parametrize("task", ["seg_ms_lesion", "seg_sc_contrast_agnostic_monai", "seg_ms_lesion_mp2rage_ivadomed"])
+def test_the_server_checks_even_when_the_client_does_not(nnunet_server, shared: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+                                                         task: str) -> None:
+    """The server's own check, before it allocates, for a client that skips its pre-check (another
+    program, an older lesionseg): a per-request error naming the limit; the server answers the next."""
+    from served import infer_task
+
+    from lesionseg.core.errors import InferenceError
+
+    if "ivadomed" in task:
+        request.getfixturevalue("ivadomed_server")
+    monkeypatch.setattr("lesionseg.client.inference.check_work", lambda model, image: None)
+    source = shared / "sct_testing_data" / "t2s" / "t2s.nii.gz"
+    url = nnunet_server.settings.grpc_url
+    with pytest.raises(InferenceError, match=rf"over the limit of {DEFAULT_MAX_VOXELS:,} \(LESIONSEG_MAX_VOXELS\)"):
+        infer_task(url, scaled(source, tmp_path / "huge.nii.gz", 1e6), task)
+    seg, _, _ = infer_task(url, source, task)
+    assert seg.shape == nib.load(source).shape
